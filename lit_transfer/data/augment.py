@@ -1,0 +1,31 @@
+"""Batch-wise train-time augmentation on uint8 tensors, on whatever device the batch is on."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+AUGMENTATIONS = ("hflip", "crop_padding")
+
+
+def check_augment(augment: dict | None) -> None:
+    unknown = set(augment or {}) - set(AUGMENTATIONS)
+    if unknown:
+        raise ValueError(f"Unknown augment keys {sorted(unknown)}; known: {', '.join(AUGMENTATIONS)}.")
+
+
+def augment_batch(images: torch.Tensor, gen: torch.Generator, hflip: bool = False, crop_padding: int = 0) -> torch.Tensor:
+    """Random horizontal flips and random crops from a zero-padded image (the CIFAR recipe)."""
+    n, _, h, w = images.shape
+    if crop_padding:
+        p = crop_padding
+        padded = F.pad(images, (p, p, p, p))
+        dy, dx = (torch.randint(0, 2 * p + 1, (2, n), generator=gen, device=images.device))
+        rows = (dy[:, None] + torch.arange(h, device=images.device))[:, None, :, None]
+        cols = (dx[:, None] + torch.arange(w, device=images.device))[:, None, None, :]
+        images = padded.gather(2, rows.expand(-1, padded.shape[1], -1, padded.shape[3]))
+        images = images.gather(3, cols.expand(-1, images.shape[1], h, -1))
+    if hflip:
+        flip = torch.rand(n, generator=gen, device=images.device) < 0.5
+        images = torch.where(flip[:, None, None, None], images.flip(-1), images)
+    return images

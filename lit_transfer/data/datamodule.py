@@ -1,0 +1,201 @@
+"""``DomainPairDataModule``: a source and a target domain with fixed splits, served from memory."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from typing import Literal
+
+import lightning as L
+import torch
+
+from . import domains
+from .augment import augment_batch, check_augment
+from .common import derive_seed
+from .domains import DomainSpec, load_domain
+from .loader import InMemoryLoader
+from .splits import map_labels, split_domain, take_shots
+
+Role = Literal["source", "target"]
+_ROLES: tuple[Role, Role] = ("source", "target")
+_SPLITS = ("train", "val", "test")
+
+
+def _as_spec(spec: DomainSpec | dict | None) -> DomainSpec:
+    if spec is None:
+        return DomainSpec()
+    return DomainSpec(**spec) if isinstance(spec, dict) else spec
+
+
+class DomainPairDataModule(L.LightningDataModule):
+    """Source and target domains, each split into train/val/test once, deterministically from ``split_seed``.
+
+    ``train_on`` picks the domain a run trains on, so one data config serves the source stage and every
+    target strategy. Val and test dataloaders come in the order of ``val_domains``/``test_domains``: the
+    trained domain first, then the other one when it shares the label space and channels.
+
+    Args:
+        source, target: the two domains.
+        train_on: which domain's train split ``train_dataloader`` serves.
+        target_shots, source_shots: labelled training examples per class (``None``: all). For a fixed
+            ``split_seed`` smaller sets are subsets of larger ones.
+        split_seed: seeds splits, shots and random shift parameters; independent of the training seed.
+        val_fraction, test_fraction: stratified fractions carved out where a dataset has no official split
+            (``test_fraction`` is unused when it has an official test set).
+        batch_size, eval_batch_size: training and evaluation batch sizes.
+        augment: train-time augmentation, e.g. ``{hflip: true, crop_padding: 2}``; off by default.
+    """
+
+    def __init__(
+        self,
+        source: DomainSpec | None = None,
+        target: DomainSpec | None = None,
+        train_on: Role = "target",
+        target_shots: int | None = None,
+        source_shots: int | None = None,
+        split_seed: int = 0,
+        val_fraction: float = 0.1,
+        test_fraction: float = 0.2,
+        batch_size: int = 64,
+        eval_batch_size: int = 512,
+        augment: dict | None = None,
+    ) -> None:
+        super().__init__()
+        if train_on not in _ROLES:
+            raise ValueError(f"train_on must be 'source' or 'target', got {train_on!r}.")
+        self.specs = {"source": _as_spec(source), "target": _as_spec(target)}
+        for spec in self.specs.values():
+            domains.check_spec(spec)
+            if spec.label_map is not None and set(spec.label_map.values()) != set(range(domains.num_classes(spec))):
+                raise ValueError(f"label_map values must be 0..k-1 without gaps, got {sorted(set(spec.label_map.values()))}.")
+        check_augment(augment)
+        self.train_on = train_on
+        self.shots = {"source": source_shots, "target": target_shots}
+        self.split_seed, self.val_fraction, self.test_fraction = split_seed, val_fraction, test_fraction
+        self.batch_size, self.eval_batch_size, self.augment = batch_size, eval_batch_size, augment
+        self.seed = 0  # the training seed, captured in setup
+        self._indices: dict[str, dict[str, torch.Tensor]] = {}
+        self._subsets: dict[tuple[str, str], tuple[torch.Tensor, torch.Tensor]] = {}
+
+    # --- known before any data is loaded (the CLI links these into the model) ---
+
+    @property
+    def source(self) -> DomainSpec:
+        return self.specs["source"]
+
+    @property
+    def target(self) -> DomainSpec:
+        return self.specs["target"]
+
+    @property
+    def source_num_classes(self) -> int:
+        return domains.num_classes(self.source)
+
+    @property
+    def target_num_classes(self) -> int:
+        return domains.num_classes(self.target)
+
+    @property
+    def num_classes(self) -> int:
+        return domains.num_classes(self.specs[self.train_on])
+
+    @property
+    def in_chans(self) -> int:
+        return domains.in_chans(self.specs[self.train_on])
+
+    @property
+    def other(self) -> Role:
+        return "source" if self.train_on == "target" else "target"
+
+    @property
+    def val_domains(self) -> list[str]:
+        # A model with one head and one stem can only be evaluated on a domain with the same classes and channels.
+        a, b = self.specs[self.train_on], self.specs[self.other]
+        same = domains.num_classes(a) == domains.num_classes(b) and domains.in_chans(a) == domains.in_chans(b)
+        return [self.train_on, self.other] if same else [self.train_on]
+
+    @property
+    def test_domains(self) -> list[str]:
+        return self.val_domains
+
+    # --- loading and splitting ---
+
+    def prepare_data(self) -> None:
+        self._load()  # downloads on local rank 0; the decoded data is kept for setup in the same process
+
+    def setup(self, stage: str | None = None) -> None:
+        self._load()
+        self.seed = torch.initial_seed()  # seed_everything sets it, so the shuffle order follows the run's seed
+
+    def _load(self) -> None:
+        if self._indices:
+            return
+        for role, spec in self.specs.items():
+            domain = load_domain(spec, self.split_seed)
+            labels = map_labels(domain.labels, spec.label_map)
+            splits = split_domain(domain.labels, domain.official, self.split_seed, self.val_fraction, self.test_fraction)
+            splits = {k: v[labels[v] >= 0] for k, v in splits.items()}
+            splits["train"] = take_shots(
+                splits["train"], labels, self.shots[role], domains.num_classes(spec), self.split_seed, f"{role}_shots"
+            )
+            self._indices[role] = splits
+            for split, idx in splits.items():
+                self._subsets[role, split] = domain.images[idx], labels[idx]
+
+    def split_indices(self) -> dict[str, dict[str, torch.Tensor]]:
+        """``{role: {split: indices into the domain's dataset}}``, train after shots; loads the data if needed."""
+        self._load()
+        return {role: dict(splits) for role, splits in self._indices.items()}
+
+    def split_hash(self) -> str:
+        """sha256 of every split index of both domains and what defines the domains: equal data, equal hash."""
+        h = hashlib.sha256()
+        h.update(json.dumps({r: self.specs[r].identity() for r in _ROLES}, sort_keys=True).encode())
+        for role, splits in self.split_indices().items():
+            for split in _SPLITS:
+                h.update(f"{role}/{split}:".encode())
+                h.update(splits[split].to(torch.int64).numpy().tobytes())
+        return h.hexdigest()
+
+    def subset(self, role: str, split: str) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(images_uint8, labels)`` of one split of one domain."""
+        self._load()
+        return self._subsets[role, split]
+
+    # --- dataloaders ---
+
+    def _dist(self) -> tuple[int, int]:
+        trainer = self.trainer
+        return (trainer.global_rank, trainer.world_size) if trainer is not None else (0, 1)
+
+    def train_dataloader(self) -> InMemoryLoader:
+        images, labels = self.subset(self.train_on, "train")
+        rank, world_size = self._dist()
+        # Few-shot sets can be smaller than a batch: dropping the last batch would then drop everything.
+        drop_last = -(-len(labels) // world_size) >= self.batch_size
+        return InMemoryLoader(images, labels, self.batch_size, shuffle=True, drop_last=drop_last,
+                              seed=self.seed, rank=rank, world_size=world_size)
+
+    def _eval_loaders(self, split: str, roles: list[str]) -> list[InMemoryLoader]:
+        rank, world_size = self._dist()
+        return [InMemoryLoader(*self.subset(role, split), self.eval_batch_size, shuffle=False,
+                               rank=rank, world_size=world_size) for role in roles]
+
+    def val_dataloader(self) -> list[InMemoryLoader]:
+        return self._eval_loaders("val", self.val_domains)
+
+    def test_dataloader(self) -> list[InMemoryLoader]:
+        return self._eval_loaders("test", self.test_domains)
+
+    def predict_dataloader(self) -> InMemoryLoader:
+        return self._eval_loaders("test", ["target"])[0]
+
+    def on_after_batch_transfer(self, batch, dataloader_idx: int):
+        trainer = self.trainer
+        if not self.augment or trainer is None or not trainer.training:
+            return batch
+        images, labels = batch
+        # Seeded by (seed, step, rank), not by global RNG state: a resumed run augments the same way.
+        gen = torch.Generator(device=images.device)
+        gen.manual_seed(derive_seed(self.seed, trainer.global_step, trainer.global_rank))
+        return augment_batch(images, gen, **self.augment), labels

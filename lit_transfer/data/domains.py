@@ -1,0 +1,306 @@
+"""Domains: datasets decoded once into memory as uint8 ``[N, C, H, W]`` images and int64 ``[N]`` labels.
+
+``register_domain`` records a loader together with how to know ``num_classes`` and ``in_chans`` *without*
+loading, because the CLI links both into the model before ``setup`` runs.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Union
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torchvision import datasets
+
+from .common import Registry
+from .shifts import apply_shifts, check_shift
+
+
+@dataclass
+class DomainSpec:
+    """One domain of a pair: which dataset, where it lives, and how to turn it into a shifted domain."""
+
+    name: str = "digits"
+    root: str = "~/.cache/lit_transfer/data"
+    download: bool = True
+    shifts: list[dict] = field(default_factory=list)  # applied in order, e.g. [{name: rotate, degrees: 90}]
+    label_map: dict[int, int] | None = None  # original → new label; unmapped classes are dropped
+    channels: int | None = None  # force 1 (grayscale) or 3 (RGB)
+    image_size: int | None = None  # square resize at load; None keeps the native size
+
+    def identity(self) -> dict:
+        """What determines the data (not where it is stored): hashed into ``split_hash``."""
+        label_map = None if self.label_map is None else sorted((int(k), int(v)) for k, v in self.label_map.items())
+        return {"name": self.name, "shifts": [dict(s) for s in self.shifts], "label_map": label_map,
+                "channels": self.channels, "image_size": self.image_size}
+
+
+@dataclass
+class Domain:
+    images: torch.Tensor  # uint8 [N, C, H, W]
+    labels: torch.Tensor  # int64 [N], original labels (label_map is applied by the splits)
+    official: dict[str, torch.Tensor] = field(default_factory=dict)  # e.g. {"train": idx, "test": idx}
+
+
+IntOrFn = Union[int, Callable[[DomainSpec], int]]
+
+
+@dataclass
+class _Entry:
+    load: Callable[[DomainSpec], Domain]
+    num_classes: IntOrFn
+    in_chans: IntOrFn
+
+
+_DOMAINS = Registry("domain")
+
+
+def register_domain(name: str, *, num_classes: IntOrFn, in_chans: IntOrFn) -> Callable:
+    """Register ``load(spec) -> Domain``; ``num_classes``/``in_chans`` are ints or cheap ``fn(spec)``."""
+
+    def deco(fn: Callable[[DomainSpec], Domain]) -> Callable:
+        _DOMAINS[name] = _Entry(fn, num_classes, in_chans)
+        return fn
+
+    return deco
+
+
+def list_domains() -> list[str]:
+    return sorted(_DOMAINS)
+
+
+def check_spec(spec: DomainSpec) -> None:
+    _DOMAINS.get_or_raise(spec.name)
+    for shift in spec.shifts:
+        check_shift(shift)
+    if spec.channels not in (None, 1, 3):
+        raise ValueError(f"channels must be 1, 3 or null, got {spec.channels!r}.")
+
+
+def num_classes(spec: DomainSpec) -> int:
+    if spec.label_map is not None:
+        return len(set(spec.label_map.values()))
+    n = _DOMAINS.get_or_raise(spec.name).num_classes
+    return n if isinstance(n, int) else n(spec)
+
+
+def in_chans(spec: DomainSpec) -> int:
+    if spec.channels is not None:
+        return spec.channels
+    c = _DOMAINS.get_or_raise(spec.name).in_chans
+    return c if isinstance(c, int) else c(spec)
+
+
+def load_domain(spec: DomainSpec, split_seed: int) -> Domain:
+    """Decode ``spec``'s dataset, then convert channels, resize and apply its shifts (seeded by the split seed)."""
+    check_spec(spec)
+    domain = _DOMAINS[spec.name].load(spec)
+    images = _to_channels(domain.images, spec.channels)
+    if spec.image_size is not None and images.shape[-2:] != (spec.image_size, spec.image_size):
+        images = _resize(images, spec.image_size)
+    images = apply_shifts(images, spec.shifts, split_seed, spec.name)
+    return Domain(images.contiguous(), domain.labels, domain.official)
+
+
+def _to_channels(images: torch.Tensor, channels: int | None) -> torch.Tensor:
+    if channels is None or images.shape[1] == channels:
+        return images
+    if channels == 3:
+        return images.expand(-1, 3, -1, -1)
+    luma = torch.tensor([0.299, 0.587, 0.114]).view(1, 3, 1, 1)  # PIL's convert("L")
+    return (images.float() * luma).sum(1, keepdim=True).round().clamp(0, 255).to(torch.uint8)
+
+
+def _resize(images: torch.Tensor, size: int) -> torch.Tensor:
+    out = [F.interpolate(c.float(), size=(size, size), mode="bilinear", antialias=True, align_corners=False)
+           for c in images.split(4096)]
+    return torch.cat(out).round().clamp(0, 255).to(torch.uint8)
+
+
+def _concat(train_images, train_labels, test_images, test_labels) -> Domain:
+    """One domain from an official train/test pair, remembering which indices are which."""
+    n_train, n_test = len(train_labels), len(test_labels)
+    return Domain(
+        torch.cat([torch.as_tensor(train_images), torch.as_tensor(test_images)]),
+        torch.cat([torch.as_tensor(train_labels), torch.as_tensor(test_labels)]).long(),
+        {"train": torch.arange(n_train), "test": torch.arange(n_train, n_train + n_test)},
+    )
+
+
+def _root(spec: DomainSpec) -> str:
+    return os.path.expanduser(spec.root)
+
+
+def _missing(spec: DomainSpec) -> ValueError:
+    return ValueError(f"Dataset {spec.name!r} not found under {_root(spec)} (download: false); "
+                      "set download: true or point root at the data.")
+
+
+def _open(cls, spec: DomainSpec, **kwargs):
+    try:
+        return cls(_root(spec), download=spec.download, **kwargs)
+    except (RuntimeError, FileNotFoundError):
+        if spec.download:
+            raise
+        raise _missing(spec) from None
+
+
+# --- built-in domains -------------------------------------------------------------------------------------
+
+
+@register_domain("digits", num_classes=10, in_chans=1)
+def _digits(spec: DomainSpec) -> Domain:
+    """sklearn's embedded 8×8 digits (1797 images): works offline, trains in seconds on a CPU."""
+    from sklearn.datasets import load_digits
+
+    data = load_digits()
+    images = np.round(data.images / 16.0 * 255.0).astype(np.uint8)[:, None]
+    return Domain(torch.from_numpy(images), torch.from_numpy(data.target).long())
+
+
+def _mnist_like(cls):
+    def load(spec: DomainSpec) -> Domain:
+        train, test = (_open(cls, spec, train=t) for t in (True, False))
+        return _concat(train.data[:, None], train.targets, test.data[:, None], test.targets)
+
+    return load
+
+
+register_domain("mnist", num_classes=10, in_chans=1)(_mnist_like(datasets.MNIST))
+register_domain("fashion_mnist", num_classes=10, in_chans=1)(_mnist_like(datasets.FashionMNIST))
+
+
+@register_domain("usps", num_classes=10, in_chans=1)
+def _usps(spec: DomainSpec) -> Domain:
+    for _, filename, _ in datasets.USPS.split_list.values():
+        if not spec.download and not os.path.isfile(os.path.join(_root(spec), filename)):
+            raise _missing(spec)  # USPS itself would fail later with a bare FileNotFoundError
+    train, test = (_open(datasets.USPS, spec, train=t) for t in (True, False))
+    return _concat(train.data[:, None], train.targets, test.data[:, None], test.targets)
+
+
+# torchvision md5-checks every file of these datasets on each load, which rejects small test fixtures and costs
+# a full read; downloading still verifies the archive's md5, so checking that the files exist is enough here.
+
+
+def _all_exist(*paths: str) -> bool:
+    return all(os.path.isfile(p) for p in paths)
+
+
+class _CIFAR10(datasets.CIFAR10):
+    meta = {**datasets.CIFAR10.meta, "md5": None}  # check_integrity(path, None) only checks the file exists
+
+    def _check_integrity(self) -> bool:
+        files = [f for f, _ in self.train_list + self.test_list] + [self.meta["filename"]]
+        return _all_exist(*(os.path.join(self.root, self.base_folder, f) for f in files))
+
+
+class _CIFAR100(datasets.CIFAR100):
+    meta = {**datasets.CIFAR100.meta, "md5": None}
+    _check_integrity = _CIFAR10._check_integrity
+
+
+class _SVHN(datasets.SVHN):
+    def _check_integrity(self) -> bool:
+        return _all_exist(os.path.join(self.root, self.filename))
+
+
+class _STL10(datasets.STL10):
+    def _check_integrity(self) -> bool:  # the 2.7 GB unlabeled split is never used
+        files = ("train_X.bin", "train_y.bin", "test_X.bin", "test_y.bin")
+        return _all_exist(*(os.path.join(self.root, self.base_folder, f) for f in files))
+
+
+def _cifar(cls):
+    def load(spec: DomainSpec) -> Domain:
+        train, test = (_open(cls, spec, train=t) for t in (True, False))
+        nchw = lambda d: torch.from_numpy(d).permute(0, 3, 1, 2)  # noqa: E731  (stored HWC)
+        return _concat(nchw(train.data), train.targets, nchw(test.data), test.targets)
+
+    return load
+
+
+register_domain("cifar10", num_classes=10, in_chans=3)(_cifar(_CIFAR10))
+register_domain("cifar100", num_classes=100, in_chans=3)(_cifar(_CIFAR100))
+
+
+def _split_loader(cls):
+    def load(spec: DomainSpec) -> Domain:
+        train, test = (_open(cls, spec, split=s) for s in ("train", "test"))
+        return _concat(torch.from_numpy(train.data), train.labels, torch.from_numpy(test.data), test.labels)
+
+    return load
+
+
+register_domain("svhn", num_classes=10, in_chans=3)(_split_loader(_SVHN))
+register_domain("stl10", num_classes=10, in_chans=3)(_split_loader(_STL10))
+
+
+# --- image folders ----------------------------------------------------------------------------------------
+
+_IMAGE_EXT = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp"}
+_SPLITS = ("train", "val", "test")
+
+
+def _images_in(folder: Path) -> list[Path]:
+    return sorted(p for p in folder.iterdir() if p.suffix.lower() in _IMAGE_EXT)
+
+
+def _folder_layout(spec: DomainSpec) -> tuple[dict[str, Path], list[str]]:
+    """Split folders (``train`` required, ``val``/``test`` optional) or ``{"all": root}``; and class names."""
+    root = Path(_root(spec))
+    layout = "expected root/<class>/*.png or root/train|val|test/<class>/*.png"
+    if not root.is_dir():
+        raise ValueError(f"image_folder root {root} does not exist; {layout}.")
+    splits = {s: root / s for s in _SPLITS if (root / s).is_dir()}
+    if "train" not in splits:
+        splits = {"all": root}
+    first = next(iter(splits.values()))
+    classes = sorted(d.name for d in first.iterdir() if d.is_dir() and _images_in(d))
+    if not classes:
+        raise ValueError(f"image_folder root {root} has no class folders with images; {layout}.")
+    return splits, classes
+
+
+def _folder_in_chans(spec: DomainSpec) -> int:
+    from PIL import Image
+
+    splits, classes = _folder_layout(spec)
+    with Image.open(_images_in(next(iter(splits.values())) / classes[0])[0]) as img:  # reads the header only
+        return 1 if img.mode in ("1", "L", "I", "I;16", "F") else 3
+
+
+@register_domain("image_folder", num_classes=lambda spec: len(_folder_layout(spec)[1]), in_chans=_folder_in_chans)
+def _image_folder(spec: DomainSpec) -> Domain:
+    from PIL import Image
+
+    splits, classes = _folder_layout(spec)
+    mode = "L" if in_chans(spec) == 1 else "RGB"
+    arrays, labels, official = [], [], {}
+    for split, folder in splits.items():
+        start = len(labels)
+        for label, name in enumerate(classes):
+            if not (folder / name).is_dir():
+                continue
+            for path in _images_in(folder / name):
+                with Image.open(path) as img:
+                    img = img.convert(mode)
+                    if spec.image_size is not None:
+                        img = img.resize((spec.image_size, spec.image_size), Image.BILINEAR)
+                    arrays.append(np.asarray(img))
+                labels.append(label)
+        unknown = {d.name for d in folder.iterdir() if d.is_dir()} - set(classes) if split != "all" else set()
+        if unknown:
+            raise ValueError(f"{folder} has class folders {sorted(unknown)} missing from {splits['train']}.")
+        official[split] = torch.arange(start, len(labels))
+    sizes = {a.shape[:2] for a in arrays}
+    if len(sizes) > 1:
+        raise ValueError(f"Images under {spec.root} have different sizes {sorted(sizes)[:3]}; set image_size.")
+    images = torch.from_numpy(np.stack(arrays))
+    images = images[:, None] if images.ndim == 3 else images.permute(0, 3, 1, 2)
+    official.pop("all", None)
+    return Domain(images, torch.tensor(labels, dtype=torch.long), official)
