@@ -1,0 +1,107 @@
+"""Shifts: each changes images as claimed, returns uint8, and is deterministic given its seed."""
+
+import pytest
+import torch
+
+from lit_transfer.data import list_shifts, register_shift
+from lit_transfer.data.shifts import _SHIFTS, apply_shifts, check_shift
+
+
+@pytest.fixture
+def images():
+    return torch.randint(0, 256, (16, 3, 12, 12), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
+
+
+def shift(images, name, seed=0, **params):
+    return apply_shifts(images, [{"name": name, **params}], seed, "test")
+
+
+def test_builtin_shifts_registered():
+    assert {"rotate", "invert", "gaussian_noise", "blur", "color_jitter", "rescale"} <= set(list_shifts())
+
+
+@pytest.mark.parametrize(
+    "spec",
+    [{"name": "rotate", "degrees": 30, "random": True}, {"name": "invert"}, {"name": "gaussian_noise", "std": 0.1},
+     {"name": "blur", "sigma": 1.0}, {"name": "color_jitter", "brightness": 0.5, "contrast": 0.5, "saturation": 0.5},
+     {"name": "rescale", "scale": 0.7}],
+)
+def test_every_shift_changes_images_keeps_dtype_and_is_deterministic(images, spec):
+    out = apply_shifts(images, [spec], 0, "d")
+    assert out.dtype == torch.uint8 and out.shape == images.shape
+    assert not torch.equal(out, images)
+    assert torch.equal(out, apply_shifts(images, [spec], 0, "d"))
+
+
+def test_invert_twice_is_identity(images):
+    once = shift(images, "invert")
+    assert torch.equal(once, 255 - images)
+    assert torch.equal(shift(once, "invert"), images)
+
+
+@pytest.mark.parametrize("size", [8, 7])
+def test_rotate_90_matches_rot90(size):
+    x = torch.randint(0, 256, (4, 1, size, size), dtype=torch.uint8)
+    assert torch.equal(shift(x, "rotate", degrees=90), torch.rot90(x, 1, (2, 3)))
+    assert torch.equal(shift(x, "rotate", degrees=-90), torch.rot90(x, -1, (2, 3)))
+    assert torch.equal(shift(x, "rotate", degrees=0), x)
+
+
+def test_random_rotate_depends_on_split_seed_only(images):
+    a = shift(images, "rotate", seed=0, degrees=45, random=True)
+    assert torch.equal(a, shift(images, "rotate", seed=0, degrees=45, random=True))
+    assert not torch.equal(a, shift(images, "rotate", seed=1, degrees=45, random=True))
+    # per-sample angles: the same image repeated is rotated differently
+    same = images[:1].expand(8, -1, -1, -1)
+    out = shift(same, "rotate", degrees=45, random=True)
+    assert len({tuple(o.flatten().tolist()) for o in out}) == 8
+
+
+def test_rescale_zooms_about_the_centre():
+    x = torch.zeros(1, 1, 8, 8, dtype=torch.uint8)
+    x[..., 2:6, 2:6] = 255
+    assert shift(x, "rescale", scale=2.0).min() >= 128  # the centre block fills the frame
+    small = shift(torch.full((1, 1, 8, 8), 200, dtype=torch.uint8), "rescale", scale=0.5)
+    assert small[..., 0, :].max() == 0 and small[..., 4, 4] == 200  # black border, content in the middle
+
+
+def test_gaussian_noise_std_is_in_unit_range():
+    x = torch.full((4, 1, 32, 32), 128, dtype=torch.uint8)
+    diff = shift(x, "gaussian_noise", std=0.1).float() - 128
+    assert 0.08 * 255 < diff.std() < 0.12 * 255
+
+
+def test_blur_smooths_and_keeps_constant_images(images):
+    assert shift(images, "blur", sigma=1.0).float().std() < images.float().std() * 0.7
+    flat = torch.full((2, 3, 9, 9), 77, dtype=torch.uint8)
+    assert torch.equal(shift(flat, "blur", sigma=1.0, kernel_size=3), flat)
+
+
+def test_color_jitter_saturation_is_a_no_op_on_grayscale():
+    gray = torch.randint(0, 256, (4, 1, 8, 8), dtype=torch.uint8)
+    assert torch.equal(shift(gray, "color_jitter", saturation=0.9), gray)
+    assert not torch.equal(shift(gray, "color_jitter", brightness=0.9), gray)
+
+
+def test_shifts_compose_in_order(images):
+    both = apply_shifts(images, [{"name": "rotate", "degrees": 90}, {"name": "invert"}], 0, "d")
+    assert torch.equal(both, 255 - torch.rot90(images, 1, (2, 3)))
+
+
+def test_unknown_shift_and_bad_params_are_one_line_errors():
+    with pytest.raises(ValueError, match=r"Unknown shift 'rotat'\. Did you mean 'rotate'") as err:
+        check_shift({"name": "rotat", "degrees": 90})
+    assert "\n" not in str(err.value)
+    with pytest.raises(ValueError, match="Shift 'rotate' got bad parameters"):
+        check_shift({"name": "rotate", "angle": 90})
+
+
+def test_register_custom_shift(images):
+    @register_shift("test_zero")
+    def zero(x, gen):
+        return torch.zeros_like(x)
+
+    try:
+        assert shift(images, "test_zero").sum() == 0
+    finally:
+        del _SHIFTS["test_zero"]
