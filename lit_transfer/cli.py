@@ -1,0 +1,225 @@
+"""``lit-transfer``: the Lightning CLI that runs every experiment from stacked YAML configs.
+
+    lit-transfer fit --config configs/data/digits_shift.yaml --config configs/model/small_cnn.yaml \\
+                     --strategy finetune --model.weights=runs/.../checkpoints/last.ckpt
+    lit-transfer sweep sweeps/digits_strategies.yaml      # offline runner for W&B sweep files
+    lit-transfer report sweep_runs/digits_strategies      # tables and plots: gain over scratch
+
+Each run gets its own directory (config, checkpoints, logs, ``result.json``) — concurrent sweep trials never
+collide. After ``fit`` the best checkpoint is tested on both domains and ``result.json`` is written.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+import uuid
+from pathlib import Path
+from typing import Optional
+
+from lightning.pytorch import LightningModule, Trainer
+from lightning.pytorch.callbacks import ModelCheckpoint
+from lightning.pytorch.cli import LightningArgumentParser, LightningCLI, SaveConfigCallback
+from lightning.pytorch.utilities import rank_zero_info
+
+from lit_transfer import results
+from lit_transfer.data import DomainPairDataModule
+from lit_transfer.errors import TransferConfigError
+from lit_transfer.module import TransferClassifier
+
+__all__ = ["TransferCLI", "main"]
+
+RUN_DIR_ENV = "LIT_TRANSFER_RUN_DIR"  # shared with DDP worker processes, which re-run the same command
+CONFIGS_ENV = "LIT_TRANSFER_CONFIGS"
+
+
+def configs_root() -> Path:
+    """Where ``--strategy NAME`` looks for ``strategy/NAME.yaml``: $LIT_TRANSFER_CONFIGS, ./configs, or the repo's."""
+    for candidate in (os.environ.get(CONFIGS_ENV), "configs", Path(__file__).resolve().parent.parent / "configs"):
+        if candidate and Path(candidate, "strategy").is_dir():
+            return Path(candidate)
+    raise TransferConfigError(f"no configs/strategy folder found; set {CONFIGS_ENV} to your configs folder")
+
+
+def expand_strategy(argv: list[str]) -> list[str]:
+    """``--strategy NAME`` → ``--config <configs>/strategy/NAME.yaml`` (so a W&B sweep can pick strategies)."""
+    out, i = [], 0
+    while i < len(argv):
+        arg = argv[i]
+        name = None
+        if arg == "--strategy" and i + 1 < len(argv):
+            name, i = argv[i + 1], i + 1
+        elif arg.startswith("--strategy="):
+            name = arg.split("=", 1)[1]
+        if name is None:
+            out.append(arg)
+        else:
+            path = configs_root() / "strategy" / f"{name}.yaml"
+            if not path.is_file():
+                known = sorted(p.stem for p in path.parent.glob("*.yaml"))
+                raise TransferConfigError(f"unknown strategy '{name}'; known: {', '.join(known)}")
+            out += ["--config", str(path)]
+        i += 1
+    return out
+
+
+class RunConfigSaver(SaveConfigCallback):
+    """Saves the resolved config as ``<run dir>/config.yaml``; run dirs are unique, so sweeps never collide."""
+
+    def setup(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
+        if self.already_saved or not trainer.is_global_zero:
+            return
+        path = Path(trainer.default_root_dir) / self.config_filename
+        if path.exists():  # a resumed run keeps the config it started with and records the new one beside it
+            path = path.with_name(f"{path.stem}.{time.strftime('%Y%m%d-%H%M%S')}{path.suffix}")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self.parser.save(self.config, str(path), skip_none=False, overwrite=True, multifile=False)
+        self.already_saved = True
+
+
+class TransferCLI(LightningCLI):
+    def __init__(self, *args, **kwargs):
+        kwargs.setdefault("seed_everything_default", 0)
+        kwargs.setdefault("save_config_callback", RunConfigSaver)
+        kwargs.setdefault("auto_configure_optimizers", False)  # the module builds its own param groups
+        kwargs.setdefault(
+            "trainer_defaults",
+            {"max_epochs": 10, "log_every_n_steps": 10, "enable_model_summary": False, "num_sanity_val_steps": 0},
+        )
+        self._started = time.time()
+        self._argv = list(kwargs.get("args") or sys.argv[1:])
+        super().__init__(TransferClassifier, DomainPairDataModule, *args, **kwargs)
+
+    def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
+        parser.add_argument("--run.experiment", type=str, default="experiment", help="Experiment name (W&B group).")
+        parser.add_argument("--run.strategy", type=str, default="custom", help="Strategy name, set by strategy configs.")
+        parser.add_argument("--run.root", type=str, default="runs", help="Parent of auto-named run directories.")
+        parser.add_argument("--run.dir", type=Optional[str], default=None, help="This run's directory (fresh).")
+        parser.add_argument("--run.test_after_fit", type=bool, default=True, help="Test the best checkpoint after fit.")
+        parser.add_argument("--run.source_seed", type=int, default=0, help="Seed of the shared source stage.")
+        parser.add_lightning_class_args(ModelCheckpoint, "checkpoint")
+        parser.set_defaults(
+            {"checkpoint.monitor": "val_acc", "checkpoint.mode": "max", "checkpoint.save_last": True,
+             "checkpoint.filename": "best"}
+        )
+        parser.link_arguments("data.num_classes", "model.num_classes", apply_on="instantiate")
+        parser.link_arguments("data.in_chans", "model.in_chans", apply_on="instantiate")
+
+    # ---------------------------------------------------------------- run dir
+    def before_instantiate_classes(self) -> None:
+        cfg = self.config[self.subcommand] if self.subcommand else self.config
+        run_dir = self._make_run_dir(cfg)
+        self.run_dir = run_dir
+        cfg.trainer.default_root_dir = str(run_dir)
+        cfg.checkpoint.dirpath = str(run_dir / "checkpoints")
+        if cfg.model.weights == "source":
+            from lit_transfer.stages import resolve_source_stage
+
+            cfg.model.weights = str(resolve_source_stage(self, cfg))
+        self._configure_logger(cfg, run_dir)
+
+    def _make_run_dir(self, cfg) -> Path:
+        inherited = os.environ.get(RUN_DIR_ENV)
+        if inherited and os.environ.get("LOCAL_RANK", "0") != "0":
+            return Path(inherited)  # a DDP worker: same run as rank 0
+        if cfg.run.dir:
+            run_dir = Path(cfg.run.dir)
+            if (run_dir / "result.json").exists() and not cfg.get("ckpt_path"):
+                raise TransferConfigError(f"run dir {run_dir} already holds a result; pick a new --run.dir")
+        else:
+            stamp = time.strftime("%Y%m%d-%H%M%S")
+            run_dir = Path(cfg.run.root) / cfg.run.experiment / cfg.run.strategy / f"{stamp}-{uuid.uuid4().hex[:6]}"
+        run_dir.mkdir(parents=True, exist_ok=True)
+        os.environ[RUN_DIR_ENV] = str(run_dir)
+        return run_dir
+
+    def _configure_logger(self, cfg, run_dir: Path) -> None:
+        logger = cfg.trainer.logger
+        if logger is None or logger is True:
+            cfg.trainer.logger = {
+                "class_path": "lightning.pytorch.loggers.CSVLogger",
+                "init_args": {"save_dir": str(run_dir), "name": "logs", "version": ""},
+            }
+            return
+        for entry in logger if isinstance(logger, list) else [logger]:
+            if isinstance(entry, dict) or hasattr(entry, "class_path"):
+                init = entry["init_args"] if isinstance(entry, dict) else entry.init_args
+                if "WandbLogger" in str(entry["class_path"] if isinstance(entry, dict) else entry.class_path):
+                    from lit_transfer.loggers import configure_wandb_init
+
+                    configure_wandb_init(init, cfg, run_dir)
+                elif hasattr(init, "save_dir") or (isinstance(init, dict) and "save_dir" in init):
+                    init["save_dir"] = str(run_dir)
+
+    # ---------------------------------------------------------------- after fit
+    def before_fit(self) -> None:
+        from lit_transfer.loggers import push_config_to_loggers
+
+        push_config_to_loggers(self.trainer, self.parser, self.config[self.subcommand])
+
+    def after_fit(self) -> None:
+        cfg = self.config["fit"]
+        trainer, model, dm = self.trainer, self.model, self.datamodule
+        ckpt = None
+        checkpoint = trainer.checkpoint_callback
+        if checkpoint is not None and not trainer.fast_dev_run:
+            ckpt = checkpoint.best_model_path or checkpoint.last_model_path or None
+        test_metrics: dict = {}
+        if cfg.run.test_after_fit:
+            out = trainer.test(model, datamodule=dm, ckpt_path=ckpt, verbose=trainer.is_global_zero)
+            for d in out:
+                test_metrics.update(d)
+        if not trainer.is_global_zero:
+            return
+        metrics = results.scalar_metrics(trainer.callback_metrics)
+        metrics.update(results.scalar_metrics(test_metrics))
+        result = results.build_result(
+            cfg=cfg,
+            config_hash=results.config_hash(self.parser, cfg),
+            split_hash=dm.split_hash(),
+            metrics=metrics,
+            params=model.param_counts(),
+            wall_time_s=time.time() - self._started,
+            run_dir=self.run_dir,
+            checkpoint=ckpt or (checkpoint.last_model_path if checkpoint else None),
+        )
+        path = results.write_result(self.run_dir, result)
+        from lit_transfer.loggers import push_result_to_loggers
+
+        push_result_to_loggers(trainer, result)
+        rank_zero_info(f"[lit_transfer] result: {path}")
+        print(f"run dir: {self.run_dir}")
+
+
+def _user_error(err: BaseException) -> Optional[str]:
+    """The one-line message of a TransferConfigError anywhere in the exception chain."""
+    seen = set()
+    while err is not None and id(err) not in seen:
+        seen.add(id(err))
+        if isinstance(err, TransferConfigError):
+            return str(err).splitlines()[0]
+        err = err.__cause__ or err.__context__
+    return None
+
+
+def main(argv: Optional[list[str]] = None) -> None:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and argv[0] in ("sweep", "report"):
+        if argv[0] == "sweep":
+            from lit_transfer.sweep import main as sweep_main
+
+            raise SystemExit(sweep_main(argv[1:]))
+        from lit_transfer.report import main as report_main
+
+        raise SystemExit(report_main(argv[1:]))
+    try:
+        TransferCLI(args=expand_strategy(argv))
+    except (KeyboardInterrupt, SystemExit):
+        raise
+    except BaseException as err:  # noqa: BLE001 - turn user errors into one line, re-raise the rest
+        message = _user_error(err)
+        if message is None:
+            raise
+        print(f"lit-transfer: error: {message}", file=sys.stderr)
+        raise SystemExit(2) from None

@@ -1,0 +1,84 @@
+"""``result.json``: one file per run that reports, sweeps and humans read. Written atomically."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any, Mapping
+
+import torch
+
+__all__ = ["scalar_metrics", "config_hash", "build_result", "write_result", "write_json_atomic", "SCHEMA"]
+
+SCHEMA = 1
+# Parts of the config that say where a run lives, not what it computes.
+_VOLATILE = ("run.dir", "run.root", "trainer.default_root_dir", "checkpoint.dirpath", "trainer.logger", "ckpt_path")
+
+
+def scalar_metrics(metrics: Mapping[str, Any]) -> dict[str, float]:
+    out = {}
+    for key, value in metrics.items():
+        if isinstance(value, torch.Tensor):
+            if value.numel() != 1:
+                continue
+            value = value.item()
+        if isinstance(value, (int, float)):
+            out[key] = float(value)
+    return out
+
+
+def config_hash(parser, cfg) -> str:
+    """sha256 of the resolved config without the paths that differ between otherwise identical runs."""
+    cfg = cfg.clone()
+    for key in _VOLATILE:
+        if key in cfg:
+            cfg[key] = None
+    text = parser.dump(cfg, skip_none=False, skip_validation=True)
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def build_result(*, cfg, config_hash: str, split_hash: str, metrics: dict, params: dict, wall_time_s: float,
+                 run_dir: Path, checkpoint) -> dict:
+    data = cfg.data
+    return {
+        "schema": SCHEMA,
+        "status": "ok",
+        "experiment": cfg.run.experiment,
+        "strategy": cfg.run.strategy,
+        "seed": cfg.seed_everything,
+        "target_shots": data.target_shots,
+        "train_on": data.train_on,
+        "backbone": cfg.model.backbone,
+        "weights": cfg.model.weights,
+        "metrics": dict(sorted(metrics.items())),
+        "params": params,
+        "wall_time_s": round(wall_time_s, 3),
+        "epochs": cfg.trainer.max_epochs,
+        "config_hash": config_hash,
+        "split_hash": split_hash,
+        "run_dir": str(run_dir),
+        "checkpoint": str(checkpoint) if checkpoint else None,
+    }
+
+
+def write_json_atomic(path: Path, payload: dict) -> Path:
+    """Write to a temp file in the same folder, then rename: readers never see half a file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w") as fh:
+            json.dump(payload, fh, indent=2, sort_keys=False)
+            fh.write("\n")
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def write_result(run_dir: Path, result: dict) -> Path:
+    return write_json_atomic(Path(run_dir) / "result.json", result)

@@ -1,0 +1,120 @@
+"""Fine-tuning schedules as data: phases that say which layer groups train from which epoch, at which LR.
+
+One callback serves linear probing, partial freezing, freeze→unfreeze, LP-FT and gradual unfreezing::
+
+    trainer:
+      callbacks:
+        - class_path: lit_transfer.strategies.FinetuningSchedule
+          init_args:
+            phases:
+              - {epoch: 0, frozen: all}               # linear probe: backbone frozen, head trains
+              - {epoch: 3, frozen: 0, lr_scale: 0.1}  # then everything, at a tenth of the LR
+
+Unlike Lightning's ``BackboneFinetuning`` it never adds param groups (the module creates them all up front),
+it re-derives the trainable set from the epoch on resume instead of re-freezing, its LR changes survive
+resume (``state_dict``), frozen BatchNorm stays frozen, and it keeps DDP ranks in sync across unfreezes.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Union
+
+from lightning.pytorch import Callback, LightningModule, Trainer
+from lightning.pytorch.strategies import DDPStrategy
+
+from lit_transfer.errors import TransferConfigError
+
+__all__ = ["Phase", "FinetuningSchedule", "GradualUnfreezing"]
+
+
+@dataclass
+class Phase:
+    """From ``epoch`` on: the first ``frozen`` backbone groups (from the input) are frozen.
+
+    ``frozen`` is a count, ``"all"`` (the whole backbone) or negative (all but the last ``-frozen``).
+    ``lr_scale`` multiplies every configured learning rate while the phase lasts.
+    """
+
+    epoch: int = 0
+    frozen: Union[int, str] = 0
+    lr_scale: float = 1.0
+
+
+class FinetuningSchedule(Callback):
+    def __init__(self, phases: list[Phase]):
+        super().__init__()
+        self.phases = sorted((p if isinstance(p, Phase) else Phase(**p) for p in phases), key=lambda p: p.epoch)
+        if not self.phases or self.phases[0].epoch != 0:
+            raise TransferConfigError("a fine-tuning schedule needs a phase at epoch 0; add {epoch: 0, frozen: ...}")
+        self.lr_scale = 1.0  # the scale currently applied to the optimizer; restored on resume
+
+    def build_phases(self, num_groups: int) -> list[Phase]:
+        """Hook for schedules generated from the backbone's depth (see :class:`GradualUnfreezing`)."""
+        return self.phases
+
+    def frozen_count(self, phase: Phase, num_groups: int) -> int:
+        frozen = phase.frozen
+        if frozen == "all":
+            return num_groups
+        if isinstance(frozen, str):
+            raise TransferConfigError(f"phase at epoch {phase.epoch}: frozen='{frozen}'; use an integer or 'all'")
+        n = num_groups + frozen if frozen < 0 else frozen
+        if not 0 <= n <= num_groups:
+            raise TransferConfigError(
+                f"phase at epoch {phase.epoch} freezes {frozen} groups but the backbone has {num_groups} layer "
+                f"groups; use frozen: all or a value between -{num_groups} and {num_groups}"
+            )
+        return n
+
+    def phase_at(self, epoch: int) -> Phase:
+        return [p for p in self.phases if p.epoch <= epoch][-1]
+
+    def setup(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
+        if stage != "fit":
+            return
+        self.phases = self.build_phases(pl_module.num_groups)
+        for phase in self.phases:
+            self.frozen_count(phase, pl_module.num_groups)  # fail before training, not mid-run
+        if isinstance(trainer.strategy, DDPStrategy):
+            # DDP all-reduces only the parameters that required grad when it wrapped the model; one unfrozen
+            # later is updated from its local gradient alone and ranks silently diverge. So wrap with
+            # everything trainable and let DDP skip the frozen ones each step.
+            pl_module.set_frozen(0)
+            trainer.strategy._ddp_kwargs["find_unused_parameters"] = True
+
+    def on_train_epoch_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        # Derived from the epoch on every start, resumed runs included: never "re-freeze on resume".
+        phase = self.phase_at(trainer.current_epoch)
+        pl_module.set_frozen(self.frozen_count(phase, pl_module.num_groups))
+        if phase.lr_scale != self.lr_scale:
+            pl_module.scale_lr(phase.lr_scale / self.lr_scale)
+            self.lr_scale = phase.lr_scale
+
+    def state_dict(self) -> dict:
+        return {"lr_scale": self.lr_scale, "phases": [asdict(p) for p in self.phases]}
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        # The optimizer state restored with the checkpoint already carries the scaled LRs.
+        self.lr_scale = state_dict["lr_scale"]
+
+
+class GradualUnfreezing(FinetuningSchedule):
+    """ULMFiT-style: train the head, then unfreeze one more backbone group, top-down, every ``every_n_epochs``.
+
+    ``start_epoch`` is when the first (deepest) group unfreezes; ``lr_scale`` applies once anything in the
+    backbone trains.
+    """
+
+    def __init__(self, every_n_epochs: int = 1, start_epoch: int = 1, lr_scale: float = 1.0):
+        if every_n_epochs < 1 or start_epoch < 0:
+            raise TransferConfigError("GradualUnfreezing needs every_n_epochs >= 1 and start_epoch >= 0")
+        self.every_n_epochs, self.start_epoch, self.unfrozen_lr_scale = every_n_epochs, start_epoch, lr_scale
+        super().__init__([Phase(epoch=0, frozen="all")])
+
+    def build_phases(self, num_groups: int) -> list[Phase]:
+        phases = [Phase(epoch=0, frozen="all")] if self.start_epoch > 0 else []
+        for k in range(1, num_groups + 1):
+            epoch = self.start_epoch + (k - 1) * self.every_n_epochs
+            phases.append(Phase(epoch=epoch, frozen=num_groups - k, lr_scale=self.unfrozen_lr_scale))
+        return phases
