@@ -1,0 +1,366 @@
+"""`lit-transfer report DIR`: does transfer beat scratch, by how much, and can you trust it?
+
+Aggregates every result.json under DIR into per-(experiment, strategy, target_shots) rows: target accuracy with
+a t-interval over seeds, the gain over the baseline paired on (seed, shots, split_hash), a paired t-test, a
+negative-transfer flag (gain CI entirely below zero), forgetting on the source, wall time and trainable
+parameters. Writes report.md, a self-contained report.html, summary.csv/summary.json and PNG plots.
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import csv
+import html
+import io
+import json
+import math
+import os
+import sys
+from collections import defaultdict
+from pathlib import Path
+from typing import Any, Iterable
+
+from lit_transfer.stats import mean_ci, paired_gain
+
+PROG = "lit-transfer report"
+ACC = "target/test_acc"
+SOURCE_STAGE = "source"
+
+
+class ReportError(ValueError):
+    """Bad report input; printed as one line."""
+
+
+def collect(root: str | os.PathLike) -> tuple[list[dict], list[str]]:
+    """All successful results under `root` (recursive), plus notes about files that were left out."""
+    results, notes = [], []
+    for path in sorted(Path(root).rglob("result.json")):
+        try:
+            r = json.loads(path.read_text())
+        except (OSError, ValueError):
+            notes.append(f"unreadable result left out: {path}")
+            continue
+        if not isinstance(r, dict) or r.get("status", "ok") != "ok":
+            notes.append(f"result with status {r.get('status') if isinstance(r, dict) else '?'} left out: {path}")
+            continue
+        r["_path"] = str(path)
+        results.append(r)
+    return results, notes
+
+
+def _acc(r: dict, key: str = ACC) -> float | None:
+    v = (r.get("metrics") or {}).get(key)
+    return float(v) if isinstance(v, (int, float)) and math.isfinite(v) else None
+
+
+def _shots_key(shots: Any) -> float:
+    return math.inf if shots is None else float(shots)
+
+
+def _nan_to_none(x: Any) -> Any:
+    return None if isinstance(x, float) and math.isnan(x) else x
+
+
+def summarise(results: list[dict], baseline: str = "scratch", conf: float = 0.95) -> dict:
+    """Pure aggregation: rows for the comparison table, source-stage rows and notes."""
+    notes: list[str] = []
+    stages = [r for r in results if r.get("strategy") == SOURCE_STAGE]
+    groups: dict[tuple, list[dict]] = defaultdict(list)
+    for r in results:
+        if r.get("strategy") == SOURCE_STAGE:
+            continue
+        if _acc(r) is None:
+            notes.append(f"no {ACC} in {r.get('_path', '?')}: left out")
+            continue
+        groups[(str(r.get("experiment")), str(r.get("strategy")), r.get("target_shots"))].append(r)
+
+    rows = []
+    for key in sorted(groups, key=lambda k: (k[0], k[1] != baseline, k[1], _shots_key(k[2]))):
+        exp, strategy, shots = key
+        rs = groups[key]
+        seeds = [r.get("seed") for r in rs]
+        if len(set(seeds)) < len(seeds):
+            notes.append(f"{exp}/{strategy}/shots={shots}: several runs share a seed (e.g. an LR sweep); "
+                         "they are pooled")
+        acc_mean, acc_half = mean_ci([_acc(r) for r in rs], conf)
+        row: dict[str, Any] = {"experiment": exp, "strategy": strategy, "target_shots": shots, "n": len(rs),
+                               "acc_mean": acc_mean, "acc_ci": acc_half}
+        base = groups.get((exp, baseline, shots))
+        if strategy != baseline and base:
+            by_seed: dict[Any, list[dict]] = defaultdict(list)
+            for b in base:
+                by_seed[b.get("seed")].append(b)
+            a_vals, b_vals, mismatched = [], [], 0
+            for r in rs:
+                same = [b for b in by_seed.get(r.get("seed"), []) if b.get("split_hash") == r.get("split_hash")]
+                if same:
+                    a_vals.append(_acc(r))
+                    b_vals.append(sum(_acc(b) for b in same) / len(same))
+                elif by_seed.get(r.get("seed")):
+                    mismatched += 1
+            if mismatched:
+                notes.append(f"{exp}/{strategy}/shots={shots}: {mismatched} run(s) not paired with {baseline}: "
+                             "same seed but a different split_hash (different labelled examples)")
+            g = paired_gain(a_vals, b_vals, conf)
+            row.update(pairs=g.n, gain_mean=g.mean, gain_ci=g.half, gain_low=g.low, gain_high=g.high,
+                       gain_p=g.p, negative_transfer=g.negative, split_mismatch=mismatched)
+        before = [_acc(r, "source/test_acc_before") for r in rs]
+        after = [_acc(r, "source/test_acc_after") for r in rs]
+        both = [(b, a) for b, a in zip(before, after) if b is not None and a is not None]
+        if both:
+            row["source_before"] = mean_ci([b for b, _ in both], conf)[0]
+            row["source_after"] = mean_ci([a for _, a in both], conf)[0]
+            row["forgetting"], row["forgetting_ci"] = mean_ci([b - a for b, a in both], conf)
+        walls = [float(r["wall_time_s"]) for r in rs if isinstance(r.get("wall_time_s"), (int, float))]
+        row["wall_time_s"] = sum(walls) / len(walls) if walls else None
+        trainable = [(r.get("params") or {}).get("trainable") for r in rs]
+        trainable = [t for t in trainable if isinstance(t, (int, float))]
+        row["trainable_params"] = int(round(sum(trainable) / len(trainable))) if trainable else None
+        rows.append({k: _nan_to_none(v) for k, v in row.items()})
+
+    stage_rows = []
+    by_exp: dict[str, list[dict]] = defaultdict(list)
+    for s in stages:
+        by_exp[str(s.get("experiment"))].append(s)
+    for exp, ss in sorted(by_exp.items()):
+        src = [v for v in (_acc(s, "source/test_acc") for s in ss) if v is not None]
+        tgt = [v for v in (_acc(s) for s in ss) if v is not None]
+        m, h = mean_ci(src, conf)
+        tm, th = mean_ci(tgt, conf)
+        stage_rows.append({k: _nan_to_none(v) for k, v in {
+            "experiment": exp, "n": len(ss), "source_acc_mean": m, "source_acc_ci": h,
+            "target_acc_mean": tm, "target_acc_ci": th}.items()})
+    return {"baseline": baseline, "conf": conf, "rows": rows, "stages": stage_rows, "notes": notes}
+
+
+# ----------------------------------------------------------------------------------------------- rendering
+def _pct(mean: float | None, half: float | None = None, signed: bool = False) -> str:
+    if mean is None:
+        return ""
+    text = f"{100 * mean:+.1f}" if signed else f"{100 * mean:.1f}"
+    return text + (f" ± {100 * half:.1f}" if half is not None else "")
+
+
+def table(summary: dict) -> tuple[list[str], list[list[str]]]:
+    base, conf = summary["baseline"], round(100 * summary["conf"])
+    header = ["experiment", "strategy", "shots", "n", f"target acc % ({conf}% CI)",
+              f"gain vs {base} (pp)", "p", "pairs", "negative transfer", "source acc before → after",
+              "forgetting (pp)", "wall s", "trainable params"]
+    body = []
+    for r in summary["rows"]:
+        src = (f"{_pct(r['source_before'])} → {_pct(r['source_after'])}" if r.get("source_before") is not None
+               else "")
+        body.append([
+            r["experiment"], r["strategy"], "all" if r["target_shots"] is None else str(r["target_shots"]),
+            str(r["n"]), _pct(r["acc_mean"], r["acc_ci"]),
+            _pct(r.get("gain_mean"), r.get("gain_ci"), signed=True) if "gain_mean" in r else "—",
+            f"{r['gain_p']:.3g}" if r.get("gain_p") is not None else "",
+            str(r.get("pairs", "")), "**YES**" if r.get("negative_transfer") else "",
+            src, _pct(r.get("forgetting"), r.get("forgetting_ci"), signed=True),
+            f"{r['wall_time_s']:.1f}" if r.get("wall_time_s") is not None else "",
+            f"{r['trainable_params']:,}" if r.get("trainable_params") is not None else "",
+        ])
+    return header, body
+
+
+def markdown(summary: dict) -> str:
+    header, body = table(summary)
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(row) + " |" for row in body]
+    if summary["stages"]:
+        lines += ["", "Source stage (model trained on the source, before any target training):", "",
+                  "| experiment | n | source acc % | target acc % (no target training) |", "|---|---|---|---|"]
+        for s in summary["stages"]:
+            lines.append(f"| {s['experiment']} | {s['n']} | {_pct(s['source_acc_mean'], s['source_acc_ci'])} | "
+                         f"{_pct(s['target_acc_mean'], s['target_acc_ci'])} |")
+    if summary["notes"]:
+        lines += [""] + [f"- note: {n}" for n in summary["notes"]]
+    return "\n".join(lines) + "\n"
+
+
+def plots(summary: dict, out: Path) -> list[Path]:
+    """Accuracy vs labelled examples per class (log x, CI bands) and gain over the baseline, per experiment."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    paths = []
+    rows_by_exp: dict[str, list[dict]] = defaultdict(list)
+    for r in summary["rows"]:
+        rows_by_exp[r["experiment"]].append(r)
+    for exp, rows in rows_by_exp.items():
+        slug = "".join(c if c.isalnum() or c in "-_" else "_" for c in exp)
+        fig, ax = plt.subplots(figsize=(6.5, 4.2))
+        all_shots: set = set()
+        for strategy in dict.fromkeys(r["strategy"] for r in rows):
+            pts = sorted((r for r in rows if r["strategy"] == strategy and r["target_shots"] is not None),
+                         key=lambda r: r["target_shots"])
+            if not pts:
+                continue
+            x = [r["target_shots"] for r in pts]
+            y = [100 * r["acc_mean"] for r in pts]
+            half = [100 * (r["acc_ci"] or 0.0) for r in pts]
+            bars = ax.errorbar(x, y, yerr=half, marker="o", capsize=3, label=strategy)
+            ax.fill_between(x, [a - h for a, h in zip(y, half)], [a + h for a, h in zip(y, half)],
+                            color=bars[0].get_color(), alpha=0.15)
+            all_shots.update(x)
+        ax.set_xscale("log")
+        if all_shots:  # label the measured shot counts, not just powers of ten
+            ax.set_xticks(sorted(all_shots), [str(v) for v in sorted(all_shots)])
+            ax.minorticks_off()
+        ax.set_ylim(max(0, ax.get_ylim()[0]), min(100, ax.get_ylim()[1]))
+        ax.set_xlabel("labelled target examples per class")
+        ax.set_ylabel("target test accuracy (%)")
+        ax.set_title(f"{exp}: accuracy vs labels ({round(100 * summary['conf'])}% CI)")
+        ax.grid(True, which="both", alpha=0.3)
+        ax.legend(fontsize=8)
+        fig.tight_layout()
+        paths.append(out / f"accuracy_vs_shots_{slug}.png")
+        fig.savefig(paths[-1], dpi=110)
+        plt.close(fig)
+
+        gains = [r for r in rows if r.get("gain_mean") is not None]
+        if not gains:
+            continue
+        strategies = list(dict.fromkeys(r["strategy"] for r in gains))
+        shots = sorted({r["target_shots"] for r in gains}, key=_shots_key)
+        width = 0.8 / len(shots)
+        fig, ax = plt.subplots(figsize=(max(6.5, 1.1 * len(strategies) * len(shots)), 4.2))
+        for j, n in enumerate(shots):
+            xs, ys, es, hatches = [], [], [], []
+            for i, s in enumerate(strategies):
+                r = next((r for r in gains if r["strategy"] == s and r["target_shots"] == n), None)
+                if r is None:
+                    continue
+                xs.append(i - 0.4 + width * (j + 0.5))
+                ys.append(100 * r["gain_mean"])
+                es.append(100 * (r["gain_ci"] or 0.0))
+                hatches.append("//" if r.get("negative_transfer") else "")
+            bars = ax.bar(xs, ys, width, yerr=es, capsize=3, label=f"{'all' if n is None else n} shots")
+            for bar, hatch in zip(bars, hatches):
+                bar.set_hatch(hatch)
+        ax.axhline(0, color="black", linewidth=0.8)
+        ax.set_xticks(range(len(strategies)), strategies, rotation=20)
+        ax.set_ylabel(f"gain over {summary['baseline']} (pp)")
+        ax.set_title(f"{exp}: paired gain over {summary['baseline']} (hatched: negative transfer)")
+        ax.legend(fontsize=8)
+        fig.tight_layout()
+        paths.append(out / f"gain_over_{summary['baseline']}_{slug}.png")
+        fig.savefig(paths[-1], dpi=110)
+        plt.close(fig)
+    return paths
+
+
+def html_report(summary: dict, images: Iterable[Path], source: str) -> str:
+    header, body = table(summary)
+    esc = html.escape
+    rows_html = "".join(
+        "<tr%s>%s</tr>" % (' class="neg"' if r.get("negative_transfer") else "",
+                           "".join(f"<td>{esc(c.replace('**', ''))}</td>" for c in cells))
+        for r, cells in zip(summary["rows"], body))
+    parts = [
+        "<!doctype html><html><head><meta charset='utf-8'><title>lit_transfer report</title><style>",
+        "body{font-family:sans-serif;margin:2em;max-width:1200px}table{border-collapse:collapse;font-size:14px}"
+        "td,th{border:1px solid #ccc;padding:4px 8px;text-align:right}td:nth-child(-n+2),th{text-align:left}"
+        "tr.neg{background:#fde2e2}img{max-width:100%;margin:1em 0}",
+        "</style></head><body>",
+        f"<h1>Transfer report</h1><p>{esc(source)} — gains are paired on (seed, target_shots, split_hash); "
+        "negative transfer means the whole confidence interval of the gain lies below zero.</p>",
+        "<table><tr>" + "".join(f"<th>{esc(h)}</th>" for h in header) + "</tr>" + rows_html + "</table>",
+    ]
+    if summary["stages"]:
+        parts.append("<h2>Source stage</h2><table><tr><th>experiment</th><th>n</th><th>source acc %</th>"
+                     "<th>target acc % (no target training)</th></tr>")
+        for s in summary["stages"]:
+            parts.append(f"<tr><td>{esc(s['experiment'])}</td><td>{s['n']}</td>"
+                         f"<td>{_pct(s['source_acc_mean'], s['source_acc_ci'])}</td>"
+                         f"<td>{_pct(s['target_acc_mean'], s['target_acc_ci'])}</td></tr>")
+        parts.append("</table>")
+    if summary["notes"]:
+        parts.append("<h2>Notes</h2><ul>" + "".join(f"<li>{esc(n)}</li>" for n in summary["notes"]) + "</ul>")
+    for img in images:
+        data = base64.b64encode(Path(img).read_bytes()).decode()
+        parts.append(f"<h2>{esc(Path(img).stem)}</h2><img alt='{esc(Path(img).stem)}' "
+                     f"src='data:image/png;base64,{data}'>")
+    parts.append("</body></html>\n")
+    return "\n".join(parts)
+
+
+def _write_text_atomic(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+def write_report(summary: dict, out: Path, source: str) -> dict[str, Path]:
+    out.mkdir(parents=True, exist_ok=True)
+    images = plots(summary, out)
+    files = {"md": out / "report.md", "html": out / "report.html", "csv": out / "summary.csv",
+             "json": out / "summary.json"}
+    _write_text_atomic(files["md"], f"# Transfer report\n\n{source}\n\n" + markdown(summary)
+                       + "".join(f"\n![{p.stem}]({p.name})\n" for p in images))
+    _write_text_atomic(files["html"], html_report(summary, images, source))
+    _write_text_atomic(files["json"], json.dumps(summary, indent=2, default=str) + "\n")
+    keys = list(dict.fromkeys(k for r in summary["rows"] for k in r))
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=keys)
+    writer.writeheader()
+    writer.writerows(summary["rows"])
+    _write_text_atomic(files["csv"], buf.getvalue())
+    return files
+
+
+def log_to_wandb(summary: dict) -> None:
+    """One summary run per experiment with the table, only when W&B is online; otherwise nothing."""
+    from lit_transfer.tracking import wandb_online
+
+    if not wandb_online():
+        return
+    try:
+        import wandb
+
+        header, body = table(summary)
+        for exp in dict.fromkeys(r["experiment"] for r in summary["rows"]):
+            run = wandb.init(project=os.environ.get("WANDB_PROJECT", "lit_transfer"), group=exp,
+                             job_type="report", name=f"report-{exp}", reinit="finish_previous")
+            rows = [cells for r, cells in zip(summary["rows"], body) if r["experiment"] == exp]
+            run.log({"transfer_summary": wandb.Table(columns=header, data=rows)})
+            run.finish()
+    except Exception as e:  # the local report is the product; W&B is a mirror
+        print(f"{PROG}: warning: W&B logging failed: {e}", file=sys.stderr)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog=PROG, description="Compare transfer strategies from result.json files.")
+    parser.add_argument("dir", help="directory searched recursively for result.json")
+    parser.add_argument("--out", help="report directory (default: DIR/report)")
+    parser.add_argument("--baseline", default="scratch", help="strategy the gains are measured against")
+    parser.add_argument("--conf", type=float, default=0.95, help="confidence level of the intervals")
+    args = parser.parse_args(argv)
+    try:
+        root = Path(args.dir)
+        if not root.is_dir():
+            raise ReportError(f"not a directory: {root}")
+        if not 0 < args.conf < 1:
+            raise ReportError(f"--conf must be between 0 and 1, got {args.conf}")
+        results, notes = collect(root)
+        if not results:
+            raise ReportError(f"no result.json under {root}; run `lit-transfer sweep` or `lit-transfer fit` first")
+        summary = summarise(results, args.baseline, args.conf)
+        summary["notes"] = notes + summary["notes"]
+        if not any(r["strategy"] == args.baseline for r in summary["rows"]):
+            summary["notes"].append(f"no {args.baseline} runs: gains over the baseline cannot be computed")
+        files = write_report(summary, Path(args.out) if args.out else root / "report", f"Results under {root}")
+    except ReportError as e:
+        print(f"{PROG}: error: {e}", file=sys.stderr)
+        return 2
+    print(markdown(summary))
+    log_to_wandb(summary)
+    print(f"HTML report: {files['html']}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

@@ -1,0 +1,135 @@
+import json
+import math
+
+import pytest
+
+from lit_transfer import report
+from lit_transfer.stats import mean_ci, paired_gain
+
+
+def test_mean_ci_hand_computed():
+    mean, half = mean_ci([0.5, 0.6, 0.7])
+    assert mean == pytest.approx(0.6)
+    assert half == pytest.approx(4.302653 * 0.1 / 1.7320508, abs=1e-6)  # 0.248414
+    assert half == pytest.approx(0.248414, abs=1e-6)
+
+
+def test_mean_ci_small_samples():
+    assert math.isnan(mean_ci([])[0])
+    m, h = mean_ci([0.3])
+    assert m == 0.3 and math.isnan(h)
+
+
+def test_paired_gain_hand_computed():
+    # diffs 0.1, 0.2, 0.3: mean 0.2, sd 0.1, t = 0.2 / (0.1/sqrt 3) = 3.4641, two-sided p(df=2) = 0.07418
+    g = paired_gain([0.6, 0.7, 0.8], [0.5, 0.5, 0.5])
+    assert g.n == 3 and g.mean == pytest.approx(0.2)
+    assert g.half == pytest.approx(0.248414, abs=1e-6)
+    assert g.p == pytest.approx(0.074180, abs=1e-5)
+    assert not g.negative  # the interval [-0.048, 0.448] includes 0
+    # consistent with scipy's paired test
+    from scipy.stats import ttest_rel
+    assert g.p == pytest.approx(ttest_rel([0.6, 0.7, 0.8], [0.5, 0.5, 0.5]).pvalue)
+
+
+def test_paired_gain_negative_and_degenerate():
+    g = paired_gain([0.40, 0.41, 0.39], [0.60, 0.62, 0.61])
+    assert g.high < 0 and g.negative
+    same = paired_gain([0.5, 0.6], [0.4, 0.5])  # identical differences: zero-width interval, p = 0
+    assert same.half == 0 and same.p == 0.0
+    assert paired_gain([0.5, 0.6], [0.5, 0.6]).p == 1.0
+    with pytest.raises(ValueError):
+        paired_gain([1.0], [1.0, 2.0])
+
+
+def _result(tmp, name, strategy, seed, shots, acc, split="s", **extra):
+    d = tmp / "runs" / name
+    d.mkdir(parents=True)
+    r = {"schema": 1, "status": "ok", "experiment": "digits_shift", "strategy": strategy, "seed": seed,
+         "target_shots": shots, "train_on": "target", "metrics": {"target/test_acc": acc},
+         "params": {"trainable": 100 if strategy == "linear_probe" else 1000, "total": 1000},
+         "wall_time_s": 10.0 + seed, "config_hash": "c", "split_hash": f"{split}{seed}{shots}", "run_dir": str(d)}
+    r.update(extra)
+    (d / "result.json").write_text(json.dumps(r))
+    return r
+
+
+@pytest.fixture
+def results_dir(tmp_path):
+    scratch = {0: 0.50, 1: 0.55, 2: 0.60}
+    for s, acc in scratch.items():
+        _result(tmp_path, f"scratch{s}", "scratch", s, 5, acc)
+    # finetune: gains +0.1, +0.2, +0.3 over scratch
+    for s, gain in {0: 0.1, 1: 0.2, 2: 0.3}.items():
+        _result(tmp_path, f"ft{s}", "finetune", s, 5, scratch[s] + gain,
+                metrics={"target/test_acc": scratch[s] + gain, "source/test_acc_before": 0.9,
+                         "source/test_acc_after": 0.8 - 0.1 * s})
+    # linear probe: clearly worse than scratch (negative transfer); seed 2 on a different split
+    for s, loss in {0: 0.20, 1: 0.21, 2: 0.19}.items():
+        _result(tmp_path, f"lp{s}", "linear_probe", s, 5, scratch[s] - loss)
+    _result(tmp_path, "lp3", "linear_probe", 3, 5, 0.3)  # no scratch pair at all
+    _result(tmp_path, "lp2b", "linear_probe", 2, 5, 0.9, split="other")  # same seed, different split
+    _result(tmp_path, "stage", "source", 0, None, 0.3, metrics={"source/test_acc": 0.97, "target/test_acc": 0.3})
+    (tmp_path / "runs" / "broken").mkdir()
+    (tmp_path / "runs" / "broken" / "result.json").write_text("{not json")
+    return tmp_path / "runs"
+
+
+def test_summarise_hand_made_results(results_dir):
+    results, notes = report.collect(results_dir)
+    assert any("unreadable" in n for n in notes)
+    summary = report.summarise(results)
+    rows = {r["strategy"]: r for r in summary["rows"]}
+    assert [r["strategy"] for r in summary["rows"]][0] == "scratch"  # baseline first
+    assert "source" not in rows
+    assert summary["stages"][0]["source_acc_mean"] == pytest.approx(0.97)
+
+    sc = rows["scratch"]
+    assert sc["n"] == 3 and sc["acc_mean"] == pytest.approx(0.55)
+    assert sc["acc_ci"] == pytest.approx(4.302653 * 0.05 / 3 ** 0.5, abs=1e-6)
+    assert "gain_mean" not in sc
+
+    ft = rows["finetune"]
+    assert ft["pairs"] == 3 and ft["gain_mean"] == pytest.approx(0.2)
+    assert ft["gain_ci"] == pytest.approx(0.248414, abs=1e-6)
+    assert ft["gain_p"] == pytest.approx(0.074180, abs=1e-5)
+    assert ft["negative_transfer"] is False
+    assert ft["source_before"] == pytest.approx(0.9) and ft["source_after"] == pytest.approx(0.7)
+    assert ft["forgetting"] == pytest.approx(0.2)
+    assert ft["wall_time_s"] == pytest.approx(11.0) and ft["trainable_params"] == 1000
+
+    lp = rows["linear_probe"]
+    assert lp["n"] == 5  # all runs count for the accuracy ...
+    assert lp["pairs"] == 3  # ... but only matching (seed, shots, split_hash) pairs for the gain
+    assert lp["split_mismatch"] == 1
+    assert lp["gain_mean"] == pytest.approx(-0.2)
+    assert lp["gain_high"] < 0 and lp["negative_transfer"] is True
+    assert lp["trainable_params"] == 100
+    assert any("different split_hash" in n for n in summary["notes"])
+    assert any("share a seed" in n for n in summary["notes"])
+
+
+def test_report_main_writes_all_outputs(results_dir, tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    out = tmp_path / "rep"
+    assert report.main([str(results_dir), "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "| digits_shift | linear_probe | 5 | 5 |" in printed and "**YES**" in printed
+    assert f"HTML report: {out / 'report.html'}" in printed
+    for name in ("report.md", "report.html", "summary.csv", "summary.json"):
+        assert (out / name).stat().st_size > 0
+    pngs = sorted(p.name for p in out.glob("*.png"))
+    assert pngs == ["accuracy_vs_shots_digits_shift.png", "gain_over_scratch_digits_shift.png"]
+    page = (out / "report.html").read_text()
+    assert page.count("data:image/png;base64,") == 2 and "src='http" not in page  # self-contained
+    data = json.loads((out / "summary.json").read_text())
+    assert {r["strategy"] for r in data["rows"]} == {"scratch", "finetune", "linear_probe"}
+    csv_text = (out / "summary.csv").read_text().splitlines()
+    assert csv_text[0].startswith("experiment,strategy,target_shots,n,acc_mean") and len(csv_text) == 4
+
+
+def test_report_errors_are_one_line(tmp_path, capsys):
+    assert report.main([str(tmp_path / "missing")]) == 2
+    assert report.main([str(tmp_path)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 2 and all(line.startswith("lit-transfer report: error:") for line in err)
