@@ -176,7 +176,7 @@ class TransferCLI(LightningCLI):
         metrics.update(results.scalar_metrics(test_metrics))
         result = results.build_result(
             cfg=cfg,
-            config_hash=results.config_hash(self.parser, cfg),
+            config_hash=results.config_hash(self._subcommand_parsers["fit"], cfg),
             split_hash=dm.split_hash(),
             metrics=metrics,
             params=model.param_counts(),

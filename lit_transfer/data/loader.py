@@ -46,6 +46,7 @@ class InMemoryLoader:
         self.batch_size, self.shuffle, self.drop_last = batch_size, shuffle, drop_last
         self.seed, self.rank, self.world_size = seed, rank, world_size
         self.sampler = EpochSampler()
+        self.batch_sampler = None  # Lightning inspects DataLoader-like attributes; batching is ours
 
     def _indices(self) -> torch.Tensor | None:
         """This rank's sample order, or None for "all samples in order" (served as cheap slices)."""
