@@ -54,6 +54,17 @@ def _acc(r: dict, key: str = ACC) -> float | None:
     return float(v) if isinstance(v, (int, float)) and math.isfinite(v) else None
 
 
+def _source_before_after(r: dict, stage_source: dict[str, float | None]) -> tuple[float, float] | None:
+    """Source accuracy before/after target training: explicit metrics, else the loaded stage's and this run's."""
+    before, after = _acc(r, "source/test_acc_before"), _acc(r, "source/test_acc_after")
+    if before is None and isinstance(r.get("weights"), str):
+        parts = Path(r["weights"]).parts
+        before = next((acc for name, acc in stage_source.items() if name in parts), None)
+    if after is None and before is not None:
+        after = _acc(r, "source/test_acc")
+    return (before, after) if before is not None and after is not None else None
+
+
 def _shots_key(shots: Any) -> float:
     return math.inf if shots is None else float(shots)
 
@@ -66,6 +77,8 @@ def summarise(results: list[dict], baseline: str = "scratch", conf: float = 0.95
     """Pure aggregation: rows for the comparison table, source-stage rows and notes."""
     notes: list[str] = []
     stages = [r for r in results if r.get("strategy") == SOURCE_STAGE]
+    # A run that loaded a source stage's checkpoint has "before" = that stage's source accuracy.
+    stage_source = {Path(str(s.get("run_dir"))).name: _acc(s, "source/test_acc") for s in stages if s.get("run_dir")}
     groups: dict[tuple, list[dict]] = defaultdict(list)
     for r in results:
         if r.get("strategy") == SOURCE_STAGE:
@@ -105,9 +118,7 @@ def summarise(results: list[dict], baseline: str = "scratch", conf: float = 0.95
             g = paired_gain(a_vals, b_vals, conf)
             row.update(pairs=g.n, gain_mean=g.mean, gain_ci=g.half, gain_low=g.low, gain_high=g.high,
                        gain_p=g.p, negative_transfer=g.negative, split_mismatch=mismatched)
-        before = [_acc(r, "source/test_acc_before") for r in rs]
-        after = [_acc(r, "source/test_acc_after") for r in rs]
-        both = [(b, a) for b, a in zip(before, after) if b is not None and a is not None]
+        both = [ba for ba in (_source_before_after(r, stage_source) for r in rs) if ba is not None]
         if both:
             row["source_before"] = mean_ci([b for b, _ in both], conf)[0]
             row["source_after"] = mean_ci([a for _, a in both], conf)[0]

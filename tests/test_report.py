@@ -69,7 +69,12 @@ def results_dir(tmp_path):
         _result(tmp_path, f"lp{s}", "linear_probe", s, 5, scratch[s] - loss)
     _result(tmp_path, "lp3", "linear_probe", 3, 5, 0.3)  # no scratch pair at all
     _result(tmp_path, "lp2b", "linear_probe", 2, 5, 0.9, split="other")  # same seed, different split
-    _result(tmp_path, "stage", "source", 0, None, 0.3, metrics={"source/test_acc": 0.97, "target/test_acc": 0.3})
+    stage = _result(tmp_path, "stage-abc", "source", 0, None, 0.3,
+                    metrics={"source/test_acc": 0.97, "target/test_acc": 0.3})
+    # a run that loaded the stage's checkpoint: forgetting = stage's source acc - this run's source acc
+    for s, acc in {0: 0.55, 1: 0.60, 2: 0.65}.items():
+        _result(tmp_path, f"lpft{s}", "lp_ft", s, 5, acc, weights=f"{stage['run_dir']}/checkpoints/last.ckpt",
+                metrics={"target/test_acc": acc, "source/test_acc": 0.90 - 0.05 * s})
     (tmp_path / "runs" / "broken").mkdir()
     (tmp_path / "runs" / "broken" / "result.json").write_text("{not json")
     return tmp_path / "runs"
@@ -98,6 +103,12 @@ def test_summarise_hand_made_results(results_dir):
     assert ft["forgetting"] == pytest.approx(0.2)
     assert ft["wall_time_s"] == pytest.approx(11.0) and ft["trainable_params"] == 1000
 
+    lpft = rows["lp_ft"]
+    assert lpft["source_before"] == pytest.approx(0.97) and lpft["source_after"] == pytest.approx(0.85)
+    assert lpft["forgetting"] == pytest.approx(0.12)
+    assert lpft["gain_mean"] == pytest.approx(0.05) and lpft["gain_ci"] == pytest.approx(0, abs=1e-9) and lpft["gain_p"] < 1e-6
+    assert "forgetting" not in rows["scratch"]  # scratch loads no source model
+
     lp = rows["linear_probe"]
     assert lp["n"] == 5  # all runs count for the accuracy ...
     assert lp["pairs"] == 3  # ... but only matching (seed, shots, split_hash) pairs for the gain
@@ -123,9 +134,9 @@ def test_report_main_writes_all_outputs(results_dir, tmp_path, capsys, monkeypat
     page = (out / "report.html").read_text()
     assert page.count("data:image/png;base64,") == 2 and "src='http" not in page  # self-contained
     data = json.loads((out / "summary.json").read_text())
-    assert {r["strategy"] for r in data["rows"]} == {"scratch", "finetune", "linear_probe"}
+    assert {r["strategy"] for r in data["rows"]} == {"scratch", "finetune", "linear_probe", "lp_ft"}
     csv_text = (out / "summary.csv").read_text().splitlines()
-    assert csv_text[0].startswith("experiment,strategy,target_shots,n,acc_mean") and len(csv_text) == 4
+    assert csv_text[0].startswith("experiment,strategy,target_shots,n,acc_mean") and len(csv_text) == 5
 
 
 def test_report_errors_are_one_line(tmp_path, capsys):
