@@ -1,0 +1,108 @@
+"""The shipped sweep files: valid, pointing at existing configs, and (slow) runnable with the real CLI."""
+
+import json
+import os
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from lit_transfer import report, sweep
+from lit_transfer.sweep import build_command, load_sweep, plan_trials
+
+REPO = Path(__file__).resolve().parent.parent
+FILES = sorted((REPO / "sweeps").glob("*.yaml"))
+
+
+def test_sweep_files_exist():
+    names = {f.stem for f in FILES}
+    assert {"digits_strategies", "cifar10_to_cifar100", "svhn_to_mnist"} <= names
+    assert any(n.startswith("lr_") for n in names)
+
+
+@pytest.mark.parametrize("path", FILES, ids=[f.stem for f in FILES])
+def test_sweep_file_is_valid_and_references_configs(path):
+    cfg = load_sweep(path)
+    assert cfg["metric"] == {"name": "target/val_acc", "goal": "maximize"}
+    trials = plan_trials(cfg)
+    assert trials
+    strategies = {t.get("strategy") for t in trials} | {
+        c.split("=", 1)[1] for c in cfg["command"] if str(c).startswith("--strategy=")}
+    for s in strategies - {None}:
+        assert (REPO / "configs" / "strategy" / f"{s}.yaml").is_file(), s
+    cmd = cfg["command"]
+    configs = [cmd[i + 1] for i, c in enumerate(cmd) if c == "--config"]
+    missing = [c for c in configs if not (REPO / c).is_file()]
+    if any("/data/" not in c for c in missing):
+        pytest.fail(f"missing configs: {missing}")
+    if missing:
+        pytest.skip(f"data config not written yet: {missing}")
+    # --model.weights=source comes before ${args}, so scratch.yaml's `weights: null` wins
+    if "--model.weights=source" in cmd:
+        assert cmd.index("--model.weights=source") < cmd.index("${args}")
+
+
+def test_digits_strategies_grid():
+    cfg = load_sweep(REPO / "sweeps" / "digits_strategies.yaml")
+    trials = plan_trials(cfg)
+    assert len(trials) == 6 * 2 * 3
+    assert {t["strategy"] for t in trials} == {"scratch", "linear_probe", "finetune", "gradual_unfreeze",
+                                               "lp_ft", "l2sp"}
+    assert {t["data.target_shots"] for t in trials} == {5, 20}
+    assert {t["seed_everything"] for t in trials} == {0, 1, 2}
+    cmd = build_command(cfg, trials[0], Path("/x"))
+    assert cmd[:4] == ["/usr/bin/env", sys.executable, "-m", "lit_transfer"] and cmd[-2:] == ["--run.dir", "/x"]
+
+
+def test_lr_sweeps_sample_log_uniform_lr():
+    for path in (REPO / "sweeps").glob("lr_*.yaml"):
+        cfg = load_sweep(path)
+        spec = cfg["_params"]["model.lr"]
+        assert spec["distribution"] == "log_uniform_values"
+        lrs = [t["model.lr"] for t in plan_trials(cfg)]
+        assert all(spec["min"] <= lr <= spec["max"] for lr in lrs)
+        strategy = path.stem[len("lr_"):]
+        cmd = cfg["command"]
+        # the strategy is fixed before ${args}: a strategy config setting model.lr cannot undo the sample
+        assert cmd.index(f"--strategy={strategy}") < cmd.index("${args}")
+        assert ("--model.weights=source" in cmd) == (strategy != "scratch")
+
+
+@pytest.mark.slow
+def test_real_cli_two_strategies_two_seeds(tmp_path, monkeypatch, capsys):
+    """End to end: shared source stage trained once, scratch vs finetune, then the report."""
+    monkeypatch.chdir(REPO)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    cfg = yaml.safe_load((REPO / "sweeps" / "digits_strategies.yaml").read_text())
+    cfg["command"][-1:] = ["--trainer.max_epochs=1", "--trainer.limit_train_batches=2",
+                          "--trainer.enable_progress_bar=false", "${args}"]
+    cfg["parameters"] = {"strategy": {"values": ["scratch", "finetune"]}, "data.target_shots": {"value": 5},
+                         "seed_everything": {"values": [0, 1]}}
+    path = tmp_path / "e2e.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    out = tmp_path / "out"
+    assert sweep.main([str(path), "--out", str(out), "--workers", "2"]) == 0, capsys.readouterr().err
+    results = [json.loads(p.read_text()) for p in (out / "trials").glob("*/result.json")]
+    assert sorted((r["strategy"], r["seed"]) for r in results) == [
+        ("finetune", 0), ("finetune", 1), ("scratch", 0), ("scratch", 1)]
+    assert all(r["weights"] is None for r in results if r["strategy"] == "scratch")
+    stage_results = list((out / "stages").glob("*/result.json"))
+    assert len(stage_results) == 1  # the source stage ran once for both finetune trials
+    assert all(r["weights"].startswith(str(stage_results[0].parent)) for r in results
+               if r["strategy"] == "finetune")
+    logs = "".join(p.read_text() for p in (out / "trials").glob("*/trial.log"))
+    assert logs.count("training source stage once") == 1
+
+    # resume: nothing to do
+    assert sweep.main([str(path), "--out", str(out)]) == 0
+    assert "4 ok (4 already done)" in capsys.readouterr().err
+
+    assert report.main([str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "| digits_shift | finetune | 5 | 2 |" in printed and "HTML report:" in printed
+    summary = json.loads((out / "report" / "summary.json").read_text())
+    ft = next(r for r in summary["rows"] if r["strategy"] == "finetune")
+    assert ft["pairs"] == 2 and ft["split_mismatch"] == 0 and ft["forgetting"] is not None
+    assert summary["stages"][0]["source_acc_mean"] > 0
