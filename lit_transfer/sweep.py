@@ -317,12 +317,15 @@ def write_json_atomic(path: Path, obj: Any) -> None:
     """Readers (a resumed sweep, `report`) never see a half-written file: temp file + os.replace."""
     path = Path(path)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with open(tmp, "w") as f:
-        json.dump(obj, f, indent=2, sort_keys=True, default=str)
-        f.write("\n")
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    try:
+        with open(tmp, "w") as f:
+            json.dump(obj, f, indent=2, sort_keys=True, default=str)
+            f.write("\n")
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 def _read_json(path: Path) -> dict | None:
@@ -458,6 +461,7 @@ class Runner:
                 "command": cmd, "started_at": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
         write_json_atomic(trial.dir / "trial.json", info)
         log = open(trial.dir / "trial.log", "wb")
+        proc = None
         try:
             # Own session: the terminal's Ctrl-C reaches the runner only, which then stops trials in order.
             proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
@@ -467,8 +471,10 @@ class Runner:
             log.close()
             self._record(trial, cmd, "failed", time.time(), error=f"cannot start {cmd[0]}: {e}")
             return
-        self.running.append(_Running(trial, proc, log, cmd, cmd[-2:] == ["--run.dir", str(trial.dir)]))
-        self.progress.running += 1
+        finally:
+            if proc is not None:  # registered even if Ctrl-C lands right here, so stop_all() reaches it
+                self.running.append(_Running(trial, proc, log, cmd, cmd[-2:] == ["--run.dir", str(trial.dir)]))
+                self.progress.running += 1
         self.progress.update()
 
     def poll(self) -> list[tuple[Trial, str]]:
@@ -613,7 +619,9 @@ def run_sweep(path: str | os.PathLike, out: str | os.PathLike | None = None, wor
             print(f"{name}: bayes proposes trials one at a time; up to {cap} trials in {out}", file=stream)
             return 0
         next_trial = _bayes_next(cfg, out, cap, constants)
-        todo, skipped, old_failed, total = None, 0, [], cap
+        states = {d.name: trial_state(d) for d in sorted((out / "trials").glob("*"))}
+        skipped, total = sum(s == "ok" for s in states.values()), cap
+        old_failed = [t for t, s in states.items() if s == "failed"]  # history for the engine, not retried
     else:
         trials = [Trial(tid, p, out / "trials" / tid)
                   for p in plan_trials(cfg, cap) for tid in [trial_id(p, constants)]]
@@ -679,7 +687,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("file", help="sweep YAML (W&B sweep format)")
     parser.add_argument("--out", help="output directory (default: sweep_runs/<file stem>)")
     parser.add_argument("--workers", type=int, default=1, help="trials run in parallel (default 1)")
-    parser.add_argument("--retry-failed", action="store_true", help="rerun trials that failed before")
+    parser.add_argument("--retry-failed", action="store_true", help="rerun trials that failed before (grid/random)")
     parser.add_argument("--run-cap", type=int, help="maximum number of trials (overrides run_cap)")
     parser.add_argument("--dry-run", action="store_true", help="list trials and commands, run nothing")
     args = parser.parse_args(argv)

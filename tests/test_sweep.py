@@ -39,7 +39,8 @@ FAKE = textwrap.dedent('''
            "LIT_TRANSFER_STAGE_CACHE", "PYTHONUNBUFFERED", "HF_HUB_OFFLINE")}
     result = {"schema": 1, "status": "ok", "experiment": "fake", "strategy": args.get("strategy", "x"),
               "seed": int(args.get("seed_everything", 0)), "target_shots": 5, "split_hash": "s",
-              "metrics": {"target/test_acc": 0.5}, "args": args, "env": env, "start": start, "end": time.time()}
+              "metrics": {"target/test_acc": 0.5, "target/val_acc": -abs(float(args.get("lr", 1)) - 0.3)},
+              "args": args, "env": env, "start": start, "end": time.time()}
     tmp = os.path.join(run_dir, ".result.tmp")
     with open(tmp, "w") as f:
         json.dump(result, f)
@@ -183,6 +184,21 @@ def test_bayes_without_engine_is_one_line(tmp_path, capsys, monkeypatch):
     assert err.count("\n") == 0 and "pip install sweeps" in err
 
 
+def test_bayes_with_wandb_engine_resumes(tmp_path, fake, capsys):
+    try:
+        from sweeps import next_run  # noqa: F401  (a bare `sweeps/` folder imports as an empty namespace)
+    except ImportError:
+        pytest.skip("W&B's `sweeps` engine is not installed")
+    path = write_sweep(tmp_path, {"lr": {"min": 0.0, "max": 1.0}, "seed_everything": {"value": 0}},
+                       method="bayes", run_cap=3, metric={"name": "target/val_acc", "goal": "maximize"})
+    out = tmp_path / "out"
+    assert sweep.main([str(path), "--out", str(out)]) == 0
+    assert len(list(out.glob("trials/*/result.json"))) == 3
+    assert sweep.main([str(path), "--out", str(out), "--run-cap", "5"]) == 0  # continues from the 3 done
+    results = [json.loads(p.read_text()) for p in out.glob("trials/*/result.json")]
+    assert len(results) == 5 and all(0 <= float(r["args"]["lr"]) <= 1 for r in results)
+
+
 # ----------------------------------------------------------------------------------------------- running
 def test_crash_isolation_resume_and_retry(tmp_path, fake, capsys, monkeypatch):
     monkeypatch.delenv("FAKE_FIXED", raising=False)
@@ -288,3 +304,28 @@ def test_ctrl_c_stops_trials_and_resume_finishes(tmp_path, fake):
     assert done.returncode == 0, done.stderr
     assert len(list(out.glob("trials/*/result.json"))) == 3
     assert len(list((out / "attic").iterdir())) == 2
+
+
+def test_missing_program_is_a_failed_trial(tmp_path, capsys):
+    path = write_sweep(tmp_path, {"a": {"values": [1]}}, command=[str(tmp_path / "nope"), "${args}"])
+    out = tmp_path / "out"
+    assert sweep.main([str(path), "--out", str(out)]) == 1
+    (info,) = trial_infos(out).values()
+    assert info["status"] == "failed" and "cannot start" in info["error"]
+
+
+def test_progress_rewrites_one_line_on_a_tty():
+    import io
+
+    class Tty(io.StringIO):
+        def isatty(self):
+            return True
+
+    stream = Tty()
+    p = sweep.Progress("demo", total=4, workers=2, stream=stream)
+    p.ok, p.durations = 1, [60.0]
+    p.update()
+    p.update("ok      trial-a (1m00s)")
+    text = stream.getvalue()
+    assert text.startswith("\r\x1b[K[demo] 1/4 ok, 0 failed, 0 running, 3 pending, ETA 1m30s")
+    assert "\r\x1b[Kok      trial-a (1m00s)\n" in text and "\n" not in text.split("(1m00s)\n")[1]
