@@ -56,9 +56,14 @@ def _hub_offline():
 
 def create_backbone_model(name: str, in_chans: int = 3, weights: str | None = None, **kwargs) -> nn.Module:
     """``timm.create_model(name, num_classes=0)`` with weights from nowhere, the hub, or a local file."""
-    base, _, _tag = name.partition(".")
+    base, _, tag = name.partition(".")
     if not timm.is_model(base):
         raise _unknown_backbone(name)
+    known_tags = [n.partition(".")[2] for n in timm.models.get_arch_pretrained_cfgs(base)]
+    if tag and tag not in known_tags:  # timm would raise a bare RuntimeError("Invalid pretrained tag")
+        raise TransferConfigError(
+            f"unknown tag '{tag}' for backbone '{base}'; known tags: {', '.join(known_tags) or 'none'}"
+        )
     from_hub = weights is not None and weights.lower() in HUB_WEIGHTS
     if from_hub:
         model = _create_from_hub(name, in_chans, **kwargs)

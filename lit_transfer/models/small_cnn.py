@@ -49,7 +49,7 @@ class SmallCNN(nn.Module):
             prev = width
         self.stages = nn.Sequential(*stages)
         self.num_features = self.head_hidden_size = prev
-        self.feature_info = [dict(num_chs=stem_width, reduction=1, module="stem")] + [
+        self.feature_info = [dict(num_chs=stem_width, reduction=1, module="stem.2")] + [
             dict(num_chs=w, reduction=2 ** (i + 1), module=f"stages.{i}") for i, w in enumerate(widths)
         ]
         self.global_pool = SelectAdaptivePool2d(pool_type=global_pool, flatten=True)
@@ -106,7 +106,10 @@ default_cfgs = generate_default_cfgs({"small_cnn.untrained": _cfg(), "small_cnn_
 
 
 def _create(variant: str, pretrained: bool, **kwargs) -> SmallCNN:
-    return build_model_with_cfg(SmallCNN, variant, pretrained, feature_cfg=dict(flatten_sequential=True), **kwargs)
+    # One feature map per feature_info entry (stem + stages); timm's default out_indices (0..4) assume 5.
+    num_features = len(kwargs.get("widths", (32, 64, 128))) + 1
+    feature_cfg = dict(flatten_sequential=True, out_indices=tuple(range(num_features)))
+    return build_model_with_cfg(SmallCNN, variant, pretrained, feature_cfg=feature_cfg, **kwargs)
 
 
 @register_model
