@@ -1,0 +1,57 @@
+"""Shared test set-up: offline everything, tiny models and data, helpers to train a few real steps."""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("WANDB_MODE", "offline")
+os.environ.setdefault("WANDB_SILENT", "true")
+
+from pathlib import Path  # noqa: E402
+
+import lightning as L  # noqa: E402
+import pytest  # noqa: E402
+
+REPO = Path(__file__).resolve().parent.parent
+SHIFT = [{"name": "rotate", "degrees": 90}, {"name": "invert"}]
+
+
+@pytest.fixture
+def repo() -> Path:
+    return REPO
+
+
+def make_dm(**kwargs):
+    from lit_transfer.data import DomainPairDataModule, DomainSpec
+
+    kwargs.setdefault("target", DomainSpec(shifts=SHIFT))
+    kwargs.setdefault("target_shots", 5)
+    kwargs.setdefault("batch_size", 16)
+    return DomainPairDataModule(**kwargs)
+
+
+def make_module(**kwargs):
+    from lit_transfer.module import TransferClassifier
+
+    kwargs.setdefault("backbone", "small_cnn_tiny")
+    kwargs.setdefault("in_chans", 1)
+    kwargs.setdefault("num_classes", 10)
+    return TransferClassifier(**kwargs)
+
+
+def make_trainer(root, max_epochs=2, callbacks=(), **kwargs) -> L.Trainer:
+    from lightning.pytorch.callbacks import ModelCheckpoint
+
+    kwargs.setdefault("logger", False)
+    return L.Trainer(
+        default_root_dir=str(root),
+        max_epochs=max_epochs,
+        accelerator="cpu",
+        devices=1,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        num_sanity_val_steps=0,
+        callbacks=[*callbacks, ModelCheckpoint(dirpath=str(Path(root) / "ckpt"), save_last=True, save_top_k=0)],
+        **kwargs,
+    )

@@ -1,0 +1,132 @@
+"""The Lightning CLI end to end: every shipped strategy config, result.json, run dirs, DDP."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from conftest import REPO
+from lit_transfer.cli import main
+
+BASE = ["--config", str(REPO / "configs/data/digits_shift.yaml"), "--config", str(REPO / "configs/model/small_cnn.yaml")]
+FAST = ["--trainer.max_epochs=2", "--trainer.limit_train_batches=2", "--trainer.limit_val_batches=1",
+        "--trainer.enable_progress_bar=false", "--data.target_shots=5"]
+STRATEGIES = sorted(p.stem for p in (REPO / "configs" / "strategy").glob("*.yaml"))
+
+
+def fit(run_dir: Path, *args: str) -> dict:
+    os.environ.pop("LIT_TRANSFER_RUN_DIR", None)
+    main(["fit", *BASE, *FAST, f"--run.dir={run_dir}", *args])
+    return json.loads((run_dir / "result.json").read_text())
+
+
+@pytest.fixture(scope="module")
+def source_ckpt(tmp_path_factory) -> Path:
+    run_dir = tmp_path_factory.mktemp("source") / "run"
+    result = fit(run_dir, "--strategy=source")
+    assert result["strategy"] == "source" and result["train_on"] == "source"
+    return run_dir / "checkpoints" / "last.ckpt"
+
+
+@pytest.mark.parametrize("strategy", STRATEGIES)
+def test_every_strategy_config_fits_and_writes_result(tmp_path, strategy, source_ckpt):
+    args = [f"--strategy={strategy}"]
+    if strategy not in ("source", "scratch"):
+        args.append(f"--model.weights={source_ckpt}")
+    result = fit(tmp_path / "run", *args)
+    assert result["status"] == "ok" and result["strategy"] == strategy
+    assert result["seed"] == 0 and result["target_shots"] == 5
+    for key in ("target/test_acc", "target/test_f1", "source/test_acc"):
+        assert 0.0 <= result["metrics"][key] <= 1.0
+    assert 0 < result["params"]["trainable"] <= result["params"]["total"]
+    assert len(result["config_hash"]) == 64 and len(result["split_hash"]) == 64
+    assert result["wall_time_s"] > 0
+    assert Path(result["checkpoint"]).is_file()
+    assert (tmp_path / "run" / "config.yaml").is_file()
+    if strategy == "linear_probe":
+        head = sum(p.numel() for p in torch.nn.Linear(128, 10).parameters())
+        assert result["params"]["trainable"] == head
+
+
+def test_transfer_loads_source_backbone_and_drops_head(tmp_path, source_ckpt):
+    from lit_transfer.models.backbone import Backbone
+
+    source = torch.load(source_ckpt, map_location="cpu", weights_only=True)["state_dict"]
+    backbone = Backbone("small_cnn", in_chans=1, weights=str(source_ckpt))
+    for key, value in backbone.model.state_dict().items():
+        assert torch.equal(value, source[f"backbone.model.{key}"]), key
+
+
+def test_same_config_same_hashes_and_results_in_distinct_run_dirs(tmp_path):
+    a = fit(tmp_path / "a", "--strategy=scratch")
+    b = fit(tmp_path / "b", "--strategy=scratch")
+    assert a["config_hash"] == b["config_hash"] and a["split_hash"] == b["split_hash"]
+    assert a["metrics"]["target/test_acc"] == b["metrics"]["target/test_acc"]  # seeded: reproducible
+    c = fit(tmp_path / "c", "--strategy=scratch", "--seed_everything=1")
+    assert c["config_hash"] != a["config_hash"] and c["split_hash"] == a["split_hash"]
+
+
+def test_auto_named_run_dirs_never_collide(tmp_path, monkeypatch):
+    # SaveConfigCallback's fixed log_dir collides across sweep runs; every run here gets a fresh directory.
+    monkeypatch.chdir(tmp_path)
+    for _ in range(2):
+        os.environ.pop("LIT_TRANSFER_RUN_DIR", None)
+        main(["fit", *BASE, *FAST, "--strategy=scratch", "--run.root=runs"])
+    runs = sorted((tmp_path / "runs" / "digits_shift" / "scratch").iterdir())
+    assert len(runs) == 2
+    assert all((r / "config.yaml").is_file() and (r / "result.json").is_file() for r in runs)
+
+
+def test_existing_result_is_never_overwritten(tmp_path, capsys):
+    fit(tmp_path / "run", "--strategy=scratch")
+    before = (tmp_path / "run" / "result.json").read_text()
+    with pytest.raises(SystemExit) as exc:
+        fit(tmp_path / "run", "--strategy=scratch")
+    assert exc.value.code == 2
+    assert "already holds a result" in capsys.readouterr().err
+    assert (tmp_path / "run" / "result.json").read_text() == before
+
+
+def test_test_subcommand_reports_both_domains(tmp_path, source_ckpt, capsys):
+    os.environ.pop("LIT_TRANSFER_RUN_DIR", None)
+    main(["test", *BASE, "--trainer.enable_progress_bar=false", f"--ckpt_path={source_ckpt}",
+          f"--run.dir={tmp_path / 'test'}"])
+    out = capsys.readouterr().out
+    assert "target/test_acc" in out and "source/test_acc" in out
+
+
+@pytest.mark.slow
+def test_ddp_unfreeze_mid_run_keeps_ranks_identical(tmp_path):
+    """Two CPU ranks with an unfreeze at epoch 1: parameters unfrozen after DDP wrapped the model must still
+    be all-reduced, so both ranks end with identical weights."""
+    dump = tmp_path / "weights"
+    strategy = tmp_path / "unfreeze_at_1.yaml"
+    strategy.write_text(
+        "run: {strategy: freeze_unfreeze}\n"
+        "trainer:\n  callbacks:\n"
+        "    - class_path: lit_transfer.strategies.FinetuningSchedule\n"
+        "      init_args: {phases: [{epoch: 0, frozen: all}, {epoch: 1, frozen: 0}]}\n"
+        f"    - class_path: tests.helpers.DumpRankWeights\n      init_args: {{dirpath: '{dump}'}}\n"
+    )
+    cmd = [sys.executable, "-m", "lit_transfer", "fit", *BASE, "--config", str(strategy),
+           "--trainer.accelerator=cpu", "--trainer.devices=2", "--trainer.strategy=ddp",
+           "--trainer.max_epochs=3", "--trainer.enable_progress_bar=false", "--data.target_shots=10",
+           "--data.batch_size=8", "--run.test_after_fit=false", f"--run.dir={tmp_path / 'run'}"]
+    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
+    env.pop("LIT_TRANSFER_RUN_DIR", None)
+    proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    w0 = torch.load(dump / "rank0.pt", weights_only=True)
+    w1 = torch.load(dump / "rank1.pt", weights_only=True)
+    start = torch.load(dump / "rank0_start.pt", weights_only=True)
+    assert w0.keys() == w1.keys()
+    for key in w0:
+        assert torch.equal(w0[key], w1[key]), f"ranks diverged at {key}"
+    stem = "backbone.model.stem.0.weight"
+    assert not torch.equal(w0[stem], start[stem]), "the unfrozen stem trained"

@@ -1,0 +1,227 @@
+"""Strategies over real training steps: trainable sets, frozen means frozen, resume, LR schedulers."""
+
+from __future__ import annotations
+
+import functools
+from pathlib import Path
+
+import lightning as L
+import pytest
+import torch
+import yaml
+
+from conftest import REPO, make_dm, make_module, make_trainer
+from lit_transfer.strategies import L2SP, FinetuningSchedule, GradualUnfreezing, Phase
+
+
+def snapshot(module) -> dict[str, torch.Tensor]:
+    return {k: v.detach().clone() for k, v in module.state_dict().items()}
+
+
+def group_keys(module, index: int) -> list[str]:
+    """state_dict keys (parameters and BatchNorm buffers) of backbone layer group ``index``."""
+    params = module.backbone.groups[index].param_names
+    prefixes = {p.rsplit(".", 1)[0] for p in params}
+    return [k for k in module.state_dict() if k.startswith("backbone.model.") and
+            k[len("backbone.model."):].rsplit(".", 1)[0] in prefixes]
+
+
+def trainable_groups(module) -> list[bool]:
+    return [all(p.requires_grad for p in module.backbone.group_parameters(i)) for i in range(module.num_groups)]
+
+
+def schedule_from_yaml(name: str):
+    """The callback (if any) a shipped strategy YAML configures, built the way the CLI builds it."""
+    cfg = yaml.safe_load((REPO / "configs" / "strategy" / f"{name}.yaml").read_text())
+    out = []
+    for cb in cfg.get("trainer", {}).get("callbacks", []):
+        cls = {"FinetuningSchedule": FinetuningSchedule, "GradualUnfreezing": GradualUnfreezing}[cb["class_path"].split(".")[-1]]
+        out.append(cls(**cb.get("init_args", {})))
+    return cfg, out
+
+
+# Expected trainable backbone groups at the end of a 2-epoch run (small_cnn_tiny has 3 groups).
+@pytest.mark.parametrize(
+    "strategy, expected",
+    [
+        ("scratch", [True, True, True]),
+        ("finetune", [True, True, True]),
+        ("layer_decay", [True, True, True]),
+        ("l2sp", [True, True, True]),
+        ("linear_probe", [False, False, False]),
+        ("partial_freeze", [False, False, True]),
+        ("freeze_unfreeze", [False, False, False]),  # unfreezes at epoch 3
+        ("lp_ft", [False, False, False]),  # fine-tunes from epoch 5
+        ("gradual_unfreeze", [False, False, False]),  # first group at epoch 2
+    ],
+)
+def test_strategy_trainable_set_after_real_training(tmp_path, strategy, expected):
+    cfg, callbacks = schedule_from_yaml(strategy)
+    model_cfg = dict(cfg.get("model", {}))
+    kwargs = {}
+    if "regularizer" in model_cfg:
+        kwargs["regularizer"] = L2SP(**model_cfg["regularizer"]["init_args"])
+    for key in ("layer_decay", "backbone_lr_scale", "lr"):
+        if key in model_cfg:
+            kwargs[key] = model_cfg[key]
+    L.seed_everything(0)
+    module = make_module(**kwargs)
+    before = snapshot(module)
+    make_trainer(tmp_path, max_epochs=2, callbacks=callbacks).fit(module, make_dm())
+    assert trainable_groups(module) == expected
+    assert all(p.requires_grad for p in module.head.parameters())
+    after = module.state_dict()
+    for i, trainable in enumerate(expected):
+        changed = any(not torch.equal(before[k], after[k]) for k in group_keys(module, i))
+        assert changed == trainable, f"group {i} changed={changed} but trainable={trainable}"
+    assert not torch.equal(before["head.fc.weight"], after["head.fc.weight"])
+
+
+def test_layer_decay_sets_discriminative_learning_rates():
+    module = make_module(lr=1e-2, layer_decay=0.5, backbone_lr_scale=1.0)
+    module.trainer = None
+    opt = module.optimizer_factory(module.param_groups())
+    lrs = {}
+    for g in opt.param_groups:
+        lrs[g["layer_group"]] = module.hparams.lr * g["lr_scale"]
+    # 3 groups: group i gets lr * 0.5 ** (3 - i); the head (-1) gets lr.
+    assert lrs == pytest.approx({0: 1e-2 * 0.125, 1: 1e-2 * 0.25, 2: 1e-2 * 0.5, -1: 1e-2})
+
+
+def test_no_weight_decay_on_norms_and_biases():
+    module = make_module()
+    for group in module.param_groups():
+        if group["name"].endswith(".no_decay"):
+            assert group["weight_decay"] == 0.0
+            assert all(p.ndim <= 1 for p in group["params"])
+        else:
+            assert "weight_decay" not in group and all(p.ndim > 1 for p in group["params"])
+
+
+def test_gradual_unfreezing_unfreezes_top_down_one_group_per_epoch(tmp_path):
+    seen = []
+
+    class Record(L.Callback):
+        def on_train_epoch_start(self, trainer, pl_module):
+            seen.append(trainable_groups(pl_module))
+
+    module = make_module()
+    trainer = make_trainer(tmp_path, max_epochs=5, callbacks=[GradualUnfreezing(every_n_epochs=1, start_epoch=1), Record()])
+    trainer.fit(module, make_dm())
+    assert seen == [
+        [False, False, False],
+        [False, False, True],
+        [False, True, True],
+        [True, True, True],
+        [True, True, True],
+    ]
+
+
+@pytest.mark.parametrize("phases", [[{"epoch": 0, "frozen": "all"}], [{"epoch": 0, "frozen": 2}]])
+def test_frozen_means_frozen_weights_and_batchnorm_statistics(tmp_path, phases):
+    module = make_module()
+    before = snapshot(module)
+    make_trainer(tmp_path, max_epochs=2, callbacks=[FinetuningSchedule(phases)]).fit(module, make_dm())
+    after = module.state_dict()
+    frozen = module.frozen_groups
+    for i in range(module.num_groups):
+        keys = group_keys(module, i)
+        stats = [k for k in keys if k.endswith(("running_mean", "running_var"))]
+        assert stats, "every small_cnn group has BatchNorm statistics"
+        same = all(torch.equal(before[k], after[k]) for k in keys)
+        assert same == (i < frozen), f"group {i}: unchanged={same}, frozen={i < frozen}"
+    # the frozen groups' BatchNorm layers are in eval mode while the module trains
+    module.train()
+    assert module.frozen_norm_modules() and all(not m.training for m in module.frozen_norm_modules())
+
+
+def test_frozen_batchnorm_stays_in_eval_mode_after_validation(tmp_path):
+    modes = []
+
+    class Record(L.Callback):
+        def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+            modes.append([m.training for m in pl_module.frozen_norm_modules()])
+
+    module = make_module()
+    make_trainer(tmp_path, max_epochs=3, callbacks=[FinetuningSchedule([{"epoch": 0, "frozen": "all"}]), Record()]).fit(
+        module, make_dm()
+    )
+    assert modes and all(not any(m) for m in modes)
+
+
+# ---------------------------------------------------------------------------------------------- resume
+SCHEDULE = [Phase(epoch=0, frozen="all"), Phase(epoch=2, frozen=0, lr_scale=0.1)]
+
+
+def run(root, max_epochs, ckpt_path=None, scheduler=None):
+    L.seed_everything(0)
+    module = make_module(lr_scheduler=scheduler)
+    trainer = make_trainer(root, max_epochs=max_epochs, callbacks=[FinetuningSchedule(SCHEDULE)])
+    trainer.fit(module, make_dm(), ckpt_path=ckpt_path)
+    return module, trainer
+
+
+@pytest.mark.parametrize("stop_epoch", [1, 3], ids=["before-unfreeze", "after-unfreeze"])
+def test_resume_mid_schedule_matches_uninterrupted_run(tmp_path, stop_epoch):
+    scheduler = functools.partial(torch.optim.lr_scheduler.CosineAnnealingLR, T_max=4)
+    full, full_trainer = run(tmp_path / "full", 4, scheduler=scheduler)
+    run(tmp_path / "part", stop_epoch, scheduler=scheduler)
+    resumed, resumed_trainer = run(tmp_path / "resumed", 4, ckpt_path=tmp_path / "part" / "ckpt" / "last.ckpt",
+                                   scheduler=scheduler)
+    # Lightning's BackboneFinetuning re-freezes the backbone here; the schedule re-derives it from the epoch.
+    assert trainable_groups(resumed) == [True, True, True]
+    full_sd, resumed_sd = full.state_dict(), resumed.state_dict()
+    for key in full_sd:
+        torch.testing.assert_close(resumed_sd[key], full_sd[key], rtol=0, atol=1e-6, msg=key)
+    full_lrs = [g["lr"] for g in full_trainer.optimizers[0].param_groups]
+    resumed_lrs = [g["lr"] for g in resumed_trainer.optimizers[0].param_groups]
+    assert resumed_lrs == pytest.approx(full_lrs, rel=1e-9)
+
+
+# ----------------------------------------------------------------------------------------- schedulers
+class RecordLR(L.Callback):
+    def __init__(self):
+        self.lrs: list[dict[int, float]] = []
+
+    def on_train_epoch_start(self, trainer, pl_module):
+        # after the schedule callback (registered first) has applied the phase
+        self.lrs.append({g["layer_group"]: g["lr"] for g in trainer.optimizers[0].param_groups})
+
+
+def fit_with_scheduler(tmp_path, scheduler, epochs=5):
+    L.seed_everything(0)
+    record = RecordLR()
+    module = make_module(lr=0.1, lr_scheduler=scheduler)
+    trainer = make_trainer(tmp_path, max_epochs=epochs, callbacks=[FinetuningSchedule(SCHEDULE), record])
+    trainer.fit(module, make_dm())
+    return record.lrs, trainer
+
+
+def test_cosine_schedule_continues_across_unfreeze_with_lr_scale(tmp_path):
+    import math
+
+    lrs, trainer = fit_with_scheduler(tmp_path, functools.partial(torch.optim.lr_scheduler.CosineAnnealingLR, T_max=5))
+    for epoch, per_group in enumerate(lrs):
+        scale = 1.0 if epoch < 2 else 0.1
+        expected = 0.1 * scale * 0.5 * (1 + math.cos(math.pi * epoch / 5))
+        for group, lr in per_group.items():
+            assert lr == pytest.approx(expected, rel=1e-6), (epoch, group)
+    # no param group was added at the unfreeze: every group existed from the first step
+    assert len(trainer.optimizers[0].param_groups) == len(make_module().param_groups())
+
+
+def test_step_schedule_continues_across_unfreeze(tmp_path):
+    lrs, _ = fit_with_scheduler(tmp_path, functools.partial(torch.optim.lr_scheduler.StepLR, step_size=2, gamma=0.5))
+    expected = [0.1, 0.1, 0.1 * 0.5 * 0.1, 0.1 * 0.5 * 0.1, 0.1 * 0.25 * 0.1]
+    assert [next(iter(e.values())) for e in lrs] == pytest.approx(expected, rel=1e-6)
+    assert all(len(set(e.values())) == 1 for e in lrs)
+
+
+def test_reduce_on_plateau_keeps_working_across_unfreeze(tmp_path):
+    # patience 0 + a val_acc that cannot improve by 1.0 forces a reduction after every epoch
+    sched = functools.partial(torch.optim.lr_scheduler.ReduceLROnPlateau, mode="max", factor=0.5, patience=0,
+                              threshold=1.0, threshold_mode="abs")
+    lrs, trainer = fit_with_scheduler(tmp_path, sched)
+    heads = [e[-1] for e in lrs]
+    # the first epoch sets the best value; every later epoch end halves; the unfreeze at epoch 2 scales by 0.1
+    assert heads == pytest.approx([0.1, 0.1, 0.05 * 0.1, 0.025 * 0.1, 0.0125 * 0.1], rel=1e-6)
