@@ -107,7 +107,8 @@ def test_usps_bz2_libsvm_files(tmp_path):
             "usps.t.bz2": (pattern(10, 1, 16, 16, 1) % 2 * 255, labels_for(10))}
     for filename, (x, y) in data.items():
         values = x.reshape(len(x), -1).astype(np.float32) / 255 * 2 - 1  # stored in [-1, 1], labels 1..10
-        lines = [f"{label + 1} " + " ".join(f"{j + 1}:{v:.6f}" for j, v in enumerate(row)) for label, row in zip(y, values)]
+        lines = [f"{label + 1} " + " ".join(f"{j + 1}:{v:.6f}" for j, v in enumerate(row))
+                 for label, row in zip(y, values)]
         (tmp_path / filename).write_bytes(bz2.compress("\n".join(lines).encode() + b"\n"))
     spec = DomainSpec(name="usps", root=str(tmp_path), download=False)
     check(spec, *data["usps.bz2"], *data["usps.t.bz2"])
@@ -191,4 +192,5 @@ def test_image_folder_mixed_sizes_need_image_size(tmp_path):
     (tmp_path / "x" / "b").rename(tmp_path / "train" / "b")
     with pytest.raises(ValueError, match="different sizes .* set image_size"):
         load_domain(DomainSpec(name="image_folder", root=str(tmp_path)), 0)
-    assert load_domain(DomainSpec(name="image_folder", root=str(tmp_path), image_size=6), 0).images.shape == (2, 3, 6, 6)
+    resized = load_domain(DomainSpec(name="image_folder", root=str(tmp_path), image_size=6), 0)
+    assert resized.images.shape == (2, 3, 6, 6)

@@ -245,3 +245,8 @@ def test_loader_ddp_shards_cover_everything_with_equal_lengths(shuffle):
     assert len({len(r) for r in ranks}) == 1 and {len(s) for s in shards} == {8}  # ceil(23 / 3)
     assert as_set(torch.cat(shards)) == set(range(23))
     assert sum(len(s) for s in shards) - 23 == 1  # only the padding repeats
+
+
+def test_label_map_values_must_be_contiguous():
+    with pytest.raises(ValueError, match=r"label_map values must be 0..k-1 without gaps, got \[0, 2\]"):
+        DomainPairDataModule(target=DomainSpec(label_map={1: 0, 7: 2}))

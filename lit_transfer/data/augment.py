@@ -14,7 +14,9 @@ def check_augment(augment: dict | None) -> None:
         raise ValueError(f"Unknown augment keys {sorted(unknown)}; known: {', '.join(AUGMENTATIONS)}.")
 
 
-def augment_batch(images: torch.Tensor, gen: torch.Generator, hflip: bool = False, crop_padding: int = 0) -> torch.Tensor:
+def augment_batch(
+    images: torch.Tensor, gen: torch.Generator, hflip: bool = False, crop_padding: int = 0
+) -> torch.Tensor:
     """Random horizontal flips and random crops from a zero-padded image (the CIFAR recipe)."""
     n, _, h, w = images.shape
     if crop_padding:

@@ -66,8 +66,9 @@ class DomainPairDataModule(L.LightningDataModule):
         self.specs = {"source": _as_spec(source), "target": _as_spec(target)}
         for spec in self.specs.values():
             domains.check_spec(spec)
-            if spec.label_map is not None and set(spec.label_map.values()) != set(range(domains.num_classes(spec))):
-                raise ValueError(f"label_map values must be 0..k-1 without gaps, got {sorted(set(spec.label_map.values()))}.")
+            values = set((spec.label_map or {}).values())
+            if values and values != set(range(len(values))):
+                raise ValueError(f"label_map values must be 0..k-1 without gaps, got {sorted(values)}.")
         check_augment(augment)
         self.train_on = train_on
         self.shots = {"source": source_shots, "target": target_shots}
@@ -133,7 +134,9 @@ class DomainPairDataModule(L.LightningDataModule):
         for role, spec in self.specs.items():
             domain = load_domain(spec, self.split_seed)
             labels = map_labels(domain.labels, spec.label_map)
-            splits = split_domain(domain.labels, domain.official, self.split_seed, self.val_fraction, self.test_fraction)
+            splits = split_domain(
+                domain.labels, domain.official, self.split_seed, self.val_fraction, self.test_fraction
+            )
             splits = {k: v[labels[v] >= 0] for k, v in splits.items()}
             splits["train"] = take_shots(
                 splits["train"], labels, self.shots[role], domains.num_classes(spec), self.split_seed, f"{role}_shots"

@@ -215,11 +215,14 @@ class _STL10(datasets.STL10):
         return _all_exist(*(os.path.join(self.root, self.base_folder, f) for f in files))
 
 
+def _nchw(hwc: np.ndarray) -> torch.Tensor:
+    return torch.from_numpy(hwc).permute(0, 3, 1, 2)
+
+
 def _cifar(cls):
     def load(spec: DomainSpec) -> Domain:
         train, test = (_open(cls, spec, train=t) for t in (True, False))
-        nchw = lambda d: torch.from_numpy(d).permute(0, 3, 1, 2)  # noqa: E731  (stored HWC)
-        return _concat(nchw(train.data), train.targets, nchw(test.data), test.targets)
+        return _concat(_nchw(train.data), train.targets, _nchw(test.data), test.targets)
 
     return load
 

@@ -53,7 +53,10 @@ class InMemoryLoader:
         n = len(self.labels)
         if not self.shuffle and self.world_size == 1:
             return None
-        order = torch.randperm(n, generator=generator(self.seed, self.sampler.epoch)) if self.shuffle else torch.arange(n)
+        if self.shuffle:
+            order = torch.randperm(n, generator=generator(self.seed, self.sampler.epoch))
+        else:
+            order = torch.arange(n)
         padded = math.ceil(n / self.world_size) * self.world_size
         if padded > n > 0:
             order = torch.cat([order, order.repeat(math.ceil(padded / n))[: padded - n]])

@@ -67,7 +67,8 @@ def take_shots(
     counts = torch.bincount(labels[train], minlength=num_classes)
     for c in range(num_classes):
         if counts[c] < shots:
-            raise ValueError(f"{what}={shots} but class {c} of the {what.split('_')[0]} domain has only {int(counts[c])} training examples; "
-                             f"lower {what} or use null for all.")
+            role = what.split("_")[0]
+            raise ValueError(f"{what}={shots} but class {c} of the {role} domain has only {int(counts[c])} "
+                             f"training examples; lower {what} or use null for all.")
     chosen = [idx[:shots] for _, idx in _per_class(train, labels, "shots", split_seed)]
     return torch.cat(chosen).sort().values
