@@ -226,3 +226,9 @@ def test_width_mismatch_names_shapes(tmp_path):
         Backbone("small_cnn", 3, weights=str(tmp_path / "w.pth"))
     msg = str(err.value)
     assert "other shapes" in msg and "stem.0.weight" in msg and "\n" not in msg
+
+
+def test_weights_as_pathlib_path(tmp_path):
+    src = source_model()
+    torch.save(src.state_dict(), tmp_path / "w.pth")
+    assert_loaded(Backbone("small_cnn", 3, weights=tmp_path / "w.pth"), src.state_dict())

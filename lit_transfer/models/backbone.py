@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import difflib
 import logging
+import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -64,6 +65,8 @@ def create_backbone_model(name: str, in_chans: int = 3, weights: str | None = No
         raise TransferConfigError(
             f"unknown tag '{tag}' for backbone '{base}'; known tags: {', '.join(known_tags) or 'none'}"
         )
+    if isinstance(weights, os.PathLike):  # a pathlib.Path from Python code; configs give strings
+        weights = os.fspath(weights)
     from_hub = weights is not None and weights.lower() in HUB_WEIGHTS
     if from_hub:
         model = _create_from_hub(name, in_chans, **kwargs)
