@@ -124,3 +124,23 @@ def test_transfer_classifier_head_as_class():
     assert module.head.weight.shape == (3, module.backbone.out_features)
     logits = module(_uint8(4))
     assert logits.shape == (4, 3) and logits.abs().max() <= module.head.log_scale.exp() + 1e-5
+
+
+def test_head_selected_from_config_class_path():
+    # What a model YAML's ``head: {class_path: ..., init_args: ...}`` goes through in the CLI.
+    from lightning.pytorch.cli import LightningArgumentParser
+
+    parser = LightningArgumentParser()
+    parser.add_lightning_class_args(TransferClassifier, "model", subclass_mode=False)
+    head = '{"class_path": "lit_transfer.models.MLPHead", "init_args": {"hidden": [16], "dropout": 0.2}}'
+    cfg = parser.parse_args(
+        ["--model.backbone=small_cnn_tiny", "--model.num_classes=3", "--model.in_chans=1", f"--model.head={head}"]
+    )
+    module = parser.instantiate_classes(cfg).model
+    assert isinstance(module.head, MLPHead)
+    linears = [m for m in module.head.modules() if isinstance(m, nn.Linear)]
+    assert [(m.in_features, m.out_features) for m in linears] == [(32, 16), (16, 3)]
+    assert [m.p for m in module.head.modules() if isinstance(m, nn.Dropout)] == [0.2]
+
+    cfg = parser.parse_args(["--model.backbone=small_cnn_tiny", "--model.head=lit_transfer.models.CosineHead"])
+    assert isinstance(parser.instantiate_classes(cfg).model.head, CosineHead)
