@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
+from lit_transfer.errors import TransferConfigError
 
 AUGMENTATIONS = ("hflip", "crop_padding")
 
@@ -11,7 +12,7 @@ AUGMENTATIONS = ("hflip", "crop_padding")
 def check_augment(augment: dict | None) -> None:
     unknown = set(augment or {}) - set(AUGMENTATIONS)
     if unknown:
-        raise ValueError(f"Unknown augment keys {sorted(unknown)}; known: {', '.join(AUGMENTATIONS)}.")
+        raise TransferConfigError(f"Unknown augment keys {sorted(unknown)}; known: {', '.join(AUGMENTATIONS)}.")
 
 
 def augment_batch(

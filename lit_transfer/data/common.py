@@ -6,6 +6,7 @@ import difflib
 import hashlib
 
 import torch
+from lit_transfer.errors import TransferConfigError
 
 class Registry(dict):
     """A dict of named entries whose lookup error lists the known names and the closest matches."""
@@ -19,7 +20,7 @@ class Registry(dict):
             return self[name]
         close = difflib.get_close_matches(name, self.keys(), n=3, cutoff=0.5)
         hint = f" Did you mean {', '.join(map(repr, close))}?" if close else ""
-        raise ValueError(f"Unknown {self.kind} {name!r}.{hint} Known: {', '.join(sorted(self))}.")
+        raise TransferConfigError(f"Unknown {self.kind} {name!r}.{hint} Known: {', '.join(sorted(self))}.")
 
 
 def derive_seed(*parts) -> int:

@@ -15,6 +15,7 @@ from .common import derive_seed
 from .domains import DomainSpec, load_domain
 from .loader import InMemoryLoader
 from .splits import map_labels, split_domain, take_shots
+from lit_transfer.errors import TransferConfigError
 
 Role = Literal["source", "target"]
 _ROLES: tuple[Role, Role] = ("source", "target")
@@ -62,13 +63,13 @@ class DomainPairDataModule(L.LightningDataModule):
     ) -> None:
         super().__init__()
         if train_on not in _ROLES:
-            raise ValueError(f"train_on must be 'source' or 'target', got {train_on!r}.")
+            raise TransferConfigError(f"train_on must be 'source' or 'target', got {train_on!r}.")
         self.specs = {"source": _as_spec(source), "target": _as_spec(target)}
         for spec in self.specs.values():
             domains.check_spec(spec)
             values = set((spec.label_map or {}).values())
             if values and values != set(range(len(values))):
-                raise ValueError(f"label_map values must be 0..k-1 without gaps, got {sorted(values)}.")
+                raise TransferConfigError(f"label_map values must be 0..k-1 without gaps, got {sorted(values)}.")
         check_augment(augment)
         self.train_on = train_on
         self.shots = {"source": source_shots, "target": target_shots}

@@ -18,6 +18,7 @@ from torchvision import datasets
 
 from .common import Registry
 from .shifts import apply_shifts, check_shift
+from lit_transfer.errors import TransferConfigError
 
 
 @dataclass
@@ -78,7 +79,7 @@ def check_spec(spec: DomainSpec) -> None:
     for shift in spec.shifts:
         check_shift(shift)
     if spec.channels not in (None, 1, 3):
-        raise ValueError(f"channels must be 1, 3 or null, got {spec.channels!r}.")
+        raise TransferConfigError(f"channels must be 1, 3 or null, got {spec.channels!r}.")
 
 
 def num_classes(spec: DomainSpec) -> int:
@@ -135,17 +136,21 @@ def _root(spec: DomainSpec) -> str:
     return os.path.expanduser(spec.root)
 
 
-def _missing(spec: DomainSpec) -> ValueError:
-    return ValueError(f"Dataset {spec.name!r} not found under {_root(spec)} (download: false); "
+def _missing(spec: DomainSpec) -> TransferConfigError:
+    return TransferConfigError(f"Dataset {spec.name!r} not found under {_root(spec)} (download: false); "
                       "set download: true or point root at the data.")
 
 
 def _open(cls, spec: DomainSpec, **kwargs):
     try:
         return cls(_root(spec), download=spec.download, **kwargs)
-    except (RuntimeError, FileNotFoundError):
+    except (RuntimeError, FileNotFoundError, OSError) as err:
         if spec.download:
-            raise
+            # torchvision's own download failed (offline, or a mirror down): say what to do instead.
+            raise TransferConfigError(
+                f"could not download {spec.name!r} to {_root(spec)} ({type(err).__name__}); download it on a "
+                "connected machine into that root, or point root at an existing copy"
+            ) from err
         raise _missing(spec) from None
 
 
@@ -258,14 +263,14 @@ def _folder_layout(spec: DomainSpec) -> tuple[dict[str, Path], list[str]]:
     root = Path(_root(spec))
     layout = "expected root/<class>/*.png or root/train|val|test/<class>/*.png"
     if not root.is_dir():
-        raise ValueError(f"image_folder root {root} does not exist; {layout}.")
+        raise TransferConfigError(f"image_folder root {root} does not exist; {layout}.")
     splits = {s: root / s for s in _SPLITS if (root / s).is_dir()}
     if "train" not in splits:
         splits = {"all": root}
     first = next(iter(splits.values()))
     classes = sorted(d.name for d in first.iterdir() if d.is_dir() and _images_in(d))
     if not classes:
-        raise ValueError(f"image_folder root {root} has no class folders with images; {layout}.")
+        raise TransferConfigError(f"image_folder root {root} has no class folders with images; {layout}.")
     return splits, classes
 
 
@@ -298,11 +303,11 @@ def _image_folder(spec: DomainSpec) -> Domain:
                 labels.append(label)
         unknown = {d.name for d in folder.iterdir() if d.is_dir()} - set(classes) if split != "all" else set()
         if unknown:
-            raise ValueError(f"{folder} has class folders {sorted(unknown)} missing from {splits['train']}.")
+            raise TransferConfigError(f"{folder} has class folders {sorted(unknown)} missing from {splits['train']}.")
         official[split] = torch.arange(start, len(labels))
     sizes = {a.shape[:2] for a in arrays}
     if len(sizes) > 1:
-        raise ValueError(f"Images under {spec.root} have different sizes {sorted(sizes)[:3]}; set image_size.")
+        raise TransferConfigError(f"Images under {spec.root} have different sizes {sorted(sizes)[:3]}; set image_size.")
     images = torch.from_numpy(np.stack(arrays))
     images = images[:, None] if images.ndim == 3 else images.permute(0, 3, 1, 2)
     official.pop("all", None)

@@ -16,6 +16,7 @@ import torch.nn.functional as F
 import torchvision.transforms.v2.functional as TF
 
 from .common import Registry, generator
+from lit_transfer.errors import TransferConfigError
 
 _SHIFTS = Registry("shift")
 _CHUNK = 4096  # bounds the float copies made by resampling shifts on large domains
@@ -39,13 +40,13 @@ def check_shift(shift: dict) -> tuple[Callable, dict]:
     """Resolve ``{name: ..., **params}``; bad names or parameters fail here, before any data is loaded."""
     params = dict(shift)
     if "name" not in params:
-        raise ValueError(f"Shift {shift!r} has no 'name'; write e.g. {{name: rotate, degrees: 90}}.")
+        raise TransferConfigError(f"Shift {shift!r} has no 'name'; write e.g. {{name: rotate, degrees: 90}}.")
     name = params.pop("name")
     fn = _SHIFTS.get_or_raise(name)
     try:
         inspect.signature(fn).bind(None, None, **params)
     except TypeError as err:
-        raise ValueError(f"Shift {name!r} got bad parameters {params}: {err}.") from None
+        raise TransferConfigError(f"Shift {name!r} got bad parameters {params}: {err}.") from None
     return fn, params
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import torch
 
 from .common import generator
+from lit_transfer.errors import TransferConfigError
 
 
 def _per_class(indices: torch.Tensor, labels: torch.Tensor, purpose: str, split_seed: int):
@@ -68,7 +69,7 @@ def take_shots(
     for c in range(num_classes):
         if counts[c] < shots:
             role = what.split("_")[0]
-            raise ValueError(f"{what}={shots} but class {c} of the {role} domain has only {int(counts[c])} "
+            raise TransferConfigError(f"{what}={shots} but class {c} of the {role} domain has only {int(counts[c])} "
                              f"training examples; lower {what} or use null for all.")
     chosen = [idx[:shots] for _, idx in _per_class(train, labels, "shots", split_seed)]
     return torch.cat(chosen).sort().values
