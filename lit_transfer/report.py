@@ -238,6 +238,7 @@ def plots(summary: dict, out: Path) -> list[Path]:
         strategies = list(dict.fromkeys(r["strategy"] for r in gains))
         shots = sorted({r["target_shots"] for r in gains}, key=_shots_key)
         width = 0.8 / len(shots)
+        hatched: list = []
         fig, ax = plt.subplots(figsize=(max(6.5, 1.1 * len(strategies) * len(shots)), 4.2))
         for j, n in enumerate(shots):
             xs, ys, es, hatches = [], [], [], []
@@ -250,13 +251,14 @@ def plots(summary: dict, out: Path) -> list[Path]:
                 es.append(100 * (r["gain_ci"] or 0.0))
                 hatches.append("//" if r.get("negative_transfer") else "")
             bars = ax.bar(xs, ys, width, yerr=es, capsize=3, label=f"{'all' if n is None else n} shots")
-            for bar, hatch in zip(bars, hatches):
-                bar.set_hatch(hatch)
+            hatched += list(zip(bars, hatches))
         ax.axhline(0, color="black", linewidth=0.8)
         ax.set_xticks(range(len(strategies)), strategies, rotation=20)
         ax.set_ylabel(f"gain over {summary['baseline']} (pp)")
         ax.set_title(f"{exp}: paired gain over {summary['baseline']} (hatched: negative transfer)")
         ax.legend(fontsize=8)
+        for bar, hatch in hatched:  # after the legend, whose swatches would copy the first bar's hatch
+            bar.set_hatch(hatch)
         fig.tight_layout()
         paths.append(out / f"gain_over_{summary['baseline']}_{slug}.png")
         fig.savefig(paths[-1], dpi=110)

@@ -99,9 +99,11 @@ def load_sweep(path: str | os.PathLike) -> dict:
                              + ", ".join("${%s}" % k for k in MACROS) + ")")
     if any(str(t) == "${program}" for t in command) and not cfg.get("program"):
         raise SweepError(f"{path}: the command uses ${{program}} but the file has no `program`")
-    if method == "bayes" and not (isinstance(cfg.get("metric"), dict) and cfg["metric"].get("name")):
-        raise SweepError(f"{path}: method bayes needs `metric: {{name: ..., goal: maximize|minimize}}`")
     metric = cfg.get("metric") or {}
+    if not isinstance(metric, dict):
+        raise SweepError(f"{path}: `metric` must be a mapping like {{name: target/val_acc, goal: maximize}}")
+    if method == "bayes" and not metric.get("name"):
+        raise SweepError(f"{path}: method bayes needs `metric: {{name: ..., goal: maximize|minimize}}`")
     if metric.get("goal", "minimize") not in ("maximize", "minimize"):
         raise SweepError(f"{path}: metric.goal must be maximize or minimize, got {metric['goal']!r}")
     if cfg.get("run_cap") is not None and not (isinstance(cfg["run_cap"], int) and cfg["run_cap"] > 0):
