@@ -232,3 +232,17 @@ def test_weights_as_pathlib_path(tmp_path):
     src = source_model()
     torch.save(src.state_dict(), tmp_path / "w.pth")
     assert_loaded(Backbone("small_cnn", 3, weights=tmp_path / "w.pth"), src.state_dict())
+
+
+def test_channel_adaptation_with_several_first_convs(tmp_path):
+    # timm's pretrained_cfg["first_conv"] may be a tuple (RepVGG's two parallel stem convs): adapt both.
+    src = randomized(timm.create_model("repvgg_a0", num_classes=0, in_chans=3))
+    first = src.pretrained_cfg["first_conv"]
+    assert isinstance(first, tuple) and len(first) == 2
+    torch.save(src.state_dict(), tmp_path / "repvgg.pth")
+    bb = Backbone("repvgg_a0", 1, weights=str(tmp_path / "repvgg.pth"))
+    got = bb.model.state_dict()
+    for name in first:
+        w = src.state_dict()[f"{name}.weight"]
+        assert torch.allclose(got[f"{name}.weight"], adapt_input_conv(1, w.clone(), base_chans=3))
+    assert torch.equal(got["stages.0.0.conv_kxk.conv.weight"], src.state_dict()["stages.0.0.conv_kxk.conv.weight"])

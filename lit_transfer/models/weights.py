@@ -73,12 +73,19 @@ def backbone_state_dict(state: Mapping[str, torch.Tensor], classifier_names: tup
     return {k: v for k, v in state.items() if not k.startswith(drop)}
 
 
-def load_into(model: nn.Module, state: Mapping[str, torch.Tensor], source: str, first_conv: str | None) -> None:
-    """Load ``state`` into ``model`` strictly, adapting the first conv to the model's input channels."""
+def load_into(
+    model: nn.Module, state: Mapping[str, torch.Tensor], source: str, first_conv: str | tuple[str, ...] | None
+) -> None:
+    """Load ``state`` into ``model`` strictly, adapting the first conv(s) to the model's input channels.
+
+    ``first_conv`` is timm's ``pretrained_cfg["first_conv"]``: a module name, or several (e.g. RepVGG's stem).
+    """
     target = model.state_dict()
     state = dict(state)
-    key = f"{first_conv}.weight" if first_conv else None
-    if key and key in state and key in target and state[key].shape[1] != target[key].shape[1]:
+    convs = (first_conv,) if isinstance(first_conv, str) else tuple(first_conv or ())
+    for key in (f"{name}.weight" for name in convs if name):
+        if not (key in state and key in target and state[key].shape[1] != target[key].shape[1]):
+            continue
         try:
             state[key] = adapt_input_conv(target[key].shape[1], state[key], base_chans=state[key].shape[1])
         except (NotImplementedError, ValueError, AssertionError) as err:
