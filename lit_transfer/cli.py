@@ -30,6 +30,7 @@ from lit_transfer.module import TransferClassifier
 
 __all__ = ["TransferCLI", "main"]
 
+_created: list[Path] = []  # run dirs this process made: removed again if the run fails before writing anything
 RUN_DIR_ENV = "LIT_TRANSFER_RUN_DIR"  # shared with DDP worker processes, which re-run the same command
 CONFIGS_ENV = "LIT_TRANSFER_CONFIGS"
 
@@ -130,7 +131,9 @@ class TransferCLI(LightningCLI):
         else:
             stamp = time.strftime("%Y%m%d-%H%M%S")
             run_dir = Path(cfg.run.root) / cfg.run.experiment / cfg.run.strategy / f"{stamp}-{uuid.uuid4().hex[:6]}"
+        new = [p for p in (run_dir, *run_dir.parents) if not p.exists()]
         run_dir.mkdir(parents=True, exist_ok=True)
+        _created.extend(reversed(new))  # parents first, so popping removes the deepest first
         os.environ[RUN_DIR_ENV] = str(run_dir)
         return run_dir
 
@@ -165,6 +168,10 @@ class TransferCLI(LightningCLI):
         checkpoint = trainer.checkpoint_callback
         if checkpoint is not None and not trainer.fast_dev_run:
             ckpt = checkpoint.best_model_path or checkpoint.last_model_path or None
+        # Validation metrics of the last epoch; trainer.test() below replaces callback_metrics.
+        fit_metrics = results.scalar_metrics(trainer.callback_metrics)
+        if checkpoint is not None and checkpoint.best_model_score is not None:
+            fit_metrics["val_acc_best"] = float(checkpoint.best_model_score)
         test_metrics: dict = {}
         if cfg.run.test_after_fit:
             out = trainer.test(model, datamodule=dm, ckpt_path=ckpt, verbose=trainer.is_global_zero)
@@ -172,8 +179,7 @@ class TransferCLI(LightningCLI):
                 test_metrics.update(d)
         if not trainer.is_global_zero:
             return
-        metrics = results.scalar_metrics(trainer.callback_metrics)
-        metrics.update(results.scalar_metrics(test_metrics))
+        metrics = {**fit_metrics, **results.scalar_metrics(test_metrics)}
         result = results.build_result(
             cfg=cfg,
             config_hash=results.config_hash(self._subcommand_parsers["fit"], cfg),
@@ -213,13 +219,27 @@ def main(argv: Optional[list[str]] = None) -> None:
         from lit_transfer.report import main as report_main
 
         raise SystemExit(report_main(argv[1:]))
+    import warnings
+
+    # We pass the (strategy-expanded) arguments explicitly; LightningCLI would warn on every run.
+    warnings.filterwarnings("ignore", message="LightningCLI's args parameter is intended")
     try:
         TransferCLI(args=expand_strategy(argv))
     except (KeyboardInterrupt, SystemExit):
+        _remove_empty_run_dirs()
         raise
     except BaseException as err:  # noqa: BLE001 - turn user errors into one line, re-raise the rest
+        _remove_empty_run_dirs()
         message = _user_error(err)
         if message is None:
             raise
         print(f"lit-transfer: error: {message}", file=sys.stderr)
         raise SystemExit(2) from None
+
+
+def _remove_empty_run_dirs() -> None:
+    """A run that failed before writing anything leaves no empty directory behind (nor empty parents)."""
+    while _created:
+        path = _created.pop()
+        if path.is_dir() and not any(path.iterdir()):
+            path.rmdir()

@@ -69,6 +69,7 @@ class TransferClassifier(LightningModule):
         label_smoothing: float = 0.0,
     ):
         super().__init__()
+        weights = None if weights is None else str(weights)  # a Path would not load with weights_only=True
         # Only plain values go into checkpoints, so they load with torch.load(weights_only=True).
         self.save_hyperparameters(ignore=["head", "optimizer", "lr_scheduler", "regularizer"])
         self.backbone = Backbone(backbone, in_chans=in_chans, weights=weights)

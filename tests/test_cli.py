@@ -42,7 +42,9 @@ def test_every_strategy_config_fits_and_writes_result(tmp_path, strategy, source
     result = fit(tmp_path / "run", *args)
     assert result["status"] == "ok" and result["strategy"] == strategy
     assert result["seed"] == 0 and result["target_shots"] == 5
-    for key in ("target/test_acc", "target/test_f1", "source/test_acc"):
+    trained = "source" if strategy == "source" else "target"
+    assert result["metrics"]["val_acc"] == result["metrics"][f"{trained}/val_acc"]
+    for key in ("target/test_acc", "target/test_f1", "source/test_acc", "val_acc", "val_acc_best"):
         assert 0.0 <= result["metrics"][key] <= 1.0
     assert 0 < result["params"]["trainable"] <= result["params"]["total"]
     assert len(result["config_hash"]) == 64 and len(result["split_hash"]) == 64
@@ -130,3 +132,13 @@ def test_ddp_unfreeze_mid_run_keeps_ranks_identical(tmp_path):
         assert torch.equal(w0[key], w1[key]), f"ranks diverged at {key}"
     stem = "backbone.model.stem.0.weight"
     assert not torch.equal(w0[stem], start[stem]), "the unfrozen stem trained"
+
+
+def test_bad_input_leaves_no_empty_run_dir(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    os.environ.pop("LIT_TRANSFER_RUN_DIR", None)
+    with pytest.raises(SystemExit) as exc:
+        main(["fit", *BASE, *FAST, "--strategy=scratch", "--model.backbone=resnet181", "--run.root=runs"])
+    assert exc.value.code == 2
+    assert "unknown backbone 'resnet181'" in capsys.readouterr().err
+    assert not (tmp_path / "runs").exists()
