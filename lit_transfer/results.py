@@ -51,6 +51,9 @@ def build_result(*, cfg, config_hash: str, split_hash: str, metrics: dict, param
         "seed": cfg.seed_everything,
         "target_shots": data.target_shots,
         "train_on": data.train_on,
+        "unlabeled_target": bool(data.get("unlabeled_target", False)),
+        # how the checkpoint was selected; "oracle" = on target val labels (not a fair DA number)
+        "selection": cfg.model.get("selection", "auto"),
         "backbone": cfg.model.backbone,
         "weights": cfg.model.weights,
         "metrics": dict(sorted(metrics.items())),
@@ -64,15 +67,17 @@ def build_result(*, cfg, config_hash: str, split_hash: str, metrics: dict, param
     }
 
 
-def write_json_atomic(path: Path, payload: dict) -> Path:
+def write_json_atomic(path: Path, payload) -> Path:
     """Write to a temp file in the same folder, then rename: readers never see half a file."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "w") as fh:
-            json.dump(payload, fh, indent=2, sort_keys=False)
+            json.dump(payload, fh, indent=2, default=str)
             fh.write("\n")
+            fh.flush()
+            os.fsync(fh.fileno())  # a killed machine leaves the old file or the new one, never half of one
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

@@ -1,7 +1,7 @@
 """Offline runner for W&B sweep files: `lit-transfer sweep FILE [--out DIR] [--workers N] ...`.
 
 The same YAML runs unmodified under `wandb sweep` + `wandb agent`; this runner needs no server. Each trial is
-its own subprocess with its own directory `<out>/trials/<trial_id>/`, so a crash (exception, OOM kill, SIGKILL)
+its own process (forked from this pre-imported runner when it runs our CLI, spawned otherwise) with its own directory `<out>/trials/<trial_id>/`, so a crash (exception, OOM kill, SIGKILL)
 costs one trial, never the sweep. Trial ids are derived from the parameter values, so re-running the same
 command resumes: trials with a result are skipped, failed ones are retried only with --retry-failed.
 """
@@ -29,6 +29,8 @@ from pathlib import Path
 from typing import Any, Callable, Iterator
 
 import yaml
+
+from lit_transfer.results import write_json_atomic
 
 PROG = "lit-transfer sweep"
 METHODS = ("grid", "random", "bayes")
@@ -315,21 +317,6 @@ def build_command(cfg: dict, params: dict, trial_dir: Path) -> list[str]:
 
 
 # ----------------------------------------------------------------------------------------------- files
-def write_json_atomic(path: Path, obj: Any) -> None:
-    """Readers (a resumed sweep, `report`) never see a half-written file: temp file + os.replace."""
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        with open(tmp, "w") as f:
-            json.dump(obj, f, indent=2, sort_keys=True, default=str)
-            f.write("\n")
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
 def _read_json(path: Path) -> dict | None:
     try:
         return json.loads(Path(path).read_text())
@@ -427,6 +414,91 @@ class Progress:
             self.stream.flush()
 
 
+# ----------------------------------------------------------------------------------------------- forking
+def forkable_args(cmd: list[str]) -> list[str] | None:
+    """The CLI arguments when ``cmd`` is ``[env] <this python> -m lit_transfer ...`` on one device, else None.
+
+    Such trials can be forked from this process instead of spawned: torch, Lightning and timm are imported
+    once for the whole sweep instead of once per trial (~6 s each on a small CPU). Multi-device runs are
+    spawned, since DDP re-launches its workers from the command line.
+    """
+    i = 1 if cmd and os.path.basename(cmd[0]) == "env" else 0
+    if i < len(cmd) and "=" in cmd[i] and not cmd[i].startswith("-"):
+        return None  # VAR=value prefixes: leave them to a real process
+    if os.environ.get("LIT_TRANSFER_SWEEP_FORK", "1") == "0" or not hasattr(os, "fork"):
+        return None
+    if len(cmd) < i + 3 or os.path.realpath(cmd[i]) != os.path.realpath(sys.executable):
+        return None
+    if cmd[i + 1 : i + 3] != ["-m", "lit_transfer"]:
+        return None
+    args = cmd[i + 3 :]
+    if any("ddp" in a or a.startswith("--trainer.devices") or a.startswith("--trainer.num_nodes") for a in args):
+        return None
+    return args
+
+
+class ForkedTrial:
+    """A trial forked from the (pre-imported) runner, with the bits of ``subprocess.Popen`` the runner uses."""
+
+    def __init__(self, args: list[str], log, env: dict[str, str]):
+        import lit_transfer.cli  # noqa: F401 - imported before forking, so children start warm
+
+        sys.stdout.flush()
+        sys.stderr.flush()
+        self.returncode: int | None = None
+        self.pid = os.fork()
+        if self.pid:
+            # Own process group, set from both sides so a killpg right after fork never misses it: the
+            # runner stops trials with killpg, and the terminal's Ctrl-C reaches the runner only.
+            with contextlib.suppress(OSError):
+                os.setpgid(self.pid, self.pid)
+        else:  # the child: never returns
+            code = 1
+            try:
+                os.setpgid(0, 0)
+                devnull = os.open(os.devnull, os.O_RDONLY)
+                os.dup2(devnull, 0)
+                os.dup2(log.fileno(), 1)
+                os.dup2(log.fileno(), 2)
+                # the runner's sys.stdout/stderr may be wrappers (pytest, a TTY progress line): use the log fds
+                sys.stdout = open(1, "w", buffering=1, closefd=False)
+                sys.stderr = open(2, "w", buffering=1, closefd=False)
+                os.environ.clear()
+                os.environ.update(env)
+                import torch
+
+                torch.set_num_threads(int(env.get("OMP_NUM_THREADS", "1")))
+                sys.argv = ["lit-transfer", *args]
+                from lit_transfer.cli import main as cli_main
+
+                cli_main(args)
+                code = 0
+            except SystemExit as e:
+                code = e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
+            except BaseException:  # noqa: BLE001 - a trial's crash is recorded from its log
+                import traceback
+
+                traceback.print_exc()
+            finally:
+                with contextlib.suppress(Exception):
+                    sys.stdout.flush()
+                    sys.stderr.flush()
+                os._exit(code)
+
+    def poll(self) -> int | None:
+        if self.returncode is None:
+            pid, status = os.waitpid(self.pid, os.WNOHANG)
+            if pid:
+                self.returncode = os.waitstatus_to_exitcode(status)  # -N when killed by signal N, like Popen
+        return self.returncode
+
+    def wait(self) -> int:
+        if self.returncode is None:
+            _, status = os.waitpid(self.pid, 0)
+            self.returncode = os.waitstatus_to_exitcode(status)
+        return self.returncode
+
+
 # ----------------------------------------------------------------------------------------------- runner
 @dataclass
 class Trial:
@@ -438,7 +510,7 @@ class Trial:
 @dataclass
 class _Running:
     trial: Trial
-    proc: subprocess.Popen
+    proc: subprocess.Popen | ForkedTrial
     log: Any
     command: list[str]
     expects_result: bool  # our CLI: success means a result.json, not just exit code 0
@@ -466,9 +538,13 @@ class Runner:
         proc = None
         try:
             # Own session: the terminal's Ctrl-C reaches the runner only, which then stops trials in order.
-            proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                    env={**self.env, "LIT_TRANSFER_RUN_DIR": str(trial.dir)},
-                                    start_new_session=True)
+            env = {**self.env, "LIT_TRANSFER_RUN_DIR": str(trial.dir)}
+            args = forkable_args(cmd)
+            if args is not None:
+                proc = ForkedTrial(args, log, env)
+            else:
+                proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                        env=env, start_new_session=True)
         except OSError as e:
             log.close()
             self._record(trial, cmd, "failed", time.time(), error=f"cannot start {cmd[0]}: {e}")
