@@ -9,6 +9,8 @@ group: LR schedulers and checkpoint resume keep working. Strategies only flip ``
 from __future__ import annotations
 
 import logging
+import os
+from pathlib import Path
 from typing import Optional
 
 import torch
@@ -20,8 +22,10 @@ from torch import nn
 from torchmetrics import MetricCollection
 from torchmetrics.classification import MulticlassAccuracy, MulticlassF1Score
 
+from lit_transfer.errors import TransferConfigError
 from lit_transfer.models.backbone import Backbone
 from lit_transfer.models.heads import HeadCallable, LinearHead
+from lit_transfer.models.weights import read_state_dict
 
 __all__ = ["TransferClassifier"]
 
@@ -29,6 +33,39 @@ log = logging.getLogger(__name__)
 
 HEAD = -1  # ``layer_group`` of the head's param groups
 _NORMS = (nn.modules.batchnorm._BatchNorm, nn.GroupNorm, nn.LayerNorm, nn.modules.instancenorm._InstanceNorm)
+SELECTIONS = ("auto", "source_val", "entropy", "oracle")
+
+
+def _metric_collection(num_classes: int) -> MetricCollection:
+    return MetricCollection(
+        {
+            "acc": MulticlassAccuracy(num_classes, average="micro"),
+            "f1": MulticlassF1Score(num_classes, average="macro"),
+        },
+        compute_groups=False,  # each metric is logged on its own; shared states would be copied each time
+    )
+
+
+def source_head_state(weights) -> Optional[tuple[dict[str, torch.Tensor], int]]:
+    """``(head state_dict, num_classes)`` of the source head in a lit_transfer checkpoint, else ``None``.
+
+    A checkpoint that itself carries a ``source_head`` (a target run) passes that one on; otherwise its
+    ``head`` is the source head (a source run).
+    """
+    if not isinstance(weights, (str, os.PathLike)) or not str(weights).endswith(".ckpt"):
+        return None
+    path = Path(weights).expanduser()
+    if not path.is_file():
+        return None
+    state = read_state_dict(path)
+    if not any(k.startswith("backbone.model.") for k in state):
+        return None  # not a lit_transfer checkpoint
+    for prefix in ("source_head.", "head."):
+        sub = {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
+        matrices = [v for v in sub.values() if v.ndim == 2]
+        if matrices:
+            return sub, int(matrices[-1].shape[0])
+    return None
 
 
 def _default_optimizer(params) -> torch.optim.Optimizer:
@@ -50,6 +87,17 @@ class TransferClassifier(LightningModule):
         freeze_bn_stats: frozen groups keep their BatchNorm running statistics (eval mode) too.
         regularizer: a loss module added to the task loss (e.g. :class:`~lit_transfer.strategies.L2SP`).
         label_smoothing: cross-entropy label smoothing.
+        objective: a loss module that replaces the plain cross-entropy step (DANN, MultiTask, Distill, LwF,
+            ...): ``objective.training_step(model, batch)`` returns the loss, or ``(loss, {name: value})`` to
+            log. Its own modules (a domain discriminator, a frozen teacher) are submodules: checkpointed.
+        selection: what the logged ``val_acc`` (the checkpoint's selection metric) is: ``auto`` (val accuracy
+            of the domain the head predicts: source val for unsupervised DA), ``source_val``, ``entropy`` (an
+            unsupervised information-maximisation score on target val images, no labels), or ``oracle``
+            (target val labels; marked so in ``result.json``).
+
+    When ``weights`` is a lit_transfer checkpoint, its (source) head is kept, frozen, as ``source_head``: a
+    target run then reports ``source/test_acc_before`` (the loaded model on the source test split, measured
+    at fit start), ``source/test_acc_after`` (the trained backbone + source head) and ``source/forgetting``.
     """
 
     def __init__(
@@ -67,13 +115,22 @@ class TransferClassifier(LightningModule):
         freeze_bn_stats: bool = True,
         regularizer: Optional[nn.Module] = None,
         label_smoothing: float = 0.0,
+        objective: Optional[nn.Module] = None,
+        selection: str = "auto",
     ):
         super().__init__()
+        if selection not in SELECTIONS:
+            raise TransferConfigError(f"model.selection must be one of {', '.join(SELECTIONS)}, got {selection!r}")
         weights = None if weights is None else str(weights)  # a Path would not load with weights_only=True
         # Only plain values go into checkpoints, so they load with torch.load(weights_only=True).
-        self.save_hyperparameters(ignore=["head", "optimizer", "lr_scheduler", "regularizer"])
+        self.save_hyperparameters(ignore=["head", "optimizer", "lr_scheduler", "regularizer", "objective"])
         self.backbone = Backbone(backbone, in_chans=in_chans, weights=weights)
         self.head = head(self.backbone.out_features, num_classes)
+        self.head_factory = head
+        self.source_head: Optional[nn.Module] = None
+        self.source_num_classes: Optional[int] = None
+        self.source_head_eval = False  # evaluate the source domain with source_head (set by joint objectives)
+        self._load_source_head(weights)
         self.optimizer_factory = optimizer
         self.lr_scheduler_factory = lr_scheduler
         self.num_classes = num_classes
@@ -84,16 +141,67 @@ class TransferClassifier(LightningModule):
         self.regularizer = regularizer
         if regularizer is not None and hasattr(regularizer, "bind"):
             regularizer.bind(self)  # e.g. L2SP snapshots the transferred weights w0 here
-        metrics = MetricCollection(
-            {
-                "acc": MulticlassAccuracy(num_classes, average="micro"),
-                "f1": MulticlassF1Score(num_classes, average="macro"),
-            },
-            compute_groups=False,  # each metric is logged on its own; shared states would be copied each time
-        )
+        metrics = _metric_collection(num_classes)
         self.metrics = nn.ModuleDict(
             {f"{d}_{s}": metrics.clone() for d in ("target", "source") for s in ("val", "test")}
         )
+        self._im_sums: Optional[list[torch.Tensor]] = None  # selection=entropy accumulators
+        self.objective = objective
+        if objective is not None and hasattr(objective, "bind"):
+            objective.bind(self)  # e.g. DANN builds its discriminator, LwF snapshots the source model
+
+    # ---------------------------------------------------------- source head
+    def _load_source_head(self, weights) -> None:
+        found = source_head_state(weights)
+        if found is None:
+            return
+        state, n = found
+        try:
+            source_head = self.head_factory(self.backbone.out_features, n)
+            source_head.load_state_dict(state)
+        except (RuntimeError, TypeError, ValueError) as err:
+            log.warning("cannot rebuild the source head of %s with this model's head (%s); no forgetting metrics",
+                        weights, err)
+            return
+        self.source_head = source_head.requires_grad_(False)  # a frozen copy unless an objective trains it
+        self.source_num_classes = n
+        self.register_buffer("source_acc_before", torch.tensor(float("nan")))
+
+    def add_source_head(self, num_classes: Optional[int] = None, trainable: bool = True) -> nn.Module:
+        """The source head (the checkpoint's, else a new one), for objectives that train on the source."""
+        if self.source_head is None:
+            self.source_num_classes = num_classes or self.num_classes
+            self.source_head = self.head_factory(self.backbone.out_features, self.source_num_classes)
+        if self.source_num_classes != self.num_classes:
+            metrics = _metric_collection(self.source_num_classes)
+            for s in ("val", "test"):
+                self.metrics[f"source_{s}"] = metrics.clone()
+        self.source_head.requires_grad_(trainable)
+        return self.source_head
+
+    def tracks_forgetting(self) -> bool:
+        """A target run from a source checkpoint whose source head fits the data's source domain."""
+        dm = getattr(self._trainer, "datamodule", None) if self._trainer is not None else None
+        if not hasattr(self, "source_acc_before") or dm is None or not hasattr(dm, "subset"):
+            return False
+        from lit_transfer.data import domains
+
+        return (getattr(dm, "primary", "target") != "source" and dm.source_num_classes == self.source_num_classes
+                and domains.in_chans(dm.source) == self.hparams.in_chans)
+
+    @torch.no_grad()
+    def source_head_accuracy(self) -> float:
+        """Accuracy of the current backbone + ``source_head`` on the source test split."""
+        dm = self.trainer.datamodule
+        images, labels = dm.subset("source", "test")
+        was_training = self.training
+        self.eval()
+        correct, bs = 0, dm.eval_batch_size
+        for i in range(0, len(labels), bs):
+            x, y = images[i : i + bs].to(self.device), labels[i : i + bs].to(self.device)
+            correct += int((self.source_head(self.embed(x)).argmax(-1) == y).sum())
+        self.train(was_training)
+        return correct / max(len(labels), 1)
 
     # ------------------------------------------------------------------ model
     def _normalization(self, in_chans: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -168,6 +276,10 @@ class TransferClassifier(LightningModule):
 
     def on_fit_start(self) -> None:
         self.log_param_counts(reason="at fit start")
+        self._check_streams_and_selection()
+        # "before" is measured once: a resumed run restores it with the checkpoint (a buffer), not re-measures.
+        if self.tracks_forgetting() and torch.isnan(self.source_acc_before):
+            self.source_acc_before.fill_(self.source_head_accuracy())
 
     # ------------------------------------------------------------ optimizer
     def param_groups(self) -> list[dict]:
@@ -245,36 +357,101 @@ class TransferClassifier(LightningModule):
         return names[dataloader_idx] if dataloader_idx < len(names) else f"domain{dataloader_idx}"
 
     def train_domain(self) -> str:
+        """The domain the head predicts: ``train_on`` (the target when training on source and target)."""
         dm = getattr(self._trainer, "datamodule", None) if self._trainer is not None else None
-        return getattr(dm, "train_on", "target")
+        return getattr(dm, "primary", None) or getattr(dm, "train_on", "target")
+
+    def selection_domain(self) -> Optional[str]:
+        """Whose val accuracy is ``val_acc``; ``None`` for the unsupervised ``entropy`` score."""
+        return {"auto": self.train_domain(), "source_val": "source", "oracle": "target", "entropy": None}[
+            self.hparams.selection]
+
+    def _check_streams_and_selection(self) -> None:
+        dm = getattr(self._trainer, "datamodule", None)
+        if dm is None:
+            return
+        streams = getattr(dm, "train_streams", [self.train_domain()])
+        if self.objective is None and len([s for s in streams if s != "unlabeled"]) > 1:
+            raise TransferConfigError("data.train_on: source+target needs a model.objective that uses both "
+                                      "streams, e.g. lit_transfer.strategies.MultiTask")
+        if self.objective is not None and hasattr(self.objective, "check_data"):
+            self.objective.check_data(self, dm)
+        needed = self.selection_domain() or "target"
+        if needed not in getattr(dm, "val_domains", [needed]):
+            raise TransferConfigError(f"model.selection={self.hparams.selection} needs {needed} validation data, "
+                                      f"but this data pair validates on {dm.val_domains} only")
 
     def task_loss(self, logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         return F.cross_entropy(logits, y, label_smoothing=self.hparams.label_smoothing)
 
     def training_step(self, batch, batch_idx: int) -> torch.Tensor:
-        x, y = batch
-        loss = self.task_loss(self(x), y)
-        self.log("train/loss", loss, prog_bar=True, on_step=True, on_epoch=False, batch_size=len(y))
+        logs: dict = {}
+        if self.objective is not None:
+            out = self.objective.training_step(self, batch)
+            loss, logs = out if isinstance(out, tuple) else (out, {})
+            first = next(iter(batch.values())) if isinstance(batch, dict) else batch
+            n = len(first[1] if isinstance(first, (tuple, list)) else first)
+        else:
+            # Without an objective a multi-stream batch trains on its labelled stream only.
+            x, y = batch[self.train_domain()] if isinstance(batch, dict) else batch
+            loss, n = self.task_loss(self(x), y), len(y)
+        self.log("train/loss", loss, prog_bar=True, on_step=True, on_epoch=False, batch_size=n)
+        for key, value in logs.items():
+            self.log(f"train/{key}", value, on_step=True, on_epoch=False, batch_size=n)
         if self.regularizer is not None:
             reg = self.regularizer(self)
-            self.log("train/reg", reg, on_step=True, on_epoch=False, batch_size=len(y))
+            self.log("train/reg", reg, on_step=True, on_epoch=False, batch_size=n)
             loss = loss + reg
         return loss
 
+    def domain_head(self, domain: str) -> nn.Module:
+        """The head that predicts ``domain``: the source head for the source under joint training."""
+        if domain == "source" and self.source_head_eval and self.source_head is not None:
+            return self.source_head
+        return self.head
+
     def _eval_step(self, batch, split: str, dataloader_idx: int) -> None:
         x, y = batch
-        logits = self(x)
         domain = self._domain(split, dataloader_idx)
+        logits = self.domain_head(domain)(self.embed(x))
         metrics = self.metrics[f"{domain}_{split}"]
         metrics.update(logits, y)
         loss = F.cross_entropy(logits, y)
         kw = dict(on_step=False, on_epoch=True, add_dataloader_idx=False, batch_size=len(y))
         self.log(f"{domain}/{split}_loss", loss, **kw)
         self.log_dict({f"{domain}/{split}_{k}": m for k, m in metrics.items()}, **kw)
-        if split == "val" and domain == self.train_domain():
-            # The selection metric (checkpointing, plateau schedulers): val accuracy of the trained domain.
+        if split == "val" and domain == self.selection_domain():
+            # The selection metric (checkpointing, plateau schedulers): val accuracy of the selection domain.
             self.log("val_acc", metrics["acc"], **kw)
             self.log("val_loss", loss, **kw)
+        if split == "val" and domain == "target" and self.hparams.selection == "entropy":
+            # Unsupervised selection: only the predictions on target val images are used, never their labels.
+            probs = logits.float().softmax(-1)
+            ent = -(probs * probs.clamp_min(1e-12).log()).sum(-1)
+            sums = [probs.sum(0), ent.sum(), torch.tensor(float(len(ent)), device=ent.device)]
+            self._im_sums = sums if self._im_sums is None else [a + b for a, b in zip(self._im_sums, sums)]
+
+    def on_validation_epoch_start(self) -> None:
+        self._im_sums = None
+
+    def on_validation_epoch_end(self) -> None:
+        if self.hparams.selection != "entropy" or self._im_sums is None:
+            return
+        prob_sum, ent_sum, n = (self.trainer.strategy.reduce(t, reduce_op="sum") for t in self._im_sums)
+        mean_p = prob_sum / n
+        # Information maximisation: confident (low mean entropy) and diverse (high entropy of the mean).
+        score = -(mean_p * mean_p.clamp_min(1e-12).log()).sum() - ent_sum / n
+        self.log("target/val_im_score", score)
+        self.log("val_acc", score)
+        self.log("val_loss", ent_sum / n)
+        self._im_sums = None
+
+    def on_test_epoch_end(self) -> None:
+        if self.tracks_forgetting() and not torch.isnan(self.source_acc_before):
+            before, after = float(self.source_acc_before), self.source_head_accuracy()
+            self.log("source/test_acc_before", before)
+            self.log("source/test_acc_after", after)
+            self.log("source/forgetting", before - after)
 
     def validation_step(self, batch, batch_idx: int, dataloader_idx: int = 0) -> None:
         self._eval_step(batch, "val", dataloader_idx)

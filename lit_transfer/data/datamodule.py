@@ -8,6 +8,7 @@ from typing import Literal
 
 import lightning as L
 import torch
+from lightning.pytorch.utilities import CombinedLoader
 
 from . import domains
 from .augment import augment_batch, check_augment
@@ -19,6 +20,9 @@ from lit_transfer.errors import TransferConfigError
 
 Role = Literal["source", "target"]
 _ROLES: tuple[Role, Role] = ("source", "target")
+# "source+target": joint training on labelled source and labelled target batches (multi-task).
+TrainOn = Literal["source", "target", "source+target"]
+_TRAIN_ON = ("source", "target", "source+target")
 _SPLITS = ("train", "val", "test")
 
 
@@ -45,13 +49,18 @@ class DomainPairDataModule(L.LightningDataModule):
             (``test_fraction`` is unused when it has an official test set).
         batch_size, eval_batch_size: training and evaluation batch sizes.
         augment: train-time augmentation, e.g. ``{hflip: true, crop_padding: 2}``; off by default.
+        unlabeled_target: add an unlabeled-target stream: the *whole* target train split (not only the
+            labelled shots), images only. With more than one stream (``train_on: source+target`` or
+            ``unlabeled_target``) training batches are dicts ``{"source": (x, y), "target": (x, y),
+            "unlabeled": x}`` holding only the configured streams (a ``CombinedLoader``, ``max_size_cycle``);
+            a single stream stays an ``(x, y)`` tuple.
     """
 
     def __init__(
         self,
         source: DomainSpec | None = None,
         target: DomainSpec | None = None,
-        train_on: Role = "target",
+        train_on: TrainOn = "target",
         target_shots: int | None = None,
         source_shots: int | None = None,
         split_seed: int = 0,
@@ -60,10 +69,11 @@ class DomainPairDataModule(L.LightningDataModule):
         batch_size: int = 64,
         eval_batch_size: int = 512,
         augment: dict | None = None,
+        unlabeled_target: bool = False,
     ) -> None:
         super().__init__()
-        if train_on not in _ROLES:
-            raise TransferConfigError(f"train_on must be 'source' or 'target', got {train_on!r}.")
+        if train_on not in _TRAIN_ON:
+            raise TransferConfigError(f"train_on must be 'source', 'target' or 'source+target', got {train_on!r}.")
         self.specs = {"source": _as_spec(source), "target": _as_spec(target)}
         for spec in self.specs.values():
             domains.check_spec(spec)
@@ -72,6 +82,7 @@ class DomainPairDataModule(L.LightningDataModule):
                 raise TransferConfigError(f"label_map values must be 0..k-1 without gaps, got {sorted(values)}.")
         check_augment(augment)
         self.train_on = train_on
+        self.unlabeled_target = unlabeled_target
         self.shots = {"source": source_shots, "target": target_shots}
         self.split_seed, self.val_fraction, self.test_fraction = split_seed, val_fraction, test_fraction
         self.batch_size, self.eval_batch_size, self.augment = batch_size, eval_batch_size, augment
@@ -98,23 +109,36 @@ class DomainPairDataModule(L.LightningDataModule):
         return domains.num_classes(self.target)
 
     @property
+    def primary(self) -> Role:
+        """The domain the model's head predicts: ``train_on``, or the target when training on both."""
+        return "target" if self.train_on == "source+target" else self.train_on
+
+    @property
     def num_classes(self) -> int:
-        return domains.num_classes(self.specs[self.train_on])
+        return domains.num_classes(self.specs[self.primary])
 
     @property
     def in_chans(self) -> int:
-        return domains.in_chans(self.specs[self.train_on])
+        return domains.in_chans(self.specs[self.primary])
 
     @property
     def other(self) -> Role:
-        return "source" if self.train_on == "target" else "target"
+        return "source" if self.primary == "target" else "target"
 
     @property
     def val_domains(self) -> list[str]:
         # A model with one head and one stem can only be evaluated on a domain with the same classes and channels.
-        a, b = self.specs[self.train_on], self.specs[self.other]
+        a, b = self.specs[self.primary], self.specs[self.other]
+        if self.train_on == "source+target" and domains.in_chans(a) == domains.in_chans(b):
+            return [self.primary, self.other]  # joint training has a head per domain (the objective's)
         same = domains.num_classes(a) == domains.num_classes(b) and domains.in_chans(a) == domains.in_chans(b)
-        return [self.train_on, self.other] if same else [self.train_on]
+        return [self.primary, self.other] if same else [self.primary]
+
+    @property
+    def train_streams(self) -> list[str]:
+        """Names of the training streams, in batch order: ``source``/``target`` (labelled), ``unlabeled``."""
+        labelled = ["source", "target"] if self.train_on == "source+target" else [self.train_on]
+        return labelled + (["unlabeled"] if self.unlabeled_target else [])
 
     @property
     def test_domains(self) -> list[str]:
@@ -139,6 +163,8 @@ class DomainPairDataModule(L.LightningDataModule):
                 domain.labels, domain.official, self.split_seed, self.val_fraction, self.test_fraction
             )
             splits = {k: v[labels[v] >= 0] for k, v in splits.items()}
+            if role == "target":  # the whole train split, before shots: the unlabeled-target stream's images
+                self._subsets["target", "unlabeled"] = domain.images[splits["train"]], labels[splits["train"]]
             splits["train"] = take_shots(
                 splits["train"], labels, self.shots[role], domains.num_classes(spec), self.split_seed, f"{role}_shots"
             )
@@ -172,13 +198,29 @@ class DomainPairDataModule(L.LightningDataModule):
         trainer = self.trainer
         return (trainer.global_rank, trainer.world_size) if trainer is not None else (0, 1)
 
-    def train_dataloader(self) -> InMemoryLoader:
-        images, labels = self.subset(self.train_on, "train")
+    def _train_loader(self, images: torch.Tensor, labels: torch.Tensor, seed: int) -> InMemoryLoader:
         rank, world_size = self._dist()
         # Few-shot sets can be smaller than a batch: dropping the last batch would then drop everything.
         drop_last = -(-len(labels) // world_size) >= self.batch_size
         return InMemoryLoader(images, labels, self.batch_size, shuffle=True, drop_last=drop_last,
-                              seed=self.seed, rank=rank, world_size=world_size)
+                              seed=seed, rank=rank, world_size=world_size)
+
+    def train_dataloader(self) -> InMemoryLoader | CombinedLoader:
+        streams = self.train_streams
+        loaders: dict = {}
+        for name in streams:
+            # The first stream keeps the run's seed (single-stream order unchanged); others get their own.
+            seed = self.seed if name == streams[0] else derive_seed(self.seed, "stream", name)
+            if name == "unlabeled":
+                images = self.subset("target", "unlabeled")[0]
+                # The labels never enter the loader: placeholders, dropped by ImagesOnly.
+                placeholder = torch.full((len(images),), -1, dtype=torch.int64)
+                loaders[name] = ImagesOnly(self._train_loader(images, placeholder, seed))
+            else:
+                loaders[name] = self._train_loader(*self.subset(name, "train"), seed)
+        if len(loaders) == 1:
+            return loaders[streams[0]]
+        return CombinedLoader(loaders, mode="max_size_cycle")
 
     def _eval_loaders(self, split: str, roles: list[str]) -> list[InMemoryLoader]:
         rank, world_size = self._dist()
@@ -198,8 +240,33 @@ class DomainPairDataModule(L.LightningDataModule):
         trainer = self.trainer
         if not self.augment or trainer is None or not trainer.training:
             return batch
+        if isinstance(batch, dict):  # multi-stream: each stream augmented with its own seeded generator
+            out = {}
+            for name, part in batch.items():
+                images = part if name == "unlabeled" else part[0]
+                gen = torch.Generator(device=images.device)
+                gen.manual_seed(derive_seed(self.seed, trainer.global_step, trainer.global_rank, name))
+                images = augment_batch(images, gen, **self.augment)
+                out[name] = images if name == "unlabeled" else (images, part[1])
+            return out
         images, labels = batch
         # Seeded by (seed, step, rank), not by global RNG state: a resumed run augments the same way.
         gen = torch.Generator(device=images.device)
         gen.manual_seed(derive_seed(self.seed, trainer.global_step, trainer.global_rank))
         return augment_batch(images, gen, **self.augment), labels
+
+
+class ImagesOnly:
+    """An :class:`InMemoryLoader` that yields images only: the unlabeled stream never carries labels."""
+
+    def __init__(self, loader: InMemoryLoader) -> None:
+        self.loader = loader
+        self.sampler = loader.sampler  # Lightning calls sampler.set_epoch(epoch) on every training loader
+        self.batch_sampler = None
+
+    def __len__(self) -> int:
+        return len(self.loader)
+
+    def __iter__(self):
+        for images, _ in self.loader:
+            yield images
