@@ -161,6 +161,19 @@ class TransferCLI(LightningCLI):
 
         push_config_to_loggers(self.trainer, self.parser, self.config[self.subcommand])
 
+    def after_predict(self) -> None:
+        """Save what ``predict`` returned (class probabilities and predictions of the target test split)."""
+        out = self.trainer.predict_loop.predictions
+        if not out or not self.trainer.is_global_zero:
+            return
+        import torch
+
+        batches = out[0] if isinstance(out[0], list) else out
+        merged = {k: torch.cat([b[k] for b in batches]) for k in batches[0]}
+        path = self.run_dir / "predictions.pt"
+        torch.save(merged, path)
+        print(f"predictions: {path}")
+
     def after_fit(self) -> None:
         cfg = self.config["fit"]
         trainer, model, dm = self.trainer, self.model, self.datamodule

@@ -160,3 +160,17 @@ def test_cli_missing_weights_file(tmp_path):
     missing = tmp_path / "missing.safetensors"
     proc = run_cli(tmp_path, f"--model.weights={missing}")
     assert_cli_user_error(proc, "weights file not found", str(missing))
+
+
+def test_channel_mismatch_that_cannot_be_adapted():
+    # A first layer that is not a 4-D conv (a linear patch embedding) cannot be adapted like timm's
+    # adapt_input_conv does: the error names the layer and the channel setting to use instead.
+    from lit_transfer.models.weights import load_into
+
+    model = torch.nn.Sequential()
+    model.add_module("embed", torch.nn.Linear(1 * 16, 8))
+    state = {"embed.weight": torch.zeros(8, 3), "embed.bias": torch.zeros(8)}
+    with pytest.raises(TransferConfigError) as err:
+        load_into(model, state, source="w.pth", first_conv="embed")
+    msg = one_line(err)
+    assert "cannot adapt" in msg and "embed" in msg and "3" in msg

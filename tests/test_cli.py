@@ -142,3 +142,22 @@ def test_bad_input_leaves_no_empty_run_dir(tmp_path, monkeypatch, capsys):
     assert exc.value.code == 2
     assert "unknown backbone 'resnet181'" in capsys.readouterr().err
     assert not (tmp_path / "runs").exists()
+
+
+def test_validate_and_predict_subcommands(tmp_path, source_ckpt, capsys):
+    os.environ.pop("LIT_TRANSFER_RUN_DIR", None)
+    main(["validate", *BASE, "--trainer.enable_progress_bar=false", f"--ckpt_path={source_ckpt}",
+          f"--run.dir={tmp_path / 'val'}"])
+    assert "target/val_acc" in capsys.readouterr().out
+    os.environ.pop("LIT_TRANSFER_RUN_DIR", None)
+    main(["predict", *BASE, "--trainer.enable_progress_bar=false", f"--ckpt_path={source_ckpt}",
+          f"--run.dir={tmp_path / 'pred'}"])
+    preds = torch.load(tmp_path / "pred" / "predictions.pt", weights_only=True)
+    from conftest import make_dm
+
+    dm = make_dm(target_shots=10)
+    dm.setup("predict")
+    n_test = len(dm.subset("target", "test")[1])
+    assert preds["probs"].shape == (n_test, 10) and preds["pred"].shape == (n_test,)
+    torch.testing.assert_close(preds["probs"].sum(-1), torch.ones(n_test))
+    assert torch.equal(preds["pred"], preds["probs"].argmax(-1))

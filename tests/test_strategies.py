@@ -225,3 +225,20 @@ def test_reduce_on_plateau_keeps_working_across_unfreeze(tmp_path):
     heads = [e[-1] for e in lrs]
     # the first epoch sets the best value; every later epoch end halves; the unfreeze at epoch 2 scales by 0.1
     assert heads == pytest.approx([0.1, 0.1, 0.05 * 0.1, 0.025 * 0.1, 0.0125 * 0.1], rel=1e-6)
+
+
+def test_param_counts_logged_at_fit_start_and_every_freeze_change(tmp_path):
+    import csv
+
+    from lightning.pytorch.loggers import CSVLogger
+
+    module = make_module()
+    logger = CSVLogger(tmp_path, name="logs", version="")
+    schedule = FinetuningSchedule([{"epoch": 0, "frozen": "all"}, {"epoch": 1, "frozen": 1}])
+    make_trainer(tmp_path, max_epochs=2, callbacks=[schedule], logger=logger).fit(module, make_dm())
+    rows = list(csv.DictReader(open(tmp_path / "logs" / "metrics.csv")))
+    counts = [int(float(r["params/trainable"])) for r in rows if r.get("params/trainable")]
+    total = int(float(next(r["params/total"] for r in rows if r.get("params/total"))))
+    head = sum(p.numel() for p in module.head.parameters())
+    stem = sum(p.numel() for p in module.backbone.group_parameters(0))
+    assert counts == [total, head, total - stem]  # fit start, frozen all, frozen 1
