@@ -1,0 +1,406 @@
+"""Cross-domain strategies over real training steps: what makes each one that strategy.
+
+DANN (gradient reversal, Ganin schedule, no target labels), CORAL/MMD (losses against hand values),
+distillation (frozen eval-mode teacher), LwF (targets from the frozen pre-fine-tuning model), multi-task
+(two heads, both domains), forgetting of the source (against a hand computation), model selection.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from pathlib import Path
+
+import lightning as L
+import pytest
+import torch
+import torch.nn.functional as F
+
+from conftest import REPO, make_dm, make_module, make_trainer
+from lit_transfer.data import DomainPairDataModule
+from lit_transfer.errors import TransferConfigError
+from lit_transfer.strategies import CORAL, DANN, MMD, Distill, LwF, MultiTask, coral_loss, mk_mmd
+from lit_transfer.strategies.dann import DomainDiscriminator, ganin_coefficient, grad_reverse
+from lit_transfer.strategies.distill import load_classifier
+
+
+def snapshot(module: torch.nn.Module) -> dict[str, torch.Tensor]:
+    return {k: v.detach().clone() for k, v in module.state_dict().items()}
+
+
+def changed(before: dict, module: torch.nn.Module) -> bool:
+    return any(not torch.equal(before[k], v) for k, v in module.state_dict().items())
+
+
+def optimizer_params(trainer) -> set[int]:
+    return {id(p) for g in trainer.optimizers[0].param_groups for p in g["params"]}
+
+
+@torch.no_grad()
+def accuracy(forward, images, labels) -> float:
+    return (forward(images).argmax(-1) == labels).float().mean().item()
+
+
+def first_batch(loader):
+    """The first training batch; a CombinedLoader iterated outside the trainer yields (batch, idx, loader idx)."""
+    batch = next(iter(loader))
+    return batch[0] if isinstance(batch, tuple) and isinstance(batch[0], dict) else batch
+
+
+class RecordBatches(L.Callback):
+    def __init__(self):
+        self.batches, self.steps = [], []
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+        self.batches.append(batch)
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+        obj = pl_module.objective
+        self.steps.append((trainer.global_step - 1, getattr(obj, "last_coeff", None), trainer.estimated_stepping_batches))
+
+
+@pytest.fixture(scope="module")
+def source_ckpt(tmp_path_factory) -> Path:
+    """A small_cnn_tiny trained a few steps on the (unshifted digits) source domain."""
+    root = tmp_path_factory.mktemp("source")
+    L.seed_everything(0)
+    module = make_module(lr=3e-3)
+    make_trainer(root, max_epochs=2, limit_train_batches=10).fit(module, make_dm(train_on="source"))
+    return root / "ckpt" / "last.ckpt"
+
+
+# ------------------------------------------------------------------------------------------- data streams
+def test_unlabeled_stream_is_the_whole_target_train_split_without_labels():
+    dm = make_dm(train_on="source", unlabeled_target=True)
+    dm.setup("fit")
+    assert dm.train_streams == ["source", "unlabeled"]
+    loader = dm.train_dataloader()
+    batch = first_batch(loader)
+    assert set(batch) == {"source", "unlabeled"}
+    assert isinstance(batch["unlabeled"], torch.Tensor) and batch["unlabeled"].dtype == torch.uint8
+    unl = loader.iterables["unlabeled"]
+    splits = dm.split_indices()["target"]
+    n_target = len(dm.subset("target", "val")[1]) + len(dm.subset("target", "test")[1])
+    # all of the target train split (1797 digits minus val and test), not only the 5 x 10 labelled shots
+    assert len(unl.loader.images) == 1797 - n_target > len(splits["train"]) == 50
+    assert (unl.loader.labels == -1).all(), "target labels never enter the unlabeled loader"
+    images, _ = dm.subset("target", "unlabeled")
+    assert torch.equal(unl.loader.images, images)
+
+
+def test_single_stream_stays_a_tuple_and_joint_training_is_combined():
+    dm = make_dm()
+    dm.setup("fit")
+    assert isinstance(next(iter(dm.train_dataloader())), (tuple, list))
+    joint = make_dm(train_on="source+target")
+    joint.setup("fit")
+    batch = first_batch(joint.train_dataloader())
+    assert set(batch) == {"source", "target"} and all(len(v) == 2 for v in batch.values())
+    assert joint.num_classes == 10 and joint.val_domains == ["target", "source"]
+
+
+def test_joint_training_without_an_objective_is_a_config_error(tmp_path):
+    with pytest.raises(TransferConfigError, match="needs a model.objective"):
+        make_trainer(tmp_path, max_epochs=1, limit_train_batches=1).fit(make_module(), make_dm(train_on="source+target"))
+
+
+def test_objective_missing_its_stream_is_a_config_error(tmp_path):
+    with pytest.raises(TransferConfigError, match="unlabeled_target: true"):
+        make_trainer(tmp_path, max_epochs=1, limit_train_batches=1).fit(
+            make_module(objective=DANN()), make_dm(train_on="source"))
+
+
+# ------------------------------------------------------------------------------------------------- DANN
+def test_gradient_reversal_flips_the_discriminator_gradient_into_the_features():
+    torch.manual_seed(0)
+    disc = DomainDiscriminator(16, hidden=32)
+    feats = torch.randn(8, 16, requires_grad=True)
+    labels = torch.tensor([1.0] * 4 + [0.0] * 4)
+
+    def grads(use_grl: bool, coeff: float = 0.7):
+        disc.zero_grad()
+        f = grad_reverse(feats, coeff) if use_grl else feats
+        loss = F.binary_cross_entropy_with_logits(disc(f).squeeze(-1), labels)
+        (g,) = torch.autograd.grad(loss, feats, retain_graph=True)
+        loss.backward()
+        return g, [p.grad.clone() for p in disc.parameters()]
+
+    g_plain, d_plain = grads(False)
+    g_grl, d_grl = grads(True)
+    assert g_plain.abs().sum() > 0
+    torch.testing.assert_close(g_grl, -0.7 * g_plain)
+    for a, b in zip(d_plain, d_grl):  # the discriminator itself still learns to discriminate
+        torch.testing.assert_close(a, b)
+
+
+def test_gradient_reversal_flips_the_domain_gradient_into_the_backbone():
+    torch.manual_seed(0)
+    module = make_module(objective=DANN(hidden=16))
+    module.eval()  # same BatchNorm behaviour for both passes
+    dm = make_dm(train_on="source", unlabeled_target=True)
+    dm.setup("fit")
+    batch = first_batch(dm.train_dataloader())
+    xs, xt = batch["source"][0], batch["unlabeled"]
+    param = module.backbone.model.stem[0].weight
+
+    def backbone_grad(coeff: float | None) -> torch.Tensor:
+        module.zero_grad()
+        fs, ft = module.embed(xs), module.embed(xt)
+        if coeff is None:  # no GRL: the discriminator's own gradient
+            logits = module.objective.discriminator(torch.cat([fs, ft])).squeeze(-1)
+            labels = torch.cat([torch.ones(len(fs)), torch.zeros(len(ft))])
+            loss = F.binary_cross_entropy_with_logits(logits, labels)
+        else:
+            loss, _ = module.objective.domain_loss(fs, ft, coeff)
+        (g,) = torch.autograd.grad(loss, param)
+        return g
+
+    plain, reversed_ = backbone_grad(None), backbone_grad(1.0)
+    assert plain.abs().sum() > 0
+    torch.testing.assert_close(reversed_, -plain, rtol=1e-4, atol=1e-7)
+
+
+def test_dann_trains_without_target_labels_on_ganins_schedule(tmp_path):
+    L.seed_everything(0)
+    module = make_module(objective=DANN(hidden=32))
+    disc_before = snapshot(module.objective.discriminator)
+    record = RecordBatches()
+    dm = make_dm(train_on="source", unlabeled_target=True)
+    trainer = make_trainer(tmp_path, max_epochs=2, limit_train_batches=4, callbacks=[record])
+    trainer.fit(module, dm)
+    # the training step never saw target labels: labelled source + images-only unlabeled target
+    target_images = dm.subset("target", "unlabeled")[0].flatten(1)
+    for batch in record.batches:
+        assert set(batch) == {"source", "unlabeled"}
+        assert isinstance(batch["unlabeled"], torch.Tensor) and batch["unlabeled"].ndim == 4
+        # the unlabeled images are target images (rotated+inverted digits), not source ones
+        rows = batch["unlabeled"].flatten(1)
+        assert all((target_images == r).all(1).any() for r in rows[:4])
+    # the GRL coefficient follows 2/(1+exp(-10p))-1 with p = global_step / estimated_stepping_batches
+    total = trainer.estimated_stepping_batches
+    assert total == 8 and len(record.steps) == 8
+    for step, coeff, _ in record.steps:
+        assert coeff == pytest.approx(2 / (1 + math.exp(-10 * step / total)) - 1)
+    coeffs = [c for _, c, _ in record.steps]
+    assert coeffs[0] == 0.0 and all(a < b for a, b in zip(coeffs, coeffs[1:])) and coeffs[-1] < 1
+    assert ganin_coefficient(0.5) == pytest.approx(2 / (1 + math.exp(-5)) - 1)
+    # the discriminator trains (optimizer's "extra" group) and is saved with the checkpoint
+    assert changed(disc_before, module.objective.discriminator)
+    extra = [g for g in trainer.optimizers[0].param_groups if g["name"].startswith("extra")]
+    assert {id(p) for g in extra for p in g["params"]} == {id(p) for p in module.objective.discriminator.parameters()}
+    ckpt = torch.load(tmp_path / "ckpt" / "last.ckpt", weights_only=True)["state_dict"]
+    assert any(k.startswith("objective.discriminator.") for k in ckpt)
+    assert "train/grl_coeff" in trainer.callback_metrics and "train/domain_loss" in trainer.callback_metrics
+
+
+# ------------------------------------------------------------------------------------------- CORAL, MMD
+def test_coral_loss_against_hand_values():
+    x = torch.randn(32, 8)
+    assert coral_loss(x, x).item() == 0.0
+    assert coral_loss(x, x + 5.0).item() == pytest.approx(0.0, abs=1e-6)  # covariance ignores the mean
+    # d = 1: unbiased variances 2 and 0 -> (2 - 0)^2 / (4 * 1^2) = 1
+    assert coral_loss(torch.tensor([[0.0], [2.0]]), torch.tensor([[1.0], [1.0]])).item() == pytest.approx(1.0)
+    # d = 2: C_s = [[2, 2], [2, 2]], C_t = 0 -> 16 / (4 * 4) = 1
+    assert coral_loss(torch.tensor([[0.0, 0.0], [2.0, 2.0]]), torch.ones(2, 2)).item() == pytest.approx(1.0)
+
+
+def test_mmd_against_hand_values():
+    x = torch.randn(16, 4)
+    assert mk_mmd(x, x).item() == pytest.approx(0.0, abs=1e-6)
+    s, t = torch.tensor([[0.0]]), torch.tensor([[1.0]])
+    # one kernel, sigma^2 = 1: k(s,s) = k(t,t) = 1, k(s,t) = exp(-1/2)
+    assert mk_mmd(s, t, bandwidths=[1.0]).item() == pytest.approx(2 - 2 * math.exp(-0.5))
+    # two kernels (sigma^2 = 1 and 4), averaged: k(s,t) = (exp(-1/2) + exp(-1/8)) / 2
+    assert mk_mmd(s, t, bandwidths=[1.0, 4.0]).item() == pytest.approx(2 - (math.exp(-0.5) + math.exp(-0.125)))
+    assert mk_mmd(x, x + 3.0).item() > 0.1
+
+
+@pytest.mark.parametrize("objective", [CORAL(), MMD()], ids=["coral", "mmd"])
+def test_alignment_objectives_train_on_source_and_unlabeled_target(tmp_path, objective):
+    L.seed_everything(0)
+    module = make_module(objective=objective)
+    before = snapshot(module)
+    trainer = make_trainer(tmp_path, max_epochs=1, limit_train_batches=3)
+    trainer.fit(module, make_dm(train_on="source", unlabeled_target=True))
+    name = "train/coral_loss" if isinstance(objective, CORAL) else "train/mmd_loss"
+    assert name in trainer.callback_metrics and changed(before, module)
+
+
+# ----------------------------------------------------------------------------------------- distillation
+@pytest.mark.parametrize("student", ["same", "smaller"])
+def test_distill_teacher_is_frozen_in_eval_mode_and_unchanged(tmp_path, source_ckpt, student):
+    if student == "same":
+        module = make_module(weights=str(source_ckpt), objective=Distill(temperature=4.0))
+    else:  # a student with another (smaller, randomly initialised) backbone than the teacher
+        module = make_module(backbone="small_cnn_tiny", weights=None,
+                             objective=Distill(teacher=str(source_ckpt)))
+        module.objective.teacher.module.backbone  # noqa: B018 - built
+    teacher = module.objective.teacher
+    teacher_before = snapshot(teacher)
+    student_before = snapshot(module.backbone)
+    modes = []
+
+    class Modes(L.Callback):
+        def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+            modes.append((pl_module.training, [m.training for m in teacher.modules()]))
+
+    trainer = make_trainer(tmp_path, max_epochs=2, limit_train_batches=3, callbacks=[Modes()])
+    trainer.fit(module, make_dm(unlabeled_target=True))
+    assert modes and all(student_mode and not any(t) for student_mode, t in modes)
+    assert not any(m.training for m in teacher.modules())
+    assert all(not p.requires_grad for p in teacher.parameters())
+    assert not ({id(p) for p in teacher.parameters()} & optimizer_params(trainer))
+    assert not changed(teacher_before, teacher), "the teacher's weights (and BatchNorm statistics) are unchanged"
+    assert changed(student_before, module.backbone), "the student trains"
+    # the teacher is the checkpoint's model: same outputs as a fresh TransferClassifier built from it
+    fresh = load_classifier(str(source_ckpt)).eval()
+    x = make_dm().subset("target", "test")[0][:32]
+    torch.testing.assert_close(teacher(x), fresh(x))
+    assert {"train/kd_loss", "train/ce_loss"} <= set(trainer.callback_metrics)
+    ckpt = torch.load(tmp_path / "ckpt" / "last.ckpt", weights_only=True)["state_dict"]
+    assert any(k.startswith("objective.teacher.") for k in ckpt)
+
+
+def test_distill_needs_a_teacher_with_the_same_label_space(source_ckpt):
+    with pytest.raises(TransferConfigError, match="needs a teacher"):
+        make_module(objective=Distill())
+    with pytest.raises(TransferConfigError, match="same label space"):
+        make_module(num_classes=5, objective=Distill(teacher=str(source_ckpt)))
+
+
+# ------------------------------------------------------------------------------------------------- LwF
+def test_lwf_targets_come_from_the_frozen_pre_finetuning_model(tmp_path, source_ckpt):
+    L.seed_everything(0)
+    module = make_module(weights=str(source_ckpt), objective=LwF(temperature=2.0))
+    lwf = module.objective
+    source_head_before = snapshot(module.source_head)
+    backbone_before = snapshot(module.backbone)
+    trainer = make_trainer(tmp_path, max_epochs=2, limit_train_batches=3)
+    trainer.fit(module, make_dm())
+    fresh = load_classifier(str(source_ckpt)).eval()  # the source model as it was before fine-tuning
+    x = make_dm().subset("target", "test")[0][:32]
+    torch.testing.assert_close(lwf.source_targets(module, x), fresh(x))
+    assert not any(m.training for m in lwf.old_backbone.modules()) and not lwf.old_backbone.training
+    assert all(not p.requires_grad for p in [*lwf.old_backbone.parameters(), *lwf.old_head.parameters()])
+    # the live model moved away from it: backbone fine-tuned, source head trained by the LwF loss
+    assert changed(backbone_before, module.backbone) and changed(source_head_before, module.source_head)
+    assert {id(p) for p in module.source_head.parameters()} <= optimizer_params(trainer)
+    with torch.no_grad():
+        module.eval()
+        assert not torch.allclose(module.source_head(module.embed(x)), fresh(x))
+    assert "train/lwf_loss" in trainer.callback_metrics
+
+
+def test_lwf_without_a_source_checkpoint_is_a_config_error():
+    with pytest.raises(TransferConfigError, match="LwF needs model.weights"):
+        make_module(objective=LwF())
+
+
+# ------------------------------------------------------------------------------------------- multi-task
+def test_multitask_trains_both_heads_and_reports_both_domains(tmp_path, source_ckpt):
+    L.seed_everything(0)
+    module = make_module(weights=str(source_ckpt), objective=MultiTask(source_weight=0.5))
+    heads = snapshot(module.head), snapshot(module.source_head)
+    record = RecordBatches()
+    dm = make_dm(train_on="source+target")
+    trainer = make_trainer(tmp_path, max_epochs=2, limit_train_batches=3, callbacks=[record])
+    trainer.fit(module, dm)
+    assert all(set(b) == {"source", "target"} for b in record.batches)
+    assert changed(heads[0], module.head) and changed(heads[1], module.source_head)
+    metrics = trainer.test(module, dm, verbose=False)
+    merged = {k: v for d in metrics for k, v in d.items()}
+    assert {"target/test_acc", "source/test_acc"} <= set(merged)
+    # each domain is evaluated with its own head
+    module.eval()
+    src_x, src_y = dm.subset("source", "test")
+    tgt_x, tgt_y = dm.subset("target", "test")
+    assert merged["source/test_acc"] == pytest.approx(accuracy(lambda x: module.source_head(module.embed(x)), src_x, src_y))
+    assert merged["target/test_acc"] == pytest.approx(accuracy(module, tgt_x, tgt_y))
+
+
+def test_multitask_without_a_checkpoint_builds_its_source_head():
+    module = make_module(num_classes=2, objective=MultiTask(source_num_classes=10))
+    assert module.source_head.fc.out_features == 10 and all(p.requires_grad for p in module.source_head.parameters())
+    assert module.metrics["source_test"]["acc"].num_classes == 10
+
+
+# ------------------------------------------------------------------------------- forgetting + selection
+BASE = ["--config", str(REPO / "configs/data/digits_shift.yaml"), "--config", str(REPO / "configs/model/small_cnn.yaml"),
+        "--model.backbone=small_cnn_tiny", "--trainer.max_epochs=2", "--trainer.limit_train_batches=3",
+        "--trainer.limit_val_batches=1", "--trainer.enable_progress_bar=false", "--data.target_shots=5"]
+
+
+def cli_fit(run_dir: Path, *args: str) -> dict:
+    from lit_transfer.cli import main
+
+    os.environ.pop("LIT_TRANSFER_RUN_DIR", None)
+    main(["fit", *BASE, f"--run.dir={run_dir}", *args])
+    return json.loads((run_dir / "result.json").read_text())
+
+
+@pytest.fixture(scope="module")
+def cli_source(tmp_path_factory) -> Path:
+    run = tmp_path_factory.mktemp("cli_source") / "run"
+    cli_fit(run, "--strategy=source", "--trainer.limit_train_batches=10")
+    return run / "checkpoints" / "last.ckpt"
+
+
+def digits_dm() -> DomainPairDataModule:
+    import yaml
+
+    data = yaml.safe_load((REPO / "configs/data/digits_shift.yaml").read_text())["data"]
+    return DomainPairDataModule(**{**data, "target_shots": 5})
+
+
+@pytest.mark.parametrize("strategy", ["finetune", "lwf"])
+def test_forgetting_fields_match_a_hand_computation(tmp_path, cli_source, strategy):
+    result = cli_fit(tmp_path / "run", f"--strategy={strategy}", f"--model.weights={cli_source}")
+    m = result["metrics"]
+    src_x, src_y = digits_dm().subset("source", "test")
+    before = accuracy(load_classifier(str(cli_source)).eval(), src_x, src_y)
+    # after: the run's tested (best) checkpoint = trained backbone + the source head it carries
+    state = torch.load(result["checkpoint"], weights_only=True)["state_dict"]
+    after_model = load_classifier(str(cli_source))
+    after_model.load_state_dict({k.replace("source_head.", "head."): v for k, v in state.items()
+                                 if k.startswith(("backbone.", "source_head."))})
+    after = accuracy(after_model.eval(), src_x, src_y)
+    assert m["source/test_acc_before"] == pytest.approx(before, abs=1e-6)
+    assert m["source/test_acc_after"] == pytest.approx(after, abs=1e-6)
+    assert m["source/forgetting"] == pytest.approx(before - after, abs=1e-6)
+    assert state["source_acc_before"].item() == pytest.approx(before, abs=1e-6)
+
+
+def test_runs_without_a_source_checkpoint_have_no_forgetting_fields(tmp_path):
+    result = cli_fit(tmp_path / "run", "--strategy=scratch")
+    assert not any(k.startswith("source/test_acc_") or k == "source/forgetting" for k in result["metrics"])
+
+
+@pytest.mark.parametrize("selection, domain", [("auto", "source"), ("oracle", "target")])
+def test_da_selection_is_on_source_val_unless_oracle(tmp_path, selection, domain):
+    result = cli_fit(tmp_path / "run", "--strategy=dann", f"--model.selection={selection}")
+    assert result["selection"] == selection and result["unlabeled_target"] is True
+    assert result["train_on"] == "source"
+    m = result["metrics"]
+    assert m["val_acc"] == pytest.approx(m[f"{domain}/val_acc"])
+
+
+def test_entropy_selection_scores_target_val_without_labels(tmp_path):
+    L.seed_everything(0)
+    module = make_module(selection="entropy")
+    dm = make_dm(train_on="source", unlabeled_target=True)
+    trainer = make_trainer(tmp_path, max_epochs=1, limit_train_batches=3)
+    trainer.fit(module, dm)
+    out = trainer.validate(module, dm, verbose=False)
+    score = {k: v for d in out for k, v in d.items()}["val_acc"]
+    module.eval()
+    with torch.no_grad():
+        p = module(dm.subset("target", "val")[0]).softmax(-1)
+    mean_p = p.mean(0)
+    hand = -(mean_p * mean_p.log()).sum() + (p * p.clamp_min(1e-12).log()).sum(-1).mean()
+    assert score == pytest.approx(hand.item(), abs=1e-5)
+
+
+def test_bad_selection_is_a_config_error():
+    with pytest.raises(TransferConfigError, match="model.selection must be one of"):
+        make_module(selection="best")
