@@ -56,3 +56,5 @@ def push_result_to_loggers(trainer: Trainer, result: dict) -> None:
 
     for logger in loggers:
         tracking.push_summary(logger, result)
+        # One CLI call is one W&B run: finish it so the summary is flushed (also when called in-process).
+        logger.experiment.finish()

@@ -122,8 +122,11 @@ class TransferClassifier(LightningModule):
         if selection not in SELECTIONS:
             raise TransferConfigError(f"model.selection must be one of {', '.join(SELECTIONS)}, got {selection!r}")
         weights = None if weights is None else str(weights)  # a Path would not load with weights_only=True
-        # Only plain values go into checkpoints, so they load with torch.load(weights_only=True).
-        self.save_hyperparameters(ignore=["head", "optimizer", "lr_scheduler", "regularizer", "objective"])
+        # Only plain values go into checkpoints, so they load with torch.load(weights_only=True). logger=False:
+        # the CLI sends the whole resolved config to loggers, nested; module hparams would duplicate it.
+        self.save_hyperparameters(
+            ignore=["head", "optimizer", "lr_scheduler", "regularizer", "objective"], logger=False
+        )
         self.backbone = Backbone(backbone, in_chans=in_chans, weights=weights)
         self.head = head(self.backbone.out_features, num_classes)
         self.head_factory = head
@@ -380,6 +383,24 @@ class TransferClassifier(LightningModule):
         if needed not in getattr(dm, "val_domains", [needed]):
             raise TransferConfigError(f"model.selection={self.hparams.selection} needs {needed} validation data, "
                                       f"but this data pair validates on {dm.val_domains} only")
+
+    def log(self, name: str, value, *args, **kwargs) -> None:
+        """``LightningModule.log``, but step-only training values are recorded on logging steps only.
+
+        Lightning hands step values to the loggers every ``trainer.log_every_n_steps`` steps anyway; recording
+        them on every step (result collection, progress-bar metrics) costs about a millisecond, more than a
+        small model's whole step on a CPU. The progress bar shows the last recorded value.
+        """
+        if kwargs.get("on_step") and not kwargs.get("on_epoch") and not self._logging_step():
+            return
+        super().log(name, value, *args, **kwargs)
+
+    def _logging_step(self) -> bool:
+        trainer = self._trainer
+        if trainer is None or not trainer.training:
+            return True
+        connector = getattr(trainer, "_logger_connector", None)
+        return bool(getattr(connector, "should_update_logs", True))
 
     def task_loss(self, logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         return F.cross_entropy(logits, y, label_smoothing=self.hparams.label_smoothing)

@@ -161,3 +161,24 @@ def test_validate_and_predict_subcommands(tmp_path, source_ckpt, capsys):
     assert preds["probs"].shape == (n_test, 10) and preds["pred"].shape == (n_test,)
     torch.testing.assert_close(preds["probs"].sum(-1), torch.ones(n_test))
     assert torch.equal(preds["pred"], preds["probs"].argmax(-1))
+
+
+@pytest.mark.slow
+def test_cli_config_reaches_wandb_config_nested(tmp_path, monkeypatch):
+    import glob
+
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    monkeypatch.setenv("WANDB_SILENT", "true")
+    monkeypatch.delenv("WANDB_API_KEY", raising=False)
+    run_dir = tmp_path / "run"
+    fit(run_dir, "--strategy=lp_ft", "--trainer.logger=WandbLogger", "--data.target_shots=7")
+    runs = glob.glob(str(run_dir / "wandb" / "offline-run-*"))
+    assert len(runs) == 1, "an offline W&B run inside the run dir"
+    data = open(glob.glob(runs[0] + "/run-*.wandb")[0], "rb").read()
+    # the resolved CLI config, nested per top-level key; strategy callbacks included
+    assert b'"target_shots":7' in data and b'"backbone":"small_cnn"' in data
+    assert b"lit_transfer.strategies.FinetuningSchedule" in data
+    assert b"model/lr" not in data and b"data.target_shots" not in data
+    # run identity: group = experiment, job_type = strategy, tags; summary metrics
+    assert b"digits_shift" in data and b"lp_ft" in data and b"shots=7" in data
+    assert b"target/test_acc" in data
