@@ -54,7 +54,30 @@ def push_result_to_loggers(trainer: Trainer, result: dict) -> None:
         return
     from lit_transfer import tracking
 
+    baseline = _scratch_sibling(result)
     for logger in loggers:
-        tracking.push_summary(logger, result)
+        tracking.push_summary(logger, result, baseline=baseline)
         # One CLI call is one W&B run: finish it so the summary is flushed (also when called in-process).
         logger.experiment.finish()
+
+
+def _scratch_sibling(result: dict):
+    """The scratch run beside this one (a sweep's other trials) with the same seed, shots and split, if any."""
+    if result.get("strategy") == "scratch":
+        return None
+    for path in Path(result["run_dir"]).parent.glob("*/result.json"):
+        other = _read(path)
+        if other and other.get("strategy") == "scratch" and all(
+            other.get(k) == result.get(k) for k in ("seed", "target_shots", "split_hash")
+        ):
+            return other
+    return None
+
+
+def _read(path: Path):
+    import json
+
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None

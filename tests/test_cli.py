@@ -182,3 +182,19 @@ def test_cli_config_reaches_wandb_config_nested(tmp_path, monkeypatch):
     # run identity: group = experiment, job_type = strategy, tags; summary metrics
     assert b"digits_shift" in data and b"lp_ft" in data and b"shots=7" in data
     assert b"target/test_acc" in data
+
+
+def test_wandb_summary_has_transfer_gain_over_the_scratch_sibling(tmp_path, monkeypatch, source_ckpt):
+    import glob
+
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    monkeypatch.setenv("WANDB_SILENT", "true")
+    monkeypatch.delenv("WANDB_API_KEY", raising=False)
+    scratch = fit(tmp_path / "trials" / "scratch", "--strategy=scratch")
+    ft = fit(tmp_path / "trials" / "finetune", "--strategy=finetune", f"--model.weights={source_ckpt}",
+             "--trainer.logger=WandbLogger")
+    gain = ft["metrics"]["target/test_acc"] - scratch["metrics"]["target/test_acc"]
+    run = glob.glob(str(tmp_path / "trials" / "finetune" / "wandb" / "offline-run-*" / "run-*.wandb"))[0]
+    data = open(run, "rb").read()
+    # W&B stores summary values as JSON: the exact gain over the scratch run of the same seed/shots/split
+    assert b"transfer_gain" in data and json.dumps(gain).encode() in data
