@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Optional
 
 from lightning.pytorch import LightningModule, Trainer
-from lightning.pytorch.callbacks import ModelCheckpoint
+from lightning.pytorch.callbacks import ModelCheckpoint, ProgressBar, TQDMProgressBar
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI, SaveConfigCallback
 from lightning.pytorch.utilities import rank_zero_info
 
@@ -75,8 +75,35 @@ class RunConfigSaver(SaveConfigCallback):
         if path.exists():  # a resumed run keeps the config it started with and records the new one beside it
             path = path.with_name(f"{path.stem}.{time.strftime('%Y%m%d-%H%M%S')}{path.suffix}")
         path.parent.mkdir(parents=True, exist_ok=True)
-        self.parser.save(self.config, str(path), skip_none=False, overwrite=True, multifile=False)
+        # skip_check: the config was validated when parsed; re-checking costs more than writing it.
+        self.parser.save(self.config, str(path), skip_none=False, overwrite=True, multifile=False, skip_check=True)
         self.already_saved = True
+
+
+class ThrottledProgressBar(TQDMProgressBar):
+    """Lightning's tqdm bar, redrawn at most every ``min_interval`` seconds (and at the end of each epoch).
+
+    The stock bar redraws after every batch: about a millisecond each time, more than a small model's whole
+    training step on a CPU, and a flood of lines in a sweep trial's (non-TTY) log. Default interval: 0.5 s on
+    a terminal, 30 s otherwise.
+    """
+
+    def __init__(self, min_interval: Optional[float] = None, process_position: int = 0, leave: bool = False):
+        super().__init__(refresh_rate=1, process_position=process_position, leave=leave)
+        self.min_interval = min_interval
+        self._last_draw = 0.0
+
+    def _should_update(self, current: int, total) -> bool:
+        if not self.is_enabled:
+            return False
+        if current == total:
+            return True
+        interval = self.min_interval if self.min_interval is not None else (0.5 if sys.stdout.isatty() else 30.0)
+        now = time.monotonic()
+        if now - self._last_draw < interval:
+            return False
+        self._last_draw = now
+        return True
 
 
 class TransferCLI(LightningCLI):
@@ -106,6 +133,16 @@ class TransferCLI(LightningCLI):
         )
         parser.link_arguments("data.num_classes", "model.num_classes", apply_on="instantiate")
         parser.link_arguments("data.in_chans", "model.in_chans", apply_on="instantiate")
+
+    def instantiate_trainer(self, **kwargs) -> Trainer:
+        # The throttled progress bar unless the config turns the bar off or brings its own.
+        trainer_cfg = self._get(self.config_init, "trainer", default={})
+        callbacks = trainer_cfg.get("callbacks") or []
+        callbacks = list(callbacks) if isinstance(callbacks, (list, tuple)) else [callbacks]
+        if (trainer_cfg.get("enable_progress_bar") is not False and "callbacks" not in kwargs
+                and not any(isinstance(c, ProgressBar) for c in callbacks)):
+            kwargs["callbacks"] = [*callbacks, ThrottledProgressBar()]
+        return super().instantiate_trainer(**kwargs)
 
     # ---------------------------------------------------------------- run dir
     def before_instantiate_classes(self) -> None:
