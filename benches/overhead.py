@@ -66,6 +66,19 @@ def run_lightning(case: str, root: str, validate: bool) -> tuple[float, int]:
     return t.seconds, cli.trainer.global_step
 
 
+def run_bare(case: str, root: str, validate: bool) -> tuple[float, int]:
+    """Reference: the same module in a bare ``L.Trainer`` (no logger, progress bar or checkpoints)."""
+    import lightning as L
+
+    cli, epochs, limit = build_cli(case, root, validate)
+    trainer = L.Trainer(max_epochs=epochs, limit_train_batches=limit, logger=False, enable_progress_bar=False,
+                        enable_checkpointing=False, enable_model_summary=False, num_sanity_val_steps=0,
+                        limit_val_batches=None if validate else 0, default_root_dir=root)
+    with muted(), Timer() as t:
+        trainer.fit(cli.model, cli.datamodule)
+    return t.seconds, trainer.global_step
+
+
 def run_loop(case: str, root: str, validate: bool) -> tuple[float, int]:
     """What a user writes by hand: same model object, same optimizer, same loader; no framework."""
     cli, epochs, limit = build_cli(case, root, validate)
@@ -115,6 +128,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=1, help="torch intra-op threads (1: steadier on a shared box)")
     parser.add_argument("--models", default="small_cnn,resnet18")
     parser.add_argument("--validate", action="store_true", help="validate + checkpoint every epoch in both")
+    parser.add_argument("--bare", action="store_true", help="also time the module in a bare L.Trainer")
     parser.add_argument("--clock", choices=("cpu", "wall"), default="cpu",
                         help="cpu: process CPU time (steady on a shared machine); wall: elapsed time")
     args = parser.parse_args(argv)
@@ -134,19 +148,21 @@ def main(argv: list[str] | None = None) -> int:
                     return seconds
                 return go
 
-            run_lightning(case, root, args.validate)  # warm-up: imports, allocator, first-call costs
-            run_loop(case, root, args.validate)
-            times = alternate({"lit-transfer": contender(run_lightning, "lit-transfer"),
-                               "plain loop": contender(run_loop, "plain loop")}, args.repeats)
-            if steps["lit-transfer"] != steps["plain loop"]:
+            fns = {"plain loop": run_loop, "lit-transfer": run_lightning, "bare Lightning": run_bare}
+            if not args.bare:
+                del fns["bare Lightning"]
+            for fn in fns.values():
+                fn(case, root, args.validate)  # warm-up: imports, allocator, first-call costs
+            times = alternate({name: contender(fn, name) for name, fn in fns.items()}, args.repeats)
+            if len(set(steps.values())) != 1:
                 raise SystemExit(f"step counts differ: {steps}")
             n = steps["plain loop"]
-            lit, loop = median(times["lit-transfer"]), median(times["plain loop"])
-            ratios[case] = loop / lit
-            for name, t in (("plain loop", loop), ("lit-transfer", lit)):
+            med = {name: median(ts) for name, ts in times.items()}
+            ratios[case] = med["plain loop"] / med["lit-transfer"]
+            for name, t in med.items():
                 rows.append([case, name, str(n), f"{t:.3f}", f"{n / t:.1f}", f"{1000 * t / n:.2f}",
                              " ".join(f"{x:.3f}" for x in times[name])])
-            rows.append([case, "ratio", "", "", f"{ratios[case]:.3f}x", "", "lit-transfer / loop throughput"])
+            rows.append([case, "ratio", "", "", f"{ratios[case]:.3f}x", "", "lit-transfer / plain loop throughput"])
     mode = "train+validate+checkpoint" if args.validate else "train steps"
     print(f"mode: {mode}; clock: {args.clock}; median of {args.repeats} alternating repeats")
     print(table(rows, ["model", "contender", "steps", "median s", "steps/s", "ms/step", "all runs (s)"]))

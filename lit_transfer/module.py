@@ -68,6 +68,23 @@ def source_head_state(weights) -> Optional[tuple[dict[str, torch.Tensor], int]]:
     return None
 
 
+def _prefer_fused_on_cpu(optimizer: torch.optim.Optimizer) -> None:
+    """Adam/AdamW on CPU: use the fused kernel unless the config chose ``foreach`` or ``fused`` itself.
+
+    Off CUDA, PyTorch's default steps parameter by parameter in Python: for a small CNN that is ~15% of a
+    training step; the fused CPU kernel does it ~5x faster, with the same update up to float rounding.
+    """
+    if not isinstance(optimizer, (torch.optim.Adam, torch.optim.AdamW)):
+        return
+    groups = optimizer.param_groups
+    params = [p for g in groups for p in g["params"]]
+    if not params or any(p.device.type != "cpu" or p.dtype not in (torch.float32, torch.float64) for p in params):
+        return
+    if all(g.get("fused") is None and g.get("foreach") is None and not g.get("differentiable") for g in groups):
+        for g in groups:
+            g["fused"] = True
+
+
 def _default_optimizer(params) -> torch.optim.Optimizer:
     return torch.optim.AdamW(params, weight_decay=0.01)
 
@@ -322,6 +339,7 @@ class TransferClassifier(LightningModule):
         optimizer = self.optimizer_factory(groups)
         for group in optimizer.param_groups:
             group["lr"] = self.hparams.lr * group["lr_scale"]
+        _prefer_fused_on_cpu(optimizer)
         if self.lr_scheduler_factory is None:
             return optimizer
         scheduler = self.lr_scheduler_factory(optimizer)
@@ -383,6 +401,24 @@ class TransferClassifier(LightningModule):
         if needed not in getattr(dm, "val_domains", [needed]):
             raise TransferConfigError(f"model.selection={self.hparams.selection} needs {needed} validation data, "
                                       f"but this data pair validates on {dm.val_domains} only")
+
+    def log(self, name: str, value, *args, **kwargs) -> None:
+        """``LightningModule.log``, but step-only training values are recorded on logging steps only.
+
+        Lightning hands step values to the loggers every ``trainer.log_every_n_steps`` steps anyway; recording
+        them on every step (result collection, progress-bar metrics) costs about a millisecond, more than a
+        small model's whole step on a CPU. The progress bar shows the last recorded value.
+        """
+        if kwargs.get("on_step") and not kwargs.get("on_epoch") and not self._logging_step():
+            return
+        super().log(name, value, *args, **kwargs)
+
+    def _logging_step(self) -> bool:
+        trainer = self._trainer
+        if trainer is None or not trainer.training:
+            return True
+        connector = getattr(trainer, "_logger_connector", None)
+        return bool(getattr(connector, "should_update_logs", True))
 
     def log(self, name: str, value, *args, **kwargs) -> None:
         """``LightningModule.log``, but step-only training values are recorded on logging steps only.
