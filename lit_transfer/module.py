@@ -420,24 +420,6 @@ class TransferClassifier(LightningModule):
         connector = getattr(trainer, "_logger_connector", None)
         return bool(getattr(connector, "should_update_logs", True))
 
-    def log(self, name: str, value, *args, **kwargs) -> None:
-        """``LightningModule.log``, but step-only training values are recorded on logging steps only.
-
-        Lightning hands step values to the loggers every ``trainer.log_every_n_steps`` steps anyway; recording
-        them on every step (result collection, progress-bar metrics) costs about a millisecond, more than a
-        small model's whole step on a CPU. The progress bar shows the last recorded value.
-        """
-        if kwargs.get("on_step") and not kwargs.get("on_epoch") and not self._logging_step():
-            return
-        super().log(name, value, *args, **kwargs)
-
-    def _logging_step(self) -> bool:
-        trainer = self._trainer
-        if trainer is None or not trainer.training:
-            return True
-        connector = getattr(trainer, "_logger_connector", None)
-        return bool(getattr(connector, "should_update_logs", True))
-
     def task_loss(self, logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         return F.cross_entropy(logits, y, label_smoothing=self.hparams.label_smoothing)
 
