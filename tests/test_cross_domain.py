@@ -167,7 +167,7 @@ def test_dann_trains_without_target_labels_on_ganins_schedule(tmp_path):
     disc_before = snapshot(module.objective.discriminator)
     record = RecordBatches()
     dm = make_dm(train_on="source", unlabeled_target=True)
-    trainer = make_trainer(tmp_path, max_epochs=2, limit_train_batches=4, callbacks=[record])
+    trainer = make_trainer(tmp_path, max_epochs=2, limit_train_batches=4, callbacks=[record], log_every_n_steps=1)
     trainer.fit(module, dm)
     # the training step never saw target labels: labelled source + images-only unlabeled target
     target_images = dm.subset("target", "unlabeled")[0].flatten(1)
@@ -221,7 +221,7 @@ def test_alignment_objectives_train_on_source_and_unlabeled_target(tmp_path, obj
     L.seed_everything(0)
     module = make_module(objective=objective)
     before = snapshot(module)
-    trainer = make_trainer(tmp_path, max_epochs=1, limit_train_batches=3)
+    trainer = make_trainer(tmp_path, max_epochs=1, limit_train_batches=3, log_every_n_steps=1)
     trainer.fit(module, make_dm(train_on="source", unlabeled_target=True))
     name = "train/coral_loss" if isinstance(objective, CORAL) else "train/mmd_loss"
     assert name in trainer.callback_metrics and changed(before, module)
@@ -245,7 +245,7 @@ def test_distill_teacher_is_frozen_in_eval_mode_and_unchanged(tmp_path, source_c
         def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
             modes.append((pl_module.training, [m.training for m in teacher.modules()]))
 
-    trainer = make_trainer(tmp_path, max_epochs=2, limit_train_batches=3, callbacks=[Modes()])
+    trainer = make_trainer(tmp_path, max_epochs=2, limit_train_batches=3, callbacks=[Modes()], log_every_n_steps=1)
     trainer.fit(module, make_dm(unlabeled_target=True))
     assert modes and all(student_mode and not any(t) for student_mode, t in modes)
     assert not any(m.training for m in teacher.modules())
@@ -276,7 +276,7 @@ def test_lwf_targets_come_from_the_frozen_pre_finetuning_model(tmp_path, source_
     lwf = module.objective
     source_head_before = snapshot(module.source_head)
     backbone_before = snapshot(module.backbone)
-    trainer = make_trainer(tmp_path, max_epochs=2, limit_train_batches=3)
+    trainer = make_trainer(tmp_path, max_epochs=2, limit_train_batches=3, log_every_n_steps=1)
     trainer.fit(module, make_dm())
     fresh = load_classifier(str(source_ckpt)).eval()  # the source model as it was before fine-tuning
     x = make_dm().subset("target", "test")[0][:32]
