@@ -163,6 +163,19 @@ def test_validate_and_predict_subcommands(tmp_path, source_ckpt, capsys):
     assert torch.equal(preds["pred"], preds["probs"].argmax(-1))
 
 
+def wandb_records(path: str, last: bytes, timeout: float = 30.0) -> bytes:
+    """The bytes of an offline run's record file once ``last`` (written at the end of the run) is in it:
+    W&B's service process writes the file asynchronously, after ``finish()`` returns."""
+    import time
+
+    deadline = time.time() + timeout
+    while True:
+        data = open(path, "rb").read()
+        if last in data or time.time() > deadline:
+            return data
+        time.sleep(0.2)
+
+
 @pytest.mark.slow
 def test_cli_config_reaches_wandb_config_nested(tmp_path, monkeypatch):
     import glob
@@ -174,7 +187,7 @@ def test_cli_config_reaches_wandb_config_nested(tmp_path, monkeypatch):
     fit(run_dir, "--strategy=lp_ft", "--trainer.logger=WandbLogger", "--data.target_shots=7")
     runs = glob.glob(str(run_dir / "wandb" / "offline-run-*"))
     assert len(runs) == 1, "an offline W&B run inside the run dir"
-    data = open(glob.glob(runs[0] + "/run-*.wandb")[0], "rb").read()
+    data = wandb_records(glob.glob(runs[0] + "/run-*.wandb")[0], b"target/test_acc")
     # the resolved CLI config, nested per top-level key; strategy callbacks included
     assert b'"target_shots":7' in data and b'"backbone":"small_cnn"' in data
     assert b"lit_transfer.strategies.FinetuningSchedule" in data
@@ -195,6 +208,6 @@ def test_wandb_summary_has_transfer_gain_over_the_scratch_sibling(tmp_path, monk
              "--trainer.logger=WandbLogger")
     gain = ft["metrics"]["target/test_acc"] - scratch["metrics"]["target/test_acc"]
     run = glob.glob(str(tmp_path / "trials" / "finetune" / "wandb" / "offline-run-*" / "run-*.wandb"))[0]
-    data = open(run, "rb").read()
+    data = wandb_records(run, b"transfer_gain")
     # W&B stores summary values as JSON: the exact gain over the scratch run of the same seed/shots/split
     assert b"transfer_gain" in data and json.dumps(gain).encode() in data
