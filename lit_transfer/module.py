@@ -111,6 +111,16 @@ class TransferClassifier(LightningModule):
             of the domain the head predicts: source val for unsupervised DA), ``source_val``, ``entropy`` (an
             unsupervised information-maximisation score on target val images, no labels), or ``oracle``
             (target val labels; marked so in ``result.json``).
+        feature_cache: while the whole backbone is frozen (and train-time augmentation and dropout are off),
+            compute its embeddings of each split once and train/evaluate the head on them
+            (:mod:`lit_transfer.features`); same results as recomputing them every epoch.
+        feature_cache_dtype: ``float32`` (exact) or ``float16`` (half the memory, rounded features).
+        feature_cache_dir: keep cached embeddings as ``.npy`` memory maps here (shared across processes);
+            default: in memory, spilled to a temporary directory above ``$LIT_TRANSFER_FEATURE_CACHE_MB``.
+        channels_last: NHWC memory format for the backbone and its input (faster convolutions on recent GPUs
+            with ``bf16-mixed``).
+        compile: ``torch.compile`` the backbone (at fit/validate/test start); ``compile_options`` are passed to
+            it (e.g. ``{mode: max-autotune}`` or ``{backend: aot_eager}``).
 
     When ``weights`` is a lit_transfer checkpoint, its (source) head is kept, frozen, as ``source_head``: a
     target run then reports ``source/test_acc_before`` (the loaded model on the source test split, measured
@@ -134,8 +144,19 @@ class TransferClassifier(LightningModule):
         label_smoothing: float = 0.0,
         objective: Optional[nn.Module] = None,
         selection: str = "auto",
+        feature_cache: bool = True,
+        feature_cache_dtype: str = "float32",
+        feature_cache_dir: Optional[str] = None,
+        channels_last: bool = False,
+        compile: bool = False,
+        compile_options: Optional[dict] = None,
     ):
         super().__init__()
+        from lit_transfer.features import FEATURE_DTYPES
+
+        if feature_cache_dtype not in FEATURE_DTYPES:
+            raise TransferConfigError(
+                f"model.feature_cache_dtype must be one of {', '.join(FEATURE_DTYPES)}, got {feature_cache_dtype!r}")
         if selection not in SELECTIONS:
             raise TransferConfigError(f"model.selection must be one of {', '.join(SELECTIONS)}, got {selection!r}")
         weights = None if weights is None else str(weights)  # a Path would not load with weights_only=True
@@ -145,6 +166,9 @@ class TransferClassifier(LightningModule):
             ignore=["head", "optimizer", "lr_scheduler", "regularizer", "objective"], logger=False
         )
         self.backbone = Backbone(backbone, in_chans=in_chans, weights=weights)
+        self._channels_last = channels_last
+        if channels_last:
+            self.backbone.to(memory_format=torch.channels_last)
         self.head = head(self.backbone.out_features, num_classes)
         self.head_factory = head
         self.source_head: Optional[nn.Module] = None
@@ -235,10 +259,62 @@ class TransferClassifier(LightningModule):
         """uint8 images in [0, 255] (what the data module yields) → normalised float tensors."""
         if x.dtype == torch.uint8:
             x = x.float().div_(255.0)
-        return (x - self.mean) / self.std
+        x = (x - self.mean) / self.std
+        if self._channels_last and x.ndim == 4:
+            x = x.contiguous(memory_format=torch.channels_last)
+        return x
 
     def embed(self, x: torch.Tensor) -> torch.Tensor:
+        if x.ndim == 2 and x.is_floating_point():  # rows of cached backbone embeddings (lit_transfer.features)
+            return x.to(self.mean.dtype)
         return self.backbone(self.preprocess(x))
+
+    # -------------------------------------------------------- feature cache
+    def feature_cache_active(self, train: bool) -> bool:
+        """Whether batches may be cached embeddings now: the whole backbone frozen, and for training also no
+        objective, no augmentation and a deterministic backbone (frozen BatchNorm statistics, no dropout)."""
+        from lit_transfer.features import backbone_is_deterministic
+
+        if not self.hparams.get("feature_cache", False) or self.frozen_groups < self.num_groups:
+            return False
+        if not train:
+            return True  # eval mode: a frozen backbone is a fixed function
+        dm = getattr(self._trainer, "datamodule", None) if self._trainer is not None else None
+        if self.objective is not None or getattr(dm, "augment", None):
+            return False
+        return backbone_is_deterministic(self.backbone)
+
+    def use_cached_features(self, loaders, train: bool) -> None:
+        """Point ``InMemoryLoader``s at cached embeddings of their images (or back to the images)."""
+        from lit_transfer import features
+        from lit_transfer.data.loader import InMemoryLoader
+
+        loaders = [ld for ld in (loaders if isinstance(loaders, (list, tuple)) else [loaders])
+                   if isinstance(ld, InMemoryLoader)]
+        if not loaders:
+            return
+        active = self.feature_cache_active(train)
+        trainer = self._trainer
+        context, name = None, ""
+        if trainer is not None:  # cached features are computed exactly like the ones they replace
+            context, name = trainer.precision_plugin.forward_context, f"precision={trainer.precision}"
+        dtype = features.FEATURE_DTYPES[self.hparams.get("feature_cache_dtype", "float32")]
+        for loader in loaders:
+            loader.features = features.embeddings(
+                self, loader.images, dtype=dtype, chunk=max(loader.batch_size, 256), forward_context=context,
+                context=name, cache_dir=self.hparams.get("feature_cache_dir"),
+            ) if active else None
+
+    def on_train_epoch_start(self) -> None:
+        # Runs after the callbacks' hook, so after a FinetuningSchedule has set this epoch's frozen groups.
+        self.use_cached_features(self.trainer.train_dataloader, train=True)
+
+    def on_test_epoch_start(self) -> None:
+        self.use_cached_features(self.trainer.test_dataloaders, train=False)
+
+    def configure_model(self) -> None:
+        if self.hparams.get("compile") and not getattr(self.backbone.model, "_compiled_call_impl", None):
+            self.backbone.model.compile(**(self.hparams.get("compile_options") or {}))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.head(self.embed(x))
@@ -472,6 +548,7 @@ class TransferClassifier(LightningModule):
 
     def on_validation_epoch_start(self) -> None:
         self._im_sums = None
+        self.use_cached_features(self.trainer.val_dataloaders, train=False)
 
     def on_validation_epoch_end(self) -> None:
         if self.hparams.selection != "entropy" or self._im_sums is None:

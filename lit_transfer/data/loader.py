@@ -47,6 +47,9 @@ class InMemoryLoader:
         self.seed, self.rank, self.world_size = seed, rank, world_size
         self.sampler = EpochSampler()
         self.batch_sampler = None  # Lightning inspects DataLoader-like attributes; batching is ours
+        # Cached embeddings [N, D] of ``images`` (lit_transfer.features): when set, batches carry these rows
+        # instead of the images, in the same order. Read when an epoch's iteration starts.
+        self.features: torch.Tensor | None = None
 
     def _indices(self) -> torch.Tensor | None:
         """This rank's sample order, or None for "all samples in order" (served as cheap slices)."""
@@ -71,10 +74,11 @@ class InMemoryLoader:
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         order = self._indices()
+        data = self.images if self.features is None else self.features
         for b in range(len(self)):
             lo, hi = b * self.batch_size, (b + 1) * self.batch_size
             if order is None:
-                yield self.images[lo:hi], self.labels[lo:hi]
+                yield data[lo:hi], self.labels[lo:hi]
             else:
                 idx = order[lo:hi]
-                yield self.images[idx], self.labels[idx]
+                yield data[idx], self.labels[idx]
