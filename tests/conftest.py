@@ -55,3 +55,16 @@ def make_trainer(root, max_epochs=2, callbacks=(), **kwargs) -> L.Trainer:
         callbacks=[*callbacks, ModelCheckpoint(dirpath=str(Path(root) / "ckpt"), save_last=True, save_top_k=0)],
         **kwargs,
     )
+
+
+def wandb_records(path: str, last: bytes, timeout: float = 30.0) -> bytes:
+    """The bytes of an offline run's record file once ``last`` (written at the end of the run) is in it:
+    W&B's service process writes the file asynchronously, after ``finish()`` returns."""
+    import time
+
+    deadline = time.time() + timeout
+    while True:
+        data = open(path, "rb").read()
+        if last in data or time.time() > deadline:
+            return data
+        time.sleep(0.2)

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from conftest import REPO
+from conftest import REPO, wandb_records
 from lit_transfer.cli import main
 
 BASE = ["--config", str(REPO / "configs/data/digits_shift.yaml"), "--config", str(REPO / "configs/model/small_cnn.yaml")]
@@ -161,19 +161,6 @@ def test_validate_and_predict_subcommands(tmp_path, source_ckpt, capsys):
     assert preds["probs"].shape == (n_test, 10) and preds["pred"].shape == (n_test,)
     torch.testing.assert_close(preds["probs"].sum(-1), torch.ones(n_test))
     assert torch.equal(preds["pred"], preds["probs"].argmax(-1))
-
-
-def wandb_records(path: str, last: bytes, timeout: float = 30.0) -> bytes:
-    """The bytes of an offline run's record file once ``last`` (written at the end of the run) is in it:
-    W&B's service process writes the file asynchronously, after ``finish()`` returns."""
-    import time
-
-    deadline = time.time() + timeout
-    while True:
-        data = open(path, "rb").read()
-        if last in data or time.time() > deadline:
-            return data
-        time.sleep(0.2)
 
 
 @pytest.mark.slow

@@ -2,6 +2,7 @@ import glob
 import json
 
 import pytest
+from conftest import wandb_records
 
 from lit_transfer import tracking
 
@@ -63,7 +64,7 @@ def test_push_config_nested_into_offline_run(tmp_path, monkeypatch):
     runs = glob.glob(str(tmp_path / "wandb" / "offline-run-*"))
     assert len(runs) == 1
     # offline runs keep their records in the .wandb file; config items are stored per top-level key as JSON
-    data = open(glob.glob(runs[0] + "/run-*.wandb")[0], "rb").read()
+    data = wandb_records(glob.glob(runs[0] + "/run-*.wandb")[0], b"transfer_gain")
     assert b'{"lr":0.003,"optimizer":{"class_path":"torch.optim.AdamW","init_args":{"weight_decay":0.01}}}' in data
     assert b'{"target_shots":5}' in data
     assert b"model/lr" not in data and b"model.lr" not in data  # nested, no flattened duplicates
