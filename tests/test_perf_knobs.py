@@ -1,0 +1,168 @@
+"""Performance knobs: channels_last and torch.compile match eager/contiguous, fused CPU optimizer, cheap logging."""
+
+from __future__ import annotations
+
+import functools
+import os
+
+import lightning as L
+import pytest
+import torch
+import torch.nn.functional as F
+
+from conftest import REPO, make_dm, make_module, make_trainer
+
+
+def _batch(n=8, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    return torch.randint(0, 256, (n, 1, 8, 8), dtype=torch.uint8, generator=g), torch.randint(0, 10, (n,), generator=g)
+
+
+def _outputs_and_grads(module, x, y):
+    module.train()
+    module.zero_grad()
+    logits = module(x)
+    F.cross_entropy(logits, y).backward()
+    grads = {k: p.grad.detach().clone() for k, p in module.named_parameters() if p.grad is not None}
+    module.eval()
+    with torch.no_grad():
+        eval_logits = module(x)
+    return logits.detach(), eval_logits, grads
+
+
+def _pair(**kwargs):
+    torch.manual_seed(0)
+    ref = make_module()
+    torch.manual_seed(0)
+    other = make_module(**kwargs)
+    other.load_state_dict(ref.state_dict())
+    return ref, other
+
+
+def test_channels_last_matches_contiguous():
+    ref, cl = _pair(channels_last=True)
+    conv = next(m for m in cl.backbone.modules() if isinstance(m, torch.nn.Conv2d))
+    assert conv.weight.is_contiguous(memory_format=torch.channels_last)
+    x, y = _batch()
+    assert cl.preprocess(x).is_contiguous(memory_format=torch.channels_last)
+    a, b = _outputs_and_grads(ref, x, y), _outputs_and_grads(cl, x, y)
+    torch.testing.assert_close(b[0], a[0], rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(b[1], a[1], rtol=1e-5, atol=1e-5)
+    assert b[2].keys() == a[2].keys()
+    for k in a[2]:
+        torch.testing.assert_close(b[2][k], a[2][k], rtol=1e-4, atol=1e-5, msg=k)
+
+
+def test_channels_last_trains_through_the_trainer(tmp_path):
+    L.seed_everything(0)
+    module = make_module(channels_last=True)
+    make_trainer(tmp_path, max_epochs=1, limit_train_batches=2, limit_val_batches=1).fit(module, make_dm())
+    assert all(torch.isfinite(p).all() for p in module.parameters())
+
+
+def test_compile_matches_eager_with_a_fast_backend():
+    # aot_eager runs dynamo's graph capture and AOT autograd without generating C++: seconds on a CPU.
+    ref, compiled = _pair(compile=True, compile_options={"backend": "aot_eager"})
+    compiled.configure_model()  # what Lightning calls at fit/validate/test start
+    assert getattr(compiled.backbone.model, "_compiled_call_impl", None) is not None
+    compiled.configure_model()  # idempotent
+    x, y = _batch()
+    a, b = _outputs_and_grads(ref, x, y), _outputs_and_grads(compiled, x, y)
+    for i in (0, 1):
+        torch.testing.assert_close(b[i], a[i], rtol=1e-5, atol=1e-5)
+    for k in a[2]:
+        torch.testing.assert_close(b[2][k], a[2][k], rtol=1e-4, atol=1e-5, msg=k)
+    # state_dict keys are unchanged by compiling (checkpoints stay loadable by an eager model)
+    assert compiled.state_dict().keys() == ref.state_dict().keys()
+
+
+@pytest.mark.slow
+def test_compile_with_inductor_matches_eager_in_eval():
+    pytest.importorskip("torch._inductor")
+    ref, compiled = _pair(compile=True)
+    compiled.configure_model()
+    ref.eval(), compiled.eval()
+    x, _ = _batch()
+    with torch.no_grad():
+        torch.testing.assert_close(compiled(x), ref(x), rtol=1e-4, atol=1e-4)
+
+
+def test_fused_adamw_on_cpu_unless_the_config_chooses():
+    module = make_module()
+    opt = module.configure_optimizers()
+    assert all(g["fused"] for g in opt.param_groups)
+    for factory in (functools.partial(torch.optim.AdamW, foreach=False),
+                    functools.partial(torch.optim.AdamW, fused=False),
+                    functools.partial(torch.optim.SGD, lr=0.1)):
+        opt = make_module(optimizer=factory).configure_optimizers()
+        assert not any(g.get("fused") for g in opt.param_groups), factory
+
+
+def test_fused_and_unfused_training_agree(tmp_path):
+    def fit(factory):
+        L.seed_everything(0)
+        module = make_module(optimizer=factory)
+        make_trainer(tmp_path / str(id(factory)), max_epochs=2).fit(module, make_dm())
+        return module.state_dict()
+
+    fused = fit(functools.partial(torch.optim.AdamW, weight_decay=0.01))
+    plain = fit(functools.partial(torch.optim.AdamW, weight_decay=0.01, foreach=False))
+    for k in fused:
+        torch.testing.assert_close(fused[k], plain[k], rtol=1e-4, atol=1e-5, msg=k)
+
+
+def test_step_values_are_recorded_on_logging_steps_only(tmp_path, monkeypatch):
+    calls = []
+    original = L.LightningModule.log
+
+    def counting(self, name, value, *args, **kwargs):
+        if name == "train/loss":
+            calls.append(self.trainer.global_step)
+        return original(self, name, value, *args, **kwargs)
+
+    monkeypatch.setattr(L.LightningModule, "log", counting)
+    from lightning.pytorch.loggers import CSVLogger
+
+    module = make_module()
+    trainer = make_trainer(tmp_path, max_epochs=1, log_every_n_steps=4, limit_val_batches=0,
+                           logger=CSVLogger(str(tmp_path), name="logs"))
+    trainer.fit(module, make_dm(target_shots=20))  # 200 images / batch 16 = 12 steps
+    assert trainer.global_step == 12
+    assert calls == [3, 7, 11]  # recorded on the steps Lightning writes to the logger (every 4th)
+    import csv
+
+    with open(tmp_path / "logs" / "version_0" / "metrics.csv") as f:
+        steps = [int(row["step"]) for row in csv.DictReader(f) if row.get("train/loss")]
+    assert steps == [3, 7, 11]  # what the logger received: unchanged by recording only on those steps
+
+
+def test_cli_uses_the_throttled_progress_bar(tmp_path, monkeypatch):
+    from lightning.pytorch.callbacks import ProgressBar
+
+    from lit_transfer.cli import ThrottledProgressBar, TransferCLI
+
+    monkeypatch.delenv("LIT_TRANSFER_RUN_DIR", raising=False)
+    base = ["fit", "--config", str(REPO / "configs/data/digits_shift.yaml"), "--config",
+            str(REPO / "configs/model/small_cnn.yaml"), f"--run.root={tmp_path}"]
+    cli = TransferCLI(args=base[1:], run=False)
+    bars = [c for c in cli.trainer.callbacks if isinstance(c, ProgressBar)]
+    assert len(bars) == 1 and isinstance(bars[0], ThrottledProgressBar)
+    monkeypatch.delenv("LIT_TRANSFER_RUN_DIR", raising=False)
+    cli = TransferCLI(args=[*base[1:], "--trainer.enable_progress_bar=false"], run=False)
+    assert not any(isinstance(c, ProgressBar) for c in cli.trainer.callbacks)
+
+
+def test_throttled_progress_bar_redraws_at_most_every_interval(monkeypatch):
+    from lit_transfer.cli import ThrottledProgressBar
+
+    now = [100.0]
+    monkeypatch.setattr("lit_transfer.cli.time.monotonic", lambda: now[0])
+    bar = ThrottledProgressBar(min_interval=0.5)
+    assert bar._should_update(1, 100)  # first batch
+    assert not bar._should_update(2, 100)
+    now[0] += 0.6
+    assert bar._should_update(3, 100)
+    assert not bar._should_update(4, 100)
+    assert bar._should_update(100, 100)  # the last batch of an epoch always draws
+    bar.disable()
+    assert not bar._should_update(100, 100)
