@@ -41,13 +41,16 @@ CASES = {
 }
 
 
-def run(case: str, cache: bool, epochs: int, root: str):
+NO_CKPT = ["--checkpoint.save_last=false", "--checkpoint.save_top_k=0", "--checkpoint.monitor=null"]
+
+
+def run(case: str, cache: bool, epochs: int, root: str, checkpoint: bool = True):
     from lit_transfer import features
     from lit_transfer.cli import TransferCLI
 
     features.default_cache().clear()  # every repeat pays for computing the features once
     args = [*BASE[1:], *CASES[case], f"--trainer.max_epochs={epochs}", f"--run.root={root}",
-            f"--model.feature_cache={str(cache).lower()}"]
+            f"--model.feature_cache={str(cache).lower()}", *([] if checkpoint else NO_CKPT)]
     os.environ.pop("LIT_TRANSFER_RUN_DIR", None)
     with muted():
         cli = TransferCLI(args=args, run=False)
@@ -66,6 +69,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--models", default="resnet18,small_cnn")
     parser.add_argument("--clock", choices=("cpu", "wall"), default="cpu")
+    parser.add_argument("--no-checkpoint-rows", action=argparse.BooleanOptionalAction, default=True,
+                        help="also time resnet18 without the per-epoch checkpoint files (last + best)")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     common.set_clock(args.clock)
@@ -76,15 +81,19 @@ def main(argv: list[str] | None = None) -> int:
         for case in args.models.split(","):
             results = {}
 
-            def contender(cache: bool):
+            def contender(cache: bool, checkpoint: bool = True):
                 def go() -> float:
-                    seconds, head, metrics, test = run(case, cache, args.epochs, root)
-                    results[cache] = (head, metrics, test)
+                    seconds, head, metrics, test = run(case, cache, args.epochs, root, checkpoint)
+                    if checkpoint:
+                        results[cache] = (head, metrics, test)
                     return seconds
                 return go
 
-            times = alternate({"recompute every epoch": contender(False), "feature cache": contender(True)},
-                              args.repeats)
+            contenders = {"recompute every epoch": contender(False), "feature cache": contender(True)}
+            if case == "resnet18" and args.no_checkpoint_rows:
+                contenders["recompute, no checkpoint files"] = contender(False, checkpoint=False)
+                contenders["feature cache, no checkpoint files"] = contender(True, checkpoint=False)
+            times = alternate(contenders, args.repeats)
             (head_a, met_a, test_a), (head_b, met_b, test_b) = results[False], results[True]
             max_head = max(float((head_a[k] - head_b[k]).abs().max()) for k in head_a)
             max_metric = max(abs(met_a[k] - met_b[k]) for k in met_a)
@@ -94,6 +103,12 @@ def main(argv: list[str] | None = None) -> int:
             ratios[case] = slow / fast
             for name, t in (("recompute every epoch", slow), ("feature cache", fast)):
                 rows.append([case, name, f"{t:.2f}", " ".join(f"{x:.2f}" for x in times[name])])
+            if "feature cache, no checkpoint files" in times:
+                a, b = median(times["recompute, no checkpoint files"]), median(times["feature cache, no checkpoint files"])
+                ratios[case + " (no checkpoint files)"] = a / b
+                for name in ("recompute, no checkpoint files", "feature cache, no checkpoint files"):
+                    rows.append([case, name, f"{median(times[name]):.2f}", " ".join(f"{x:.2f}" for x in times[name])])
+                rows.append([case, "speed-up, no checkpoint files", f"{a / b:.1f}x", ""])
             rows.append([case, "speed-up", f"{ratios[case]:.1f}x",
                          f"target/val_acc {met_a.get('target/val_acc', float('nan')):.4f} vs "
                          f"{met_b.get('target/val_acc', float('nan')):.4f}; val_acc {met_a['val_acc']:.4f} vs "
