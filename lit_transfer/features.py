@@ -54,14 +54,15 @@ def is_feature_batch(x) -> bool:
 
 
 # ------------------------------------------------------------------------------------------------ digests
-def _tensor_bytes(t: torch.Tensor) -> bytes:
+def _tensor_buffer(t: torch.Tensor) -> np.ndarray:
+    """The tensor's bytes as a flat uint8 array (a view where possible: hashing copies nothing)."""
     t = t.detach()
     if t.device.type != "cpu":
         t = t.cpu()
     t = t.contiguous().reshape(-1)
-    if t.numel() == 0:
-        return b""
-    return t.view(torch.uint8).numpy().tobytes() if t.dtype != torch.uint8 else t.numpy().tobytes()
+    if t.dtype != torch.uint8:
+        t = t.view(torch.uint8)
+    return t.numpy()
 
 
 _DIGESTS: dict[int, tuple[weakref.ref, tuple, str]] = {}
@@ -76,7 +77,8 @@ def tensor_digest(t: torch.Tensor) -> str:
     if hit is not None and hit[0]() is t and hit[1] == stamp:
         return hit[2]
     h = hashlib.sha256(f"{tuple(t.shape)}|{t.dtype}|".encode())
-    h.update(_tensor_bytes(t))
+    if t.numel():
+        h.update(_tensor_buffer(t))
     digest = h.hexdigest()
     with _DIGESTS_LOCK:
         if len(_DIGESTS) > 4096:

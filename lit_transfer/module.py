@@ -298,6 +298,7 @@ class TransferClassifier(LightningModule):
         context, name = None, ""
         if trainer is not None:  # cached features are computed exactly like the ones they replace
             context, name = trainer.precision_plugin.forward_context, f"precision={trainer.precision}"
+        name += f"|channels_last={self._channels_last}"
         dtype = features.FEATURE_DTYPES[self.hparams.get("feature_cache_dtype", "float32")]
         for loader in loaders:
             loader.features = features.embeddings(
