@@ -1,8 +1,8 @@
 """Offline runner for W&B sweep files: `lit-transfer sweep FILE [--out DIR] [--workers N] ...`.
 
 The same YAML runs unmodified under `wandb sweep` + `wandb agent`; this runner needs no server. Each trial is
-its own process (forked from this pre-imported runner when it runs our CLI, spawned otherwise) with its own directory `<out>/trials/<trial_id>/`, so a crash (exception, OOM kill, SIGKILL)
-costs one trial, never the sweep. Trial ids are derived from the parameter values, so re-running the same
+its own process (forked from this pre-imported runner when it runs our CLI, spawned otherwise) with its
+own directory `<out>/trials/<trial_id>/`, so a crash (exception, OOM kill, SIGKILL) costs one trial, never the sweep. Trial ids are derived from the parameter values, so re-running the same
 command resumes: trials with a result are skipped, failed ones are retried only with --retry-failed.
 """
 
@@ -441,8 +441,12 @@ class ForkedTrial:
     """A trial forked from the (pre-imported) runner, with the bits of ``subprocess.Popen`` the runner uses."""
 
     def __init__(self, args: list[str], log, env: dict[str, str]):
+        import gc
+
         import lit_transfer.cli  # noqa: F401 - imported before forking, so children start warm
 
+        gc.collect()
+        gc.freeze()  # children never scan (and so never copy-on-write) the runner's objects
         sys.stdout.flush()
         sys.stderr.flush()
         self.returncode: int | None = None
