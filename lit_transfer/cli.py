@@ -186,7 +186,7 @@ class TransferCLI(LightningCLI):
             if isinstance(entry, dict) or hasattr(entry, "class_path"):
                 init = entry["init_args"] if isinstance(entry, dict) else entry.init_args
                 if "WandbLogger" in str(entry["class_path"] if isinstance(entry, dict) else entry.class_path):
-                    from lit_transfer.loggers import configure_wandb_init
+                    from lit_transfer.tracking import configure_wandb_init
 
                     configure_wandb_init(init, cfg, run_dir)
                 elif hasattr(init, "save_dir") or (isinstance(init, dict) and "save_dir" in init):
@@ -194,7 +194,7 @@ class TransferCLI(LightningCLI):
 
     # ---------------------------------------------------------------- after fit
     def before_fit(self) -> None:
-        from lit_transfer.loggers import push_config_to_loggers
+        from lit_transfer.tracking import push_config_to_loggers
 
         push_config_to_loggers(self.trainer, self.parser, self.config[self.subcommand])
 
@@ -241,7 +241,7 @@ class TransferCLI(LightningCLI):
             checkpoint=ckpt or (checkpoint.last_model_path if checkpoint else None),
         )
         path = results.write_result(self.run_dir, result)
-        from lit_transfer.loggers import push_result_to_loggers
+        from lit_transfer.tracking import push_result_to_loggers
 
         push_result_to_loggers(trainer, result)
         rank_zero_info(f"[lit_transfer] result: {path}")

@@ -1,4 +1,4 @@
-"""W&B helpers: offline unless the user is logged in, nested config, transfer summary metrics.
+"""W&B for the CLI: offline unless the user is logged in, run identity, nested config, transfer summary.
 
 Nothing here prompts for a login or writes the API key anywhere: a missing login means offline runs that
 `wandb sync` can upload later.
@@ -11,8 +11,11 @@ import netrc
 import os
 import sys
 from pathlib import Path
-from typing import Any, Mapping
+from typing import TYPE_CHECKING, Any, Mapping
 from urllib.parse import urlsplit
+
+if TYPE_CHECKING:
+    from lightning.pytorch import Trainer
 
 _notified = False
 
@@ -135,3 +138,62 @@ def push_summary(logger, result: Mapping, baseline: Mapping | str | os.PathLike 
         summary["params/trainable"] = (result["params"] or {}).get("trainable")
     logger.experiment.summary.update(summary)
     return summary
+
+
+# ------------------------------------------------------------------ the CLI's hooks
+def configure_wandb_init(init_args, cfg, run_dir: Path) -> None:
+    """Fill a WandbLogger's init args: offline when not logged in, group/job_type/tags from the run."""
+    get = init_args.get if hasattr(init_args, "get") else lambda k, d=None: getattr(init_args, k, d)
+    mode = resolve_wandb_mode()
+    info = wandb_run_info(_plain(cfg))
+    init_args["save_dir"] = str(run_dir)
+    if get("offline") is None or mode == "offline":
+        init_args["offline"] = mode == "offline"
+    for key in ("group", "job_type", "tags", "name"):
+        if not get(key) and key in info:
+            init_args[key] = info[key]
+    if not get("project"):
+        init_args["project"] = "lit_transfer"
+
+
+def _plain(cfg) -> dict:
+    return cfg.as_dict() if hasattr(cfg, "as_dict") else dict(cfg)
+
+
+def _wandb_loggers(trainer: Trainer) -> list:
+    from lightning.pytorch.loggers import WandbLogger
+
+    return [lg for lg in trainer.loggers if isinstance(lg, WandbLogger)]
+
+
+def push_config_to_loggers(trainer: Trainer, parser, cfg) -> None:
+    """The full resolved CLI config, nested, in ``wandb.config`` (LightningCLI alone never sends it)."""
+    loggers = _wandb_loggers(trainer)
+    if not loggers or not trainer.is_global_zero:
+        return
+    config = _plain(cfg)
+    for logger in loggers:
+        push_config(logger, config)
+
+
+def push_result_to_loggers(trainer: Trainer, result: dict) -> None:
+    loggers = _wandb_loggers(trainer)
+    if not loggers:
+        return
+    baseline = _scratch_sibling(result)
+    for logger in loggers:
+        push_summary(logger, result, baseline=baseline)
+        # One CLI call is one W&B run: finish it so the summary is flushed (also when called in-process).
+        logger.experiment.finish()
+
+
+def _scratch_sibling(result: dict):
+    """The scratch run beside this one (a sweep's other trials) with the same seed, shots and split, if any."""
+    if result.get("strategy") == "scratch":
+        return None
+    for path in Path(result["run_dir"]).parent.glob("*/result.json"):
+        other = _load(path)
+        if other and other.get("strategy") == "scratch" and transfer_gain(result, other) is not None:
+            return other
+    return None
+
