@@ -109,6 +109,9 @@ class ThrottledProgressBar(TQDMProgressBar):
 class TransferCLI(LightningCLI):
     def __init__(self, *args, **kwargs):
         kwargs.setdefault("seed_everything_default", 0)
+        kwargs.setdefault("parser_kwargs", {"description": "lit_transfer: transfer-learning experiments. Besides "
+                          "fit/validate/test/predict: `lit-transfer sweep FILE` runs a W&B sweep file offline, "
+                          "`lit-transfer report DIR` compares strategies with scratch."})
         kwargs.setdefault("save_config_callback", RunConfigSaver)
         kwargs.setdefault("auto_configure_optimizers", False)  # the module builds its own param groups
         kwargs.setdefault(

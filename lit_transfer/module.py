@@ -99,8 +99,8 @@ class TransferClassifier(LightningModule):
         num_classes, in_chans: linked from the data module by the CLI.
         head: a :class:`~lit_transfer.models.heads.Head` class; called with ``(in_features, num_classes)``.
         optimizer, lr_scheduler: callables given the module's param groups (LightningCLI style).
-        lr: base learning rate of the head. Backbone group ``i`` of ``n`` gets
-            ``lr * backbone_lr_scale * layer_decay ** (n - i)`` (discriminative learning rates).
+        lr: base learning rate of the head; it replaces the optimizer's own ``lr`` argument. Backbone group
+            ``i`` of ``n`` gets ``lr * backbone_lr_scale * layer_decay ** (n - i)`` (discriminative LRs).
         freeze_bn_stats: frozen groups keep their BatchNorm running statistics (eval mode) too.
         regularizer: a loss module added to the task loss (e.g. :class:`~lit_transfer.strategies.L2SP`).
         label_smoothing: cross-entropy label smoothing.
