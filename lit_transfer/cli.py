@@ -19,11 +19,12 @@ from pathlib import Path
 from typing import Optional
 
 from lightning.pytorch import LightningModule, Trainer
-from lightning.pytorch.callbacks import ModelCheckpoint, ProgressBar, TQDMProgressBar
+from lightning.pytorch.callbacks import ProgressBar, TQDMProgressBar
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI, SaveConfigCallback
 from lightning.pytorch.utilities import rank_zero_info
 
 from lit_transfer import results
+from lit_transfer.checkpointing import AtomicCheckpointIO, Checkpoint
 from lit_transfer.data import DomainPairDataModule
 from lit_transfer.errors import TransferConfigError
 from lit_transfer.module import TransferClassifier
@@ -129,7 +130,7 @@ class TransferCLI(LightningCLI):
         parser.add_argument("--run.dir", type=Optional[str], default=None, help="This run's directory (fresh).")
         parser.add_argument("--run.test_after_fit", type=bool, default=True, help="Test the best checkpoint after fit.")
         parser.add_argument("--run.source_seed", type=int, default=0, help="Seed of the shared source stage.")
-        parser.add_lightning_class_args(ModelCheckpoint, "checkpoint")
+        parser.add_lightning_class_args(Checkpoint, "checkpoint")
         parser.set_defaults(
             {"checkpoint.monitor": "val_acc", "checkpoint.mode": "max", "checkpoint.save_last": True,
              "checkpoint.filename": "best"}
@@ -145,6 +146,12 @@ class TransferCLI(LightningCLI):
         if (trainer_cfg.get("enable_progress_bar") is not False and "callbacks" not in kwargs
                 and not any(isinstance(c, ProgressBar) for c in callbacks)):
             kwargs["callbacks"] = [*callbacks, ThrottledProgressBar()]
+        # Checkpoints written straight to their file (lit_transfer.checkpointing), unless the config brings its
+        # own plugins or a strategy that saves sharded checkpoints its own way.
+        strategy = trainer_cfg.get("strategy", "auto")
+        if (not trainer_cfg.get("plugins") and "plugins" not in kwargs and isinstance(strategy, str)
+                and strategy.split("_")[0] in ("auto", "ddp", "single")):
+            kwargs["plugins"] = [AtomicCheckpointIO()]
         return super().instantiate_trainer(**kwargs)
 
     # ---------------------------------------------------------------- run dir

@@ -41,7 +41,7 @@ def make_module(**kwargs):
 
 
 def make_trainer(root, max_epochs=2, callbacks=(), **kwargs) -> L.Trainer:
-    from lightning.pytorch.callbacks import ModelCheckpoint
+    from lit_transfer.checkpointing import Checkpoint
 
     kwargs.setdefault("logger", False)
     return L.Trainer(
@@ -52,7 +52,7 @@ def make_trainer(root, max_epochs=2, callbacks=(), **kwargs) -> L.Trainer:
         enable_progress_bar=False,
         enable_model_summary=False,
         num_sanity_val_steps=0,
-        callbacks=[*callbacks, ModelCheckpoint(dirpath=str(Path(root) / "ckpt"), save_last=True, save_top_k=0)],
+        callbacks=[*callbacks, Checkpoint(dirpath=str(Path(root) / "ckpt"), save_last=True, save_top_k=0)],
         **kwargs,
     )
 
