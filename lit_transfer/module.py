@@ -42,7 +42,7 @@ def _metric_collection(num_classes: int) -> MetricCollection:
             "acc": MulticlassAccuracy(num_classes, average="micro"),
             "f1": MulticlassF1Score(num_classes, average="macro"),
         },
-        compute_groups=False,  # each metric is logged on its own; shared states would be copied each time
+        compute_groups=False,  # two metrics with different states: grouping would only add a check per update
     )
 
 
@@ -190,6 +190,7 @@ class TransferClassifier(LightningModule):
             {f"{d}_{s}": metrics.clone() for d in ("target", "source") for s in ("val", "test")}
         )
         self._im_sums: Optional[list[torch.Tensor]] = None  # selection=entropy accumulators
+        self._eval_loss: dict[str, list[torch.Tensor]] = {}  # "target_val" -> [sum of loss * n, n]
         self.objective = objective
         if objective is not None and hasattr(objective, "bind"):
             objective.bind(self)  # e.g. DANN builds its discriminator, LwF snapshots the source model
@@ -311,6 +312,7 @@ class TransferClassifier(LightningModule):
         self.use_cached_features(self.trainer.train_dataloader, train=True)
 
     def on_test_epoch_start(self) -> None:
+        self._start_eval_epoch("test")
         self.use_cached_features(self.trainer.test_dataloaders, train=False)
 
     def configure_model(self) -> None:
@@ -530,16 +532,14 @@ class TransferClassifier(LightningModule):
         x, y = batch
         domain = self._domain(split, dataloader_idx)
         logits = self.domain_head(domain)(self.embed(x))
-        metrics = self.metrics[f"{domain}_{split}"]
-        metrics.update(logits, y)
-        loss = F.cross_entropy(logits, y)
-        kw = dict(on_step=False, on_epoch=True, add_dataloader_idx=False, batch_size=len(y))
-        self.log(f"{domain}/{split}_loss", loss, **kw)
-        self.log_dict({f"{domain}/{split}_{k}": m for k, m in metrics.items()}, **kw)
-        if split == "val" and domain == self.selection_domain():
-            # The selection metric (checkpointing, plateau schedulers): val accuracy of the selection domain.
-            self.log("val_acc", metrics["acc"], **kw)
-            self.log("val_loss", loss, **kw)
+        key = f"{domain}_{split}"
+        # Accumulate only; metrics are computed and logged once per epoch (_log_eval_epoch). Logging the
+        # metric objects on every batch, the usual Lightning pattern, moves each one between devices per call.
+        self.metrics[key].update(logits, y)
+        loss_sum = F.cross_entropy(logits, y, reduction="sum").detach()
+        n = torch.tensor(float(len(y)), device=loss_sum.device)
+        acc = self._eval_loss.get(key)
+        self._eval_loss[key] = [loss_sum, n] if acc is None else [acc[0] + loss_sum, acc[1] + n]
         if split == "val" and domain == "target" and self.hparams.selection == "entropy":
             # Unsupervised selection: only the predictions on target val images are used, never their labels.
             probs = logits.float().softmax(-1)
@@ -547,11 +547,33 @@ class TransferClassifier(LightningModule):
             sums = [probs.sum(0), ent.sum(), torch.tensor(float(len(ent)), device=ent.device)]
             self._im_sums = sums if self._im_sums is None else [a + b for a, b in zip(self._im_sums, sums)]
 
+    def _start_eval_epoch(self, split: str) -> None:
+        for key, metrics in self.metrics.items():
+            if key.endswith(f"_{split}"):
+                metrics.reset()
+                self._eval_loss.pop(key, None)
+
+    def _log_eval_epoch(self, split: str) -> None:
+        """Per domain: ``{domain}/{split}_acc|f1|loss`` over the whole epoch (all ranks); for the selection
+        domain's validation also ``val_acc``/``val_loss``, what checkpointing and plateau schedulers watch."""
+        reduce = self.trainer.strategy.reduce
+        for key in sorted(k for k in self._eval_loss if k.endswith(f"_{split}")):
+            domain = key[: -len(split) - 1]
+            loss_sum, n = (reduce(t, reduce_op="sum") for t in self._eval_loss.pop(key))
+            values = {f"{domain}/{split}_{k}": v for k, v in self.metrics[key].compute().items()}
+            values[f"{domain}/{split}_loss"] = loss_sum / n
+            if split == "val" and domain == self.selection_domain():
+                values["val_acc"], values["val_loss"] = values[f"{domain}/val_acc"], loss_sum / n
+            self.log_dict(values)
+            self.metrics[key].reset()
+
     def on_validation_epoch_start(self) -> None:
         self._im_sums = None
+        self._start_eval_epoch("val")
         self.use_cached_features(self.trainer.val_dataloaders, train=False)
 
     def on_validation_epoch_end(self) -> None:
+        self._log_eval_epoch("val")
         if self.hparams.selection != "entropy" or self._im_sums is None:
             return
         prob_sum, ent_sum, n = (self.trainer.strategy.reduce(t, reduce_op="sum") for t in self._im_sums)
@@ -564,6 +586,7 @@ class TransferClassifier(LightningModule):
         self._im_sums = None
 
     def on_test_epoch_end(self) -> None:
+        self._log_eval_epoch("test")
         if self.tracks_forgetting() and not torch.isnan(self.source_acc_before):
             before, after = float(self.source_acc_before), self.source_head_accuracy()
             self.log("source/test_acc_before", before)

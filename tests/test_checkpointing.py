@@ -122,3 +122,21 @@ def test_cli_trainer_uses_the_linking_checkpoint_and_atomic_io(repo, tmp_path):
                             str(repo / "configs/model/small_cnn.yaml"), f"--run.root={tmp_path}"], run=False)
     assert isinstance(cli.trainer.checkpoint_callback, Checkpoint)
     assert isinstance(cli.trainer.strategy.checkpoint_io, AtomicCheckpointIO)
+
+
+@pytest.mark.parametrize("crc32", [False, True])
+def test_crc32_is_optional_because_torch_load_never_checks_it(tmp_path, crc32):
+    import zipfile
+
+    path = tmp_path / "model.ckpt"
+    weights = torch.arange(1000, dtype=torch.float32)
+    AtomicCheckpointIO(crc32=crc32).save_checkpoint({"w": weights}, path)
+    assert torch.equal(torch.load(path)["w"], weights)
+    with zipfile.ZipFile(path) as archive:  # testzip: the first entry whose CRC does not match, or None
+        assert (archive.testzip() is None) == crc32
+        record = next(i for i in archive.infolist() if i.filename.endswith("data/0"))
+    # Why skipping costs nothing: torch.load reads a corrupted tensor record without any error either way.
+    data = bytearray(path.read_bytes())
+    data[record.header_offset + 30 + len(record.filename.encode()) + len(record.extra) + 400] ^= 0xFF
+    path.write_bytes(bytes(data))
+    assert not torch.equal(torch.load(path)["w"], weights)

@@ -1,0 +1,34 @@
+"""Validation/test metrics: accumulated over every batch of an epoch, equal to the whole split computed at once."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torchmetrics.functional.classification import multiclass_f1_score
+
+from conftest import make_dm, make_module, make_trainer
+
+
+@pytest.mark.parametrize("stage", ["validate", "test"])
+def test_epoch_metrics_over_uneven_batches_equal_the_whole_split(tmp_path, stage):
+    dm = make_dm(eval_batch_size=7)  # uneven last batch, many batches per loader
+    model = make_module()
+    trainer = make_trainer(tmp_path)
+    getattr(trainer, stage)(model, datamodule=dm, verbose=False)
+    split = "val" if stage == "validate" else "test"
+    got = trainer.callback_metrics
+    model.eval()
+    for domain in ("target", "source"):
+        images, labels = dm.subset(domain, split)
+        with torch.no_grad():
+            logits = model(images)
+        assert len(labels) % 7 != 0
+        assert float(got[f"{domain}/{split}_loss"]) == pytest.approx(float(F.cross_entropy(logits, labels)), rel=1e-5)
+        acc = float((logits.argmax(-1) == labels).float().mean())
+        assert float(got[f"{domain}/{split}_acc"]) == pytest.approx(acc, abs=1e-6)
+        f1 = multiclass_f1_score(logits, labels, num_classes=10, average="macro")
+        assert float(got[f"{domain}/{split}_f1"]) == pytest.approx(float(f1), abs=1e-6)
+    if split == "val":  # the selection metric: the trained-on (target) domain's val accuracy and loss
+        assert float(got["val_acc"]) == float(got["target/val_acc"])
+        assert float(got["val_loss"]) == float(got["target/val_loss"])
