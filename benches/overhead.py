@@ -7,6 +7,8 @@ batches (the data module's InMemoryLoader), with the same batch size and number 
 contender is built by the real CLI (``TransferCLI(run=False)``: its trainer defaults, CSV logger, progress bar,
 checkpoint callback) and timed from ``trainer.fit`` to its return, so trainer/dataloader set-up and every
 hook count against it. The loop prints its loss every 10 steps like the CLI logs it every 10 steps.
+``--bare`` adds two reference rows: the module in a bare ``L.Trainer``, and Lightning's floor (the same model
+in a minimal manual-optimization LightningModule in a bare Trainer).
 
 ``--validate`` adds per-epoch validation on both domains and checkpointing (last + best) to both
 contenders; the default measures training steps only (validation off, no checkpoint files).
@@ -79,8 +81,45 @@ def run_bare(case: str, root: str, validate: bool) -> tuple[float, int]:
     return t.seconds, trainer.global_step
 
 
+def run_floor(case: str, root: str, validate: bool) -> tuple[float, int]:
+    """Reference: Lightning's own floor. The same model in a minimal LightningModule with manual optimization
+    (no logging, no hooks of its own) in a bare ``L.Trainer``: what any Lightning-based loop pays per step."""
+    import lightning as L
+
+    if validate:
+        raise SystemExit("--bare with --validate: the floor row measures training steps only")
+    cli, epochs, limit = build_cli(case, root, validate)
+
+    class Minimal(L.LightningModule):
+        def __init__(self, model):
+            super().__init__()
+            self.model, self.automatic_optimization = model, False
+
+        def training_step(self, batch, batch_idx):
+            x, y = batch
+            loss = F.cross_entropy(self.model(x), y)
+            optimizer = self.optimizers()
+            optimizer.zero_grad(set_to_none=True)
+            self.manual_backward(loss)
+            optimizer.step()
+
+        def configure_optimizers(self):
+            return self.model.configure_optimizers()
+
+    trainer = L.Trainer(max_epochs=epochs, limit_train_batches=limit, logger=False, enable_progress_bar=False,
+                        enable_checkpointing=False, enable_model_summary=False, num_sanity_val_steps=0,
+                        limit_val_batches=0, default_root_dir=root)
+    dm = cli.datamodule
+    with muted(), Timer() as t:
+        trainer.fit(Minimal(copy.deepcopy(cli.model)), train_dataloaders=dm.train_dataloader())
+    return t.seconds, trainer.global_step
+
+
 def run_loop(case: str, root: str, validate: bool) -> tuple[float, int]:
     """What a user writes by hand: same model object, same optimizer, same loader; no framework."""
+    # A script without Lightning does not have Lightning's NVML-based CUDA check (set when lightning is
+    # imported), which AdamW runs on every step; lit-transfer drops it at fit start (module.drop_nvml_cuda_check).
+    os.environ.pop("PYTORCH_NVML_BASED_CUDA_CHECK", None)
     cli, epochs, limit = build_cli(case, root, validate)
     model, dm = copy.deepcopy(cli.model), cli.datamodule
     ckpt_dir = Path(root) / "loop_ckpt"
@@ -128,7 +167,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=1, help="torch intra-op threads (1: steadier on a shared box)")
     parser.add_argument("--models", default="small_cnn,resnet18")
     parser.add_argument("--validate", action="store_true", help="validate + checkpoint every epoch in both")
-    parser.add_argument("--bare", action="store_true", help="also time the module in a bare L.Trainer")
+    parser.add_argument("--bare", action="store_true",
+                        help="also time the module in a bare L.Trainer, and Lightning's floor (manual optimization)")
     parser.add_argument("--clock", choices=("cpu", "wall"), default="cpu",
                         help="cpu: process CPU time (steady on a shared machine); wall: elapsed time")
     args = parser.parse_args(argv)
@@ -148,9 +188,10 @@ def main(argv: list[str] | None = None) -> int:
                     return seconds
                 return go
 
-            fns = {"plain loop": run_loop, "lit-transfer": run_lightning, "bare Lightning": run_bare}
+            fns = {"plain loop": run_loop, "lit-transfer": run_lightning, "bare Lightning": run_bare,
+                   "Lightning floor": run_floor}
             if not args.bare:
-                del fns["bare Lightning"]
+                del fns["bare Lightning"], fns["Lightning floor"]
             for fn in fns.values():
                 fn(case, root, args.validate)  # warm-up: imports, allocator, first-call costs
             times = alternate({name: contender(fn, name) for name, fn in fns.items()}, args.repeats)

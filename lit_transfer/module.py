@@ -46,6 +46,26 @@ def _metric_collection(num_classes: int) -> MetricCollection:
     )
 
 
+NVML_CHECK_ENV = "PYTORCH_NVML_BASED_CUDA_CHECK"
+
+
+def drop_nvml_cuda_check(device: torch.device) -> bool:
+    """Stop ``torch.cuda.is_available()`` querying NVML when that protects nothing; returns whether it did.
+
+    Lightning sets ``PYTORCH_NVML_BASED_CUDA_CHECK=1`` on import so that the availability check does not
+    initialise CUDA before a fork. torch's Adam/AdamW call that check on every ``step()`` (graph-capture
+    health check), and through NVML it loads the NVML library each time: 39 µs a call instead of 1 µs on our
+    CPU machine. Once this process runs on a GPU, CUDA is initialised anyway; without any GPU there is nothing
+    to initialise. Only a CPU run on a machine with GPUs keeps the check.
+    """
+    if os.environ.get(NVML_CHECK_ENV) != "1":
+        return False
+    if device.type != "cuda" and torch.cuda.is_available():
+        return False
+    del os.environ[NVML_CHECK_ENV]
+    return True
+
+
 def source_head_state(weights) -> Optional[tuple[dict[str, torch.Tensor], int]]:
     """``(head state_dict, num_classes)`` of the source head in a lit_transfer checkpoint, else ``None``.
 
@@ -374,6 +394,7 @@ class TransferClassifier(LightningModule):
                 logger.log_metrics(metrics, step=trainer.global_step)
 
     def on_fit_start(self) -> None:
+        drop_nvml_cuda_check(self.device)
         self.log_param_counts(reason="at fit start")
         self._check_streams_and_selection()
         # "before" is measured once: a resumed run restores it with the checkpoint (a buffer), not re-measures.

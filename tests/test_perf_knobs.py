@@ -166,3 +166,25 @@ def test_throttled_progress_bar_redraws_at_most_every_interval(monkeypatch):
     assert bar._should_update(100, 100)  # the last batch of an epoch always draws
     bar.disable()
     assert not bar._should_update(100, 100)
+
+
+@pytest.mark.parametrize("gpus_present", [False, True])
+def test_nvml_cuda_check_dropped_unless_a_cpu_run_shares_the_machine_with_gpus(monkeypatch, gpus_present):
+    """Lightning sets PYTORCH_NVML_BASED_CUDA_CHECK=1 (fork safety); Adam then queries NVML every step."""
+    from lit_transfer.module import NVML_CHECK_ENV, drop_nvml_cuda_check
+
+    monkeypatch.setenv(NVML_CHECK_ENV, "1")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: gpus_present)
+    assert drop_nvml_cuda_check(torch.device("cpu")) is not gpus_present
+    assert (os.environ.get(NVML_CHECK_ENV) == "1") is gpus_present
+    if gpus_present:  # a GPU run has initialised CUDA itself: nothing left to protect
+        assert drop_nvml_cuda_check(torch.device("cuda", 0)) and NVML_CHECK_ENV not in os.environ
+
+
+def test_fit_drops_the_nvml_check_on_a_cpu_run_without_gpus(tmp_path, monkeypatch):
+    from lit_transfer.module import NVML_CHECK_ENV
+
+    monkeypatch.setenv(NVML_CHECK_ENV, "1")
+    gpus = torch.cuda.is_available()  # False in CI; with GPUs a CPU run keeps the check
+    make_trainer(tmp_path, max_epochs=1, limit_train_batches=1, limit_val_batches=1).fit(make_module(), make_dm())
+    assert (os.environ.get(NVML_CHECK_ENV) == "1") is gpus
