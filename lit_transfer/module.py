@@ -26,6 +26,7 @@ from lit_transfer.errors import TransferConfigError
 from lit_transfer.models.backbone import Backbone
 from lit_transfer.models.heads import HeadCallable, LinearHead
 from lit_transfer.models.weights import read_state_dict
+from lit_transfer.validation import check_model_args
 
 __all__ = ["TransferClassifier"]
 
@@ -179,6 +180,8 @@ class TransferClassifier(LightningModule):
                 f"model.feature_cache_dtype must be one of {', '.join(FEATURE_DTYPES)}, got {feature_cache_dtype!r}")
         if selection not in SELECTIONS:
             raise TransferConfigError(f"model.selection must be one of {', '.join(SELECTIONS)}, got {selection!r}")
+        check_model_args(lr=lr, backbone_lr_scale=backbone_lr_scale, layer_decay=layer_decay,
+                         label_smoothing=label_smoothing)
         weights = None if weights is None else str(weights)  # a Path would not load with weights_only=True
         # Only plain values go into checkpoints, so they load with torch.load(weights_only=True). logger=False:
         # the CLI sends the whole resolved config to loggers, nested; module hparams would duplicate it.
