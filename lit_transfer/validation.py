@@ -12,7 +12,8 @@ from typing import Any, Mapping, Optional
 
 from lit_transfer.errors import TransferConfigError
 
-__all__ = ["check_int", "check_float", "check_trainer", "check_seed", "check_init_args", "MAX_SEED"]
+__all__ = ["check_int", "check_float", "check_trainer", "check_seed", "check_init_args", "check_data_args",
+           "check_model_args", "MAX_SEED"]
 
 MAX_SEED = 2**32 - 1  # numpy's seed range, which Lightning's seed_everything enforces
 
