@@ -73,10 +73,43 @@ def test_shots_are_exact_per_class_and_nested():
     assert torch.equal(five.subset("target", "train")[1].bincount(), torch.full((10,), 5))
     assert torch.equal(twenty.subset("target", "train")[1].bincount(), torch.full((10,), 20))
     assert as_set(five.split_indices()["target"]["train"]) < as_set(twenty.split_indices()["target"]["train"])
-    # shots never touch val/test, and the source keeps all its training data
-    for split in ("val", "test"):
-        assert torch.equal(five.split_indices()["target"][split], twenty.split_indices()["target"][split])
+    # shots never touch test, and the source keeps all its training data
+    assert torch.equal(five.split_indices()["target"]["test"], twenty.split_indices()["target"]["test"])
     assert len(five.split_indices()["source"]["train"]) == len(make_dm().split_indices()["source"]["train"])
+
+
+def test_validation_labels_are_capped_at_the_shots_and_counted():
+    full_val = make_dm(val_shots=None).split_indices()["target"]["val"]
+    five = make_dm(target_shots=5)  # val_shots "auto": as many val labels per class as training labels
+    val = five.split_indices()["target"]["val"]
+    assert torch.equal(five.subset("target", "val")[1].bincount(), torch.full((10,), 5))
+    assert as_set(val) < as_set(full_val)
+    assert five.labelled_counts() == {"target_train": 50, "target_val": 50}
+    # auto with more shots than a class's val split has: all of that class, never an error
+    big = make_dm(target_shots=30)
+    per_class = big.subset("target", "val")[1].bincount()
+    assert per_class.max() <= 30 and int(per_class.sum()) == len(full_val)
+    # explicit values: exactly that many, or a one-line error naming the key and the fix
+    assert make_dm(target_shots=5, val_shots=2).labelled_counts() == {"target_train": 50, "target_val": 20}
+    with pytest.raises(ValueError, match=r"val_shots=40 but class 0 of the target val split has only \d+ "
+                                         r"validation examples; lower val_shots or use null for all\."):
+        make_dm(target_shots=5, val_shots=40).split_indices()
+    # no target labels trained on (the source stage): only the val labels count
+    assert make_dm(train_on="source").labelled_counts() == {"target_train": 0, "target_val": len(full_val)}
+    with pytest.raises(ValueError, match="data.val_shots"):
+        make_dm(val_shots="all")
+
+
+def test_shots_seed_redraws_the_labelled_examples_but_not_the_partition():
+    a, b = make_dm(target_shots=5, shots_seed=0), make_dm(target_shots=5, shots_seed=1)
+    ia, ib = a.split_indices()["target"], b.split_indices()["target"]
+    assert not torch.equal(ia["train"], ib["train"]) and not torch.equal(ia["val"], ib["val"])
+    assert torch.equal(ia["test"], ib["test"])  # every seed is tested on the same images
+    assert a.split_hash() != b.split_hash()
+    # paired: the same shots seed gives the same examples (and split hash) whatever else the run does
+    assert make_dm(target_shots=5, shots_seed=1, batch_size=7).split_hash() == b.split_hash()
+    # and by default the shots follow split_seed, as before
+    assert make_dm(target_shots=5).split_hash() == a.split_hash()
 
 
 def test_source_shots():

@@ -60,16 +60,22 @@ def map_labels(labels: torch.Tensor, label_map: dict[int, int] | None) -> torch.
 
 
 def take_shots(
-    train: torch.Tensor, labels: torch.Tensor, shots: int | None, num_classes: int, split_seed: int, what: str
+    train: torch.Tensor, labels: torch.Tensor, shots: int | None, num_classes: int, seed: int, what: str,
+    at_most: bool = False,
 ) -> torch.Tensor:
-    """The first ``shots`` of a fixed per-class permutation: for one split seed, 5 shots ⊂ 20 shots."""
+    """The first ``shots`` of a fixed per-class permutation: for one seed, 5 shots ⊂ 20 shots.
+
+    ``at_most``: a class with fewer examples gives all it has instead of an error.
+    """
     if shots is None:
         return train
     counts = torch.bincount(labels[train], minlength=num_classes)
     for c in range(num_classes):
-        if counts[c] < shots:
-            role = what.split("_")[0]
-            raise TransferConfigError(f"{what}={shots} but class {c} of the {role} domain has only {int(counts[c])} "
-                             f"training examples; lower {what} or use null for all.")
-    chosen = [idx[:shots] for _, idx in _per_class(train, labels, "shots", split_seed)]
+        if counts[c] < shots and not at_most:
+            where = "target val split" if what == "val_shots" else f"{what.split('_')[0]} domain"
+            kind = "validation" if what == "val_shots" else "training"
+            raise TransferConfigError(f"{what}={shots} but class {c} of the {where} has only {int(counts[c])} "
+                                      f"{kind} examples; lower {what} or use null for all.")
+    purpose = "val_shots" if what == "val_shots" else "shots"  # val draws are independent of train draws
+    chosen = [idx[:shots] for _, idx in _per_class(train, labels, purpose, seed)]
     return torch.cat(chosen).sort().values

@@ -1,0 +1,83 @@
+"""Convergence is checked, not assumed: the validation curve of a run, and whether it was still rising.
+
+A gain over a baseline that stopped while still improving measures the budget, not the method (scratch needs
+longer schedules to catch up: He et al., 2019). :class:`ValidationCurve` records the selection metric after
+every validation; :func:`still_improving` reads the end of that curve, and ``lit-transfer report`` refuses to
+call a gain (or negative transfer) against a baseline whose runs had not converged.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Optional, Sequence
+
+from lightning.pytorch import Callback, LightningModule, Trainer
+
+__all__ = ["still_improving", "ValidationCurve", "TAIL", "TOL"]
+
+TAIL = 0.25  # the "last part" of training: the final quarter of the validation points
+TOL = 0.01  # a rise of more than 1 pp between the last two quarters counts as still improving
+
+
+def still_improving(values: Sequence[float], tail: float = TAIL, tol: float = TOL) -> Optional[bool]:
+    """Whether the mean of the last ``tail`` of a curve exceeds the mean of the part just before it by > ``tol``.
+
+    Means over several points, not single maxima: a few-shot validation set moves in steps of one example,
+    and one lucky evaluation must not count as progress. ``None`` when the curve has fewer than 4 points
+    (too short to tell); non-finite values count as not converged.
+    """
+    xs = [float(v) for v in values]
+    if len(xs) < 4:
+        return None
+    if not all(math.isfinite(v) for v in xs):
+        return True
+    k = max(2, math.ceil(len(xs) * tail))
+    k = min(k, len(xs) // 2)
+    last, before = xs[-k:], xs[-2 * k : -k]
+    return sum(last) / k - sum(before) / k > tol
+
+
+class ValidationCurve(Callback):
+    """Records ``(optimizer step, value)`` of the selection metric and the target's val accuracy per validation.
+
+    The curve survives resume (``state_dict``), so a resumed run reports its whole history. Its
+    :meth:`summary` goes into ``result.json`` (``curve`` and ``convergence``); the report plots the curves
+    against optimizer steps ("transfer learns faster" vs "transfer ends higher").
+    """
+
+    def __init__(self, monitor: str = "val_acc", keys: Sequence[str] = ("target/val_acc",)):
+        self.monitor, self.keys = monitor, tuple(keys)
+        self.curve: dict[str, list] = self._empty()
+
+    def _empty(self) -> dict[str, list]:
+        return {"step": [], self.monitor: [], **{k: [] for k in self.keys if k != self.monitor}}
+
+    def on_validation_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        if trainer.sanity_checking or trainer.state.fn != "fit":  # not `lit-transfer validate`
+            return
+        metrics = trainer.callback_metrics
+        if self.monitor not in metrics:
+            return
+        self.curve["step"].append(int(trainer.global_step))
+        for key in list(self.curve)[1:]:
+            value = metrics.get(key)
+            self.curve[key].append(None if value is None else round(float(value), 6))
+
+    def summary(self, tail: float = TAIL, tol: float = TOL) -> dict:
+        values = self.curve[self.monitor]
+        best = max(range(len(values)), key=lambda i: (values[i], -i)) if values else None
+        return {
+            "curve": {k: list(v) for k, v in self.curve.items()},
+            "convergence": {
+                "metric": self.monitor, "points": len(values), "tail": tail, "tol": tol,
+                "still_improving": still_improving(values, tail, tol),
+                "best_step": self.curve["step"][best] if best is not None else None,
+                "last_step": self.curve["step"][-1] if values else None,
+            },
+        }
+
+    def state_dict(self) -> dict:
+        return {"curve": self.curve}
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        self.curve = {k: list(v) for k, v in state_dict["curve"].items()}
