@@ -17,6 +17,7 @@ from .domains import DomainSpec, load_domain
 from .loader import InMemoryLoader
 from .splits import map_labels, split_domain, take_shots
 from lit_transfer.errors import TransferConfigError
+from lit_transfer.validation import check_data_args
 
 Role = Literal["source", "target"]
 _ROLES: tuple[Role, Role] = ("source", "target")
@@ -43,8 +44,17 @@ class DomainPairDataModule(L.LightningDataModule):
         source, target: the two domains.
         train_on: which domain's train split ``train_dataloader`` serves.
         target_shots, source_shots: labelled training examples per class (``None``: all). For a fixed
-            ``split_seed`` smaller sets are subsets of larger ones.
-        split_seed: seeds splits, shots and random shift parameters; independent of the training seed.
+            ``shots_seed`` smaller sets are subsets of larger ones.
+        val_shots: labelled target *validation* examples per class, what checkpoint and hyper-parameter
+            selection may see. ``"auto"`` (default): as many as ``target_shots`` (all when that is ``None``),
+            fewer where a class's val split is smaller; an integer: exactly that many (an error if a class has
+            fewer); ``None``: the whole target val split. A few-shot run that selects on hundreds of labelled
+            val images has used more labels than it trained on; ``result.json`` counts both.
+        split_seed: seeds the train/val/test partition and random shift parameters: fixed across runs, so every
+            run is tested on the same images and no source-stage image has its twin in a target test split.
+        shots_seed: which labelled examples are drawn (train shots and val shots); ``None``: ``split_seed``.
+            The CLI sets it to the run's seed, so seeds cover the variance of the drawn examples while runs
+            of different strategies with the same seed stay paired (same ``split_hash``).
         val_fraction, test_fraction: stratified fractions carved out where a dataset has no official split
             (``test_fraction`` is unused when it has an official test set).
         batch_size, eval_batch_size: training and evaluation batch sizes.
@@ -63,7 +73,9 @@ class DomainPairDataModule(L.LightningDataModule):
         train_on: TrainOn = "target",
         target_shots: int | None = None,
         source_shots: int | None = None,
+        val_shots: int | Literal["auto"] | None = "auto",
         split_seed: int = 0,
+        shots_seed: int | None = None,
         val_fraction: float = 0.1,
         test_fraction: float = 0.2,
         batch_size: int = 64,
@@ -80,10 +92,19 @@ class DomainPairDataModule(L.LightningDataModule):
             values = set((spec.label_map or {}).values())
             if values and values != set(range(len(values))):
                 raise TransferConfigError(f"label_map values must be 0..k-1 without gaps, got {sorted(values)}.")
+        for role, spec in self.specs.items():  # a one-class "classifier" trains and scores nothing
+            if domains.num_classes(spec) < 2:
+                raise TransferConfigError(f"data.{role} ({spec.name}) has {domains.num_classes(spec)} class; a "
+                                          "classifier needs at least 2 (check label_map or the class folders)")
         check_augment(augment)
+        check_data_args(target_shots=target_shots, source_shots=source_shots, val_shots=val_shots,
+                        split_seed=split_seed, shots_seed=shots_seed, val_fraction=val_fraction,
+                        test_fraction=test_fraction, batch_size=batch_size, eval_batch_size=eval_batch_size)
         self.train_on = train_on
         self.unlabeled_target = unlabeled_target
         self.shots = {"source": source_shots, "target": target_shots}
+        self.val_shots = val_shots
+        self.shots_seed = split_seed if shots_seed is None else shots_seed
         self.split_seed, self.val_fraction, self.test_fraction = split_seed, val_fraction, test_fraction
         self.batch_size, self.eval_batch_size, self.augment = batch_size, eval_batch_size, augment
         self.seed = 0  # the training seed, captured in setup
@@ -151,6 +172,12 @@ class DomainPairDataModule(L.LightningDataModule):
 
     def setup(self, stage: str | None = None) -> None:
         self._load()
+        if stage in ("fit", None):  # training on nothing would "succeed" at chance accuracy
+            for role in self.train_streams:
+                images, _ = self.subset("target", "unlabeled") if role == "unlabeled" else self.subset(role, "train")
+                if len(images) == 0:
+                    raise TransferConfigError(f"data: the {role} train split is empty after sampling "
+                                              f"(shots={self.shots.get(role)}); nothing to train on")
         self.seed = torch.initial_seed()  # seed_everything sets it, so the shuffle order follows the run's seed
 
     def _load(self) -> None:
@@ -165,9 +192,13 @@ class DomainPairDataModule(L.LightningDataModule):
             splits = {k: v[labels[v] >= 0] for k, v in splits.items()}
             if role == "target":  # the whole train split, before shots: the unlabeled-target stream's images
                 self._subsets["target", "unlabeled"] = domain.images[splits["train"]], labels[splits["train"]]
-            splits["train"] = take_shots(
-                splits["train"], labels, self.shots[role], domains.num_classes(spec), self.split_seed, f"{role}_shots"
-            )
+            k = domains.num_classes(spec)
+            splits["train"] = take_shots(splits["train"], labels, self.shots[role], k, self.shots_seed, f"{role}_shots")
+            if role == "target" and self.val_shots is not None:
+                auto = self.val_shots == "auto"
+                shots = self.shots["target"] if auto else self.val_shots
+                splits["val"] = take_shots(splits["val"], labels, shots, k, self.shots_seed, "val_shots",
+                                           at_most=auto)
             self._indices[role] = splits
             for split, idx in splits.items():
                 self._subsets[role, split] = domain.images[idx], labels[idx]
@@ -176,6 +207,12 @@ class DomainPairDataModule(L.LightningDataModule):
         """``{role: {split: indices into the domain's dataset}}``, train after shots; loads the data if needed."""
         self._load()
         return {role: dict(splits) for role, splits in self._indices.items()}
+
+    def labelled_counts(self) -> dict[str, int]:
+        """How many labelled target examples this data serves for training and for validation."""
+        splits = self.split_indices()["target"]
+        trains = self.train_on in ("target", "source+target")
+        return {"target_train": len(splits["train"]) if trains else 0, "target_val": len(splits["val"])}
 
     def split_hash(self) -> str:
         """sha256 of every split index of both domains and what defines the domains: equal data, equal hash."""
