@@ -139,7 +139,7 @@ def check_init_args(key: str, spec: Any) -> None:
     init = _get(spec, "init_args") if spec is not None and not callable(spec) else None
     if not init:
         return
-    for name, value in (init.items() if isinstance(init, Mapping) else vars(init).items()):
+    for name, value in (init.items() if hasattr(init, "items") else vars(init).items()):
         if name == "betas" and isinstance(value, (list, tuple)):
             for i, beta in enumerate(value):
                 check_float(f"{key}.init_args.betas[{i}]", beta, low=0.0, high=1.0, high_open=True)
@@ -149,8 +149,10 @@ def check_init_args(key: str, spec: Any) -> None:
 
 
 def check_data_args(*, target_shots, source_shots, split_seed, val_fraction, test_fraction, batch_size,
-                    eval_batch_size, val_shots: Any = "auto", shots_seed: Any = None) -> None:
-    """``DomainPairDataModule``'s numbers (``data.*``)."""
+                    eval_batch_size, val_shots: Any = "auto", shots_seed: Any = None, specs: Mapping = {}) -> None:
+    """``DomainPairDataModule``'s numbers (``data.*``); ``specs``: ``{role: DomainSpec}``."""
+    for role, spec in specs.items():
+        check_int(f"data.{role}.image_size", getattr(spec, "image_size", None), min=1, none="native size")
     for role, shots in (("target", target_shots), ("source", source_shots)):
         check_int(f"data.{role}_shots", shots, min=1, none="all labelled examples")
     if val_shots != "auto":

@@ -99,7 +99,8 @@ class DomainPairDataModule(L.LightningDataModule):
         check_augment(augment)
         check_data_args(target_shots=target_shots, source_shots=source_shots, val_shots=val_shots,
                         split_seed=split_seed, shots_seed=shots_seed, val_fraction=val_fraction,
-                        test_fraction=test_fraction, batch_size=batch_size, eval_batch_size=eval_batch_size)
+                        test_fraction=test_fraction, batch_size=batch_size, eval_batch_size=eval_batch_size,
+                        specs=self.specs)
         self.train_on = train_on
         self.unlabeled_target = unlabeled_target
         self.shots = {"source": source_shots, "target": target_shots}
@@ -110,6 +111,7 @@ class DomainPairDataModule(L.LightningDataModule):
         self.seed = 0  # the training seed, captured in setup
         self._indices: dict[str, dict[str, torch.Tensor]] = {}
         self._subsets: dict[tuple[str, str], tuple[torch.Tensor, torch.Tensor]] = {}
+        self.skipped_files: dict[str, list[str]] = {}  # unreadable files left out (skip_corrupt: true), per role
 
     # --- known before any data is loaded (the CLI links these into the model) ---
 
@@ -185,6 +187,8 @@ class DomainPairDataModule(L.LightningDataModule):
             return
         for role, spec in self.specs.items():
             domain = load_domain(spec, self.split_seed)
+            if getattr(domain, "skipped", None):
+                self.skipped_files[role] = list(domain.skipped)
             labels = map_labels(domain.labels, spec.label_map)
             splits = split_domain(
                 domain.labels, domain.official, self.split_seed, self.val_fraction, self.test_fraction

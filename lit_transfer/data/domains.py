@@ -6,6 +6,7 @@ loading, because the CLI links both into the model before ``setup`` runs.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -32,6 +33,8 @@ class DomainSpec:
     label_map: dict[int, int] | None = None  # original → new label; unmapped classes are dropped
     channels: int | None = None  # force 1 (grayscale) or 3 (RGB)
     image_size: int | None = None  # square resize at load; None keeps the native size
+    # image_folder: skip unreadable image files (listed in a warning, counted in result.json) instead of failing
+    skip_corrupt: bool = False
 
     def identity(self) -> dict:
         """What determines the data (not where it is stored): hashed into ``split_hash``."""
@@ -45,6 +48,7 @@ class Domain:
     images: torch.Tensor  # uint8 [N, C, H, W]
     labels: torch.Tensor  # int64 [N], original labels (label_map is applied by the splits)
     official: dict[str, torch.Tensor] = field(default_factory=dict)  # e.g. {"train": idx, "test": idx}
+    skipped: list[str] = field(default_factory=list)  # unreadable files left out (``skip_corrupt: true``)
 
 
 IntOrFn = Union[int, Callable[[DomainSpec], int]]
@@ -100,10 +104,13 @@ def load_domain(spec: DomainSpec, split_seed: int) -> Domain:
     """Decode ``spec``'s dataset, then convert channels, resize and apply its shifts (seeded by the split seed)."""
     check_spec(spec)
     domain = _DOMAINS[spec.name].load(spec)
+    skipped = domain.skipped
     images = _to_channels(domain.images, spec.channels)
     if spec.image_size is not None and images.shape[-2:] != (spec.image_size, spec.image_size):
         images = _resize(images, spec.image_size)
     images = apply_shifts(images, spec.shifts, split_seed, spec.name)
+    if skipped:  # the unreadable files left out (skip_corrupt: true), counted in result.json
+        return dataclasses.replace(domain, images=images.contiguous(), skipped=skipped)
     return Domain(images.contiguous(), domain.labels, domain.official)
 
 
@@ -271,6 +278,9 @@ def _folder_layout(spec: DomainSpec) -> tuple[dict[str, Path], list[str]]:
     classes = sorted(d.name for d in first.iterdir() if d.is_dir() and _images_in(d))
     if not classes:
         raise TransferConfigError(f"image_folder root {root} has no class folders with images; {layout}.")
+    if len(classes) < 2:
+        raise TransferConfigError(f"image_folder root {root} has one class folder ({classes[0]!r}); a classifier "
+                                  f"needs at least 2: {layout}.")
     return splits, classes
 
 
@@ -278,8 +288,22 @@ def _folder_in_chans(spec: DomainSpec) -> int:
     from PIL import Image
 
     splits, classes = _folder_layout(spec)
-    with Image.open(_images_in(next(iter(splits.values())) / classes[0])[0]) as img:  # reads the header only
-        return 1 if img.mode in ("1", "L", "I", "I;16", "F") else 3
+    for path in _images_in(next(iter(splits.values())) / classes[0]):
+        try:
+            with Image.open(path) as img:  # reads the header only
+                return 1 if img.mode in ("1", "L", "I", "I;16", "F") else 3
+        except Exception:  # noqa: BLE001 - an unreadable file: loading lists it (or skips it)
+            continue
+    return 3
+
+
+_MAX_LISTED = 20  # unreadable files named in one error line
+
+
+def _unreadable(path: Path, err: Exception) -> str:
+    why = str(err).splitlines()[0] if str(err).strip() else type(err).__name__
+    why = why.replace(repr(str(path)), "").replace(str(path), "").strip(" :'")
+    return f"{path} ({why[:80] or type(err).__name__})"
 
 
 @register_domain("image_folder", num_classes=lambda spec: len(_folder_layout(spec)[1]), in_chans=_folder_in_chans)
@@ -288,27 +312,43 @@ def _image_folder(spec: DomainSpec) -> Domain:
 
     splits, classes = _folder_layout(spec)
     mode = "L" if in_chans(spec) == 1 else "RGB"
-    arrays, labels, official = [], [], {}
+    arrays, labels, official, bad = [], [], {}, []
     for split, folder in splits.items():
         start = len(labels)
         for label, name in enumerate(classes):
             if not (folder / name).is_dir():
                 continue
             for path in _images_in(folder / name):
-                with Image.open(path) as img:
-                    img = img.convert(mode)
-                    if spec.image_size is not None:
-                        img = img.resize((spec.image_size, spec.image_size), Image.BILINEAR)
-                    arrays.append(np.asarray(img))
+                try:
+                    with Image.open(path) as img:
+                        img = img.convert(mode)
+                        if spec.image_size is not None:
+                            img = img.resize((spec.image_size, spec.image_size), Image.BILINEAR)
+                        arrays.append(np.asarray(img))
+                except Exception as err:  # noqa: BLE001 - PIL raises many types for broken files
+                    bad.append(_unreadable(path, err))
+                    continue
                 labels.append(label)
         unknown = {d.name for d in folder.iterdir() if d.is_dir()} - set(classes) if split != "all" else set()
         if unknown:
             raise TransferConfigError(f"{folder} has class folders {sorted(unknown)} missing from {splits['train']}.")
         official[split] = torch.arange(start, len(labels))
+    if bad and not spec.skip_corrupt:
+        more = f", and {len(bad) - _MAX_LISTED} more" if len(bad) > _MAX_LISTED else ""
+        raise TransferConfigError(
+            f"image_folder root {spec.root}: {len(bad)} unreadable image file(s): {', '.join(bad[:_MAX_LISTED])}"
+            f"{more}; fix or remove them, or set skip_corrupt: true on this domain to skip them")
+    if bad:
+        import logging
+
+        logging.getLogger(__name__).warning("image_folder %s: skipped %d unreadable file(s) (skip_corrupt: true): %s",
+                                            spec.root, len(bad), "; ".join(bad))
+    if not arrays:
+        raise TransferConfigError(f"image_folder root {spec.root} has no readable images")
     sizes = {a.shape[:2] for a in arrays}
     if len(sizes) > 1:
         raise TransferConfigError(f"Images under {spec.root} have different sizes {sorted(sizes)[:3]}; set image_size.")
     images = torch.from_numpy(np.stack(arrays))
     images = images[:, None] if images.ndim == 3 else images.permute(0, 3, 1, 2)
     official.pop("all", None)
-    return Domain(images, torch.tensor(labels, dtype=torch.long), official)
+    return Domain(images, torch.tensor(labels, dtype=torch.long), official, skipped=[b.split(" (")[0] for b in bad])
