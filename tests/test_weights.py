@@ -177,7 +177,8 @@ def test_pickled_object_is_refused_not_executed(tmp_path, suffix):
         Backbone("small_cnn", 3, weights=str(path))
     assert not marker.exists()
     msg = str(err.value)
-    assert "safely" in msg and str(path) in msg and "\n" not in msg
+    assert "pickled Python objects" in msg and str(path) in msg and "\n" not in msg
+    assert "weights_only" not in msg and "trust" not in msg  # never advice to disable the safety check
 
 
 def test_pickled_module_is_refused(tmp_path):

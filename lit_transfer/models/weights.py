@@ -6,7 +6,9 @@ Nothing here unpickles arbitrary objects: safetensors, or ``torch.load(weights_o
 from __future__ import annotations
 
 import os
+import re
 import socket
+import warnings
 from pathlib import Path
 from typing import Mapping
 
@@ -41,12 +43,11 @@ def read_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
         except Exception as err:  # noqa: BLE001 - SafetensorError for truncated/corrupt files
             raise TransferConfigError(f"cannot read safetensors file {path} ({err}); is it complete?") from err
     try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():  # e.g. "Detected pickle protocol 4": noise before our one-line error
+            warnings.simplefilter("ignore", UserWarning)
+            obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # noqa: BLE001 - torch raises several types for unsafe/corrupt files
-        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise TransferConfigError(
-            f"cannot read weights file {path} safely ({first}); save it as .safetensors or a plain state_dict"
-        ) from err
+        raise TransferConfigError(f"cannot read weights file {path}: {_load_problem(err)}") from err
     for key in ("state_dict", "model", "model_state_dict", "state_dict_ema"):
         if isinstance(obj, Mapping) and key in obj and isinstance(obj[key], Mapping):
             obj = obj[key]
@@ -54,6 +55,23 @@ def read_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
     if not isinstance(obj, Mapping) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
         raise TransferConfigError(f"weights file {path} holds no state_dict of tensors")
     return dict(obj)
+
+
+def _load_problem(err: Exception) -> str:
+    """What is wrong with a file ``torch.load(weights_only=True)`` refused, in our words: PyTorch's own message
+    advises disabling the safety check, which would run whatever code the file carries."""
+    text = str(err)
+    if "Weights only load failed" in text:
+        found = re.search(r"Unsupported global: GLOBAL ([\w.]+)", text)
+        what = f" (e.g. {found.group(1)})" if found else ""
+        return (f"it holds pickled Python objects{what} besides tensors, and lit_transfer never unpickles objects; "
+                "save only the tensors: a .safetensors file, or a .pth/.ckpt of a state_dict")
+    if "zip archive" in text or "PytorchStreamReader" in text:
+        return "it is corrupt or truncated (not a complete PyTorch zip archive); copy or save it again"
+    if isinstance(err, EOFError):
+        return "it is empty or truncated; copy or save it again"
+    return (f"it is not a PyTorch weights file ({type(err).__name__} reading it); expected .safetensors, or "
+            ".pth/.ckpt written by torch.save")
 
 
 def backbone_state_dict(state: Mapping[str, torch.Tensor], classifier_names: tuple[str, ...] = ()) -> dict:
