@@ -25,6 +25,7 @@ from lightning.pytorch.utilities import rank_zero_info
 
 from lit_transfer import results
 from lit_transfer.checkpointing import AtomicCheckpointIO, Checkpoint
+from lit_transfer.convergence import ValidationCurve
 from lit_transfer.data import DomainPairDataModule
 from lit_transfer.errors import TransferConfigError
 from lit_transfer.module import TransferClassifier
@@ -130,6 +131,9 @@ class TransferCLI(LightningCLI):
         parser.add_argument("--run.dir", type=Optional[str], default=None, help="This run's directory (fresh).")
         parser.add_argument("--run.test_after_fit", type=bool, default=True, help="Test the best checkpoint after fit.")
         parser.add_argument("--run.source_seed", type=int, default=0, help="Seed of the shared source stage.")
+        parser.add_argument("--run.threads", type=Optional[int], default=None,
+                            help="Intra-op CPU threads (torch.set_num_threads); null: torch's default. Recorded in "
+                                 "result.json: results are bit-identical only at the same thread count.")
         parser.add_lightning_class_args(Checkpoint, "checkpoint")
         parser.set_defaults(
             {"checkpoint.monitor": "val_acc", "checkpoint.mode": "max", "checkpoint.save_last": True,
@@ -146,6 +150,8 @@ class TransferCLI(LightningCLI):
         if (trainer_cfg.get("enable_progress_bar") is not False and "callbacks" not in kwargs
                 and not any(isinstance(c, ProgressBar) for c in callbacks)):
             kwargs["callbacks"] = [*callbacks, ThrottledProgressBar()]
+        if self.subcommand == "fit" and not any(isinstance(c, ValidationCurve) for c in callbacks):
+            kwargs["callbacks"] = [*kwargs.get("callbacks", callbacks), ValidationCurve()]
         # Checkpoints written straight to their file (lit_transfer.checkpointing), unless the config brings its
         # own plugins or a strategy that saves sharded checkpoints its own way.
         strategy = trainer_cfg.get("strategy", "auto")
@@ -161,11 +167,25 @@ class TransferCLI(LightningCLI):
         self.run_dir = run_dir
         cfg.trainer.default_root_dir = str(run_dir)
         cfg.checkpoint.dirpath = str(run_dir / "checkpoints")
+        self._fix_threads_and_shots_seed(cfg)
         if cfg.model.weights == "source":
             from lit_transfer.stages import resolve_source_stage
 
             cfg.model.weights = str(resolve_source_stage(self, cfg))
         self._configure_logger(cfg, run_dir)
+
+    @staticmethod
+    def _fix_threads_and_shots_seed(cfg) -> None:
+        """Intra-op threads set (or read) once and recorded; the labelled examples drawn follow the run's seed."""
+        import torch
+
+        if cfg.run.threads is not None:
+            torch.set_num_threads(cfg.run.threads)
+        cfg.run.threads = torch.get_num_threads()
+        # Seeds then cover the variance of which examples were drawn; the same seed gives every strategy the
+        # same examples (paired comparisons, same split_hash).
+        if "shots_seed" in cfg.data and cfg.data.shots_seed is None and isinstance(cfg.seed_everything, int):
+            cfg.data.shots_seed = cfg.seed_everything
 
     def _make_run_dir(self, cfg) -> Path:
         inherited = os.environ.get(RUN_DIR_ENV)
@@ -232,6 +252,8 @@ class TransferCLI(LightningCLI):
         fit_metrics = results.scalar_metrics(trainer.callback_metrics)
         if checkpoint is not None and checkpoint.best_model_score is not None:
             fit_metrics["val_acc_best"] = float(checkpoint.best_model_score)
+        # Read before testing: loading the best checkpoint restores the callback's state as of that checkpoint.
+        curve = next((c.summary() for c in trainer.callbacks if isinstance(c, ValidationCurve)), None)
         test_metrics: dict = {}
         if cfg.run.test_after_fit:
             out = trainer.test(model, datamodule=dm, ckpt_path=ckpt, verbose=trainer.is_global_zero)
@@ -240,6 +262,9 @@ class TransferCLI(LightningCLI):
         if not trainer.is_global_zero:
             return
         metrics = {**fit_metrics, **results.scalar_metrics(test_metrics)}
+        counts = dm.labelled_counts() if hasattr(dm, "labelled_counts") else {}
+        if counts and model.selection_domain() != "target":  # target val labels never chose anything
+            counts["target_val"] = 0
         result = results.build_result(
             cfg=cfg,
             config_hash=results.config_hash(self._subcommand_parsers["fit"], cfg),
@@ -249,6 +274,9 @@ class TransferCLI(LightningCLI):
             wall_time_s=time.time() - self._started,
             run_dir=self.run_dir,
             checkpoint=ckpt or (checkpoint.last_model_path if checkpoint else None),
+            steps=trainer.global_step,
+            labels={**counts, "total": sum(counts.values())} if counts else None,
+            extra=curve,
         )
         path = results.write_result(self.run_dir, result)
         from lit_transfer.tracking import push_result_to_loggers

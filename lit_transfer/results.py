@@ -40,8 +40,30 @@ def config_hash(parser, cfg) -> str:
     return hashlib.sha256(text.encode()).hexdigest()
 
 
+def environment() -> dict:
+    """What a result's numbers depend on besides the config: thread count, library versions, the processor."""
+    import platform
+
+    import lightning
+    import timm
+
+    device = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as fh:
+            device = next((ln.split(":", 1)[1].strip() for ln in fh if ln.startswith("model name")), device)
+    except OSError:
+        pass
+    if torch.cuda.is_available():
+        device += " | " + ", ".join(torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count()))
+    return {"threads": torch.get_num_threads(), "torch": torch.__version__, "lightning": lightning.__version__,
+            "timm": timm.__version__, "python": platform.python_version(), "device": device}
+
+
 def build_result(*, cfg, config_hash: str, split_hash: str, metrics: dict, params: dict, wall_time_s: float,
-                 run_dir: Path, checkpoint) -> dict:
+                 run_dir: Path, checkpoint, steps: int | None = None, labels: dict | None = None,
+                 extra: dict | None = None) -> dict:
+    """The result record. ``labels``: labelled target examples the run used (``target_train``, ``target_val``
+    for selection, ``total``); ``extra``: e.g. the validation ``curve`` and its ``convergence``."""
     data = cfg.data
     return {
         "schema": SCHEMA,
@@ -60,10 +82,16 @@ def build_result(*, cfg, config_hash: str, split_hash: str, metrics: dict, param
         "params": params,
         "wall_time_s": round(wall_time_s, 3),
         "epochs": cfg.trainer.max_epochs,
+        "steps": steps,
+        "labels": labels,
+        "val_shots": data.get("val_shots"),
+        "shots_seed": data.get("shots_seed"),
         "config_hash": config_hash,
         "split_hash": split_hash,
         "run_dir": str(run_dir),
         "checkpoint": str(checkpoint) if checkpoint else None,
+        "env": environment(),
+        **(extra or {}),
     }
 
 

@@ -1,9 +1,12 @@
 """Shared stages: ``--model.weights=source`` trains the experiment's source model once and reuses it.
 
 The source stage of a target run is the same command with the strategy swapped for ``source`` and the
-target-only settings dropped. It is content-addressed by its resolved config, so every trial of a sweep
-that needs it (any strategy, shots or seed) loads one checkpoint, and concurrent trials wait on a file lock
-instead of training it twice.
+target-only settings dropped: strategy and protocol configs (the target's budget and tuning), target shots and
+validation labels, and every ``--trainer.*`` override except the few that change what is computed (precision,
+accelerator, devices, determinism). It is content-addressed by its resolved config, so every trial of a sweep
+that needs it (any strategy, shots, seed or budget) loads one checkpoint, and concurrent trials wait on a file
+lock instead of training it twice. Target runs load the checkpoint the stage itself was tested with (its
+``result.json``), so the stage's reported accuracy and every run's "before" are the same model.
 """
 
 from __future__ import annotations
@@ -16,30 +19,34 @@ from pathlib import Path
 
 from lit_transfer.errors import TransferConfigError
 
-__all__ = ["resolve_source_stage", "source_stage_args", "STAGE_CACHE_ENV"]
+__all__ = ["resolve_source_stage", "source_stage_args", "stage_key", "tested_checkpoint", "STAGE_CACHE_ENV"]
 
 STAGE_CACHE_ENV = "LIT_TRANSFER_STAGE_CACHE"
-# Overrides that define what the source model is; everything else (strategy, lr, shots, ...) is the target's.
-_KEEP = ("--data.", "--model.backbone", "--model.in_chans", "--trainer.")
-_DROP = ("--data.target_shots", "--data.train_on", "--data.init_args.target_shots", "--trainer.callbacks",
-         "--trainer.logger", "--trainer.default_root_dir")
+# Overrides that define what the source model is; everything else (strategy, lr, budget, shots, ...) is the
+# target's. A target run's --trainer.max_steps must not give the sweep a different source model than the demo.
+_KEEP = ("--data.", "--model.backbone", "--model.in_chans", "--trainer.precision",
+         "--trainer.accelerator", "--trainer.devices", "--trainer.num_nodes", "--trainer.deterministic",
+         "--trainer.strategy")
+_DROP = tuple(f"--data.{k}" for k in ("target_shots", "val_shots", "shots_seed", "train_on", "unlabeled_target"))
+TARGET_CONFIG_DIRS = ("strategy", "protocol")  # config folders that only describe the target run
 
 
-def _is_strategy_config(path: str) -> bool:
-    return Path(path).parent.name == "strategy"
+def _is_target_config(path: str) -> bool:
+    return Path(path).parent.name in TARGET_CONFIG_DIRS
 
 
-def source_stage_args(argv: list[str], source_seed: int) -> list[str]:
+def source_stage_args(argv: list[str], source_seed: int, threads: int | None = None) -> list[str]:
     """The ``fit`` arguments of the source stage, derived from a target run's arguments."""
     configs, overrides, i = [], [], 0
     while i < len(argv):
         arg = argv[i]
         if arg in ("--config", "-c") and i + 1 < len(argv):
-            if not _is_strategy_config(argv[i + 1]):
+            if not _is_target_config(argv[i + 1]):
                 configs += ["--config", argv[i + 1]]
             i += 2
             continue
-        if arg.startswith(_KEEP) and not arg.startswith(_DROP):
+        key = arg.split("=", 1)[0].replace(".init_args.", ".")
+        if key.startswith(_KEEP) and not key.startswith(_DROP):
             if "=" in arg:
                 overrides.append(arg)
             elif i + 1 < len(argv):
@@ -49,14 +56,16 @@ def source_stage_args(argv: list[str], source_seed: int) -> list[str]:
     from lit_transfer.cli import configs_root
 
     source = str(configs_root() / "strategy" / "source.yaml")
-    return ["fit", *configs, "--config", source, *overrides, f"--seed_everything={source_seed}"]
+    # The thread count changes floating-point reductions: the same source model needs the same count.
+    threads_arg = [] if threads is None else [f"--run.threads={threads}"]
+    return ["fit", *configs, "--config", source, *overrides, f"--seed_everything={source_seed}", *threads_arg]
 
 
-def _stage_key(cli, args: list[str]) -> str:
-    cfg = cli.parser.parse_args(args, defaults=True)
+def stage_key(fit_parser, args: list[str]) -> str:
+    """Content address of a source stage: the hash of its resolved ``fit`` config (``args`` without ``fit``)."""
     from lit_transfer.results import config_hash
 
-    return config_hash(cli._subcommand_parsers["fit"], cfg["fit"])[:16]
+    return config_hash(fit_parser, fit_parser.parse_args(args, defaults=True))[:16]
 
 
 def resolve_source_stage(cli, cfg) -> Path:
@@ -64,15 +73,15 @@ def resolve_source_stage(cli, cfg) -> Path:
     argv = list(cli._argv)
     if argv and argv[0] == "fit":
         argv = argv[1:]
-    args = source_stage_args(argv, cfg.run.source_seed)
-    key = _stage_key(cli, args)
+    args = source_stage_args(argv, cfg.run.source_seed, cfg.run.threads)
+    key = stage_key(cli._subcommand_parsers["fit"], args[1:])
     cache = Path(os.environ.get(STAGE_CACHE_ENV, "~/.cache/lit_transfer/stages")).expanduser()
     stage_dir = cache / f"{cfg.run.experiment}-source-{key}"
-    ckpt = stage_dir / "checkpoints" / "last.ckpt"
     cache.mkdir(parents=True, exist_ok=True)
     with open(cache / f"{key}.lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)  # concurrent trials wait here for the one that trains it
-        if (stage_dir / "result.json").exists() and ckpt.exists():
+        ckpt = tested_checkpoint(stage_dir)
+        if ckpt is not None:
             print(f"[lit_transfer] reusing source stage {stage_dir}", file=sys.stderr)
             return ckpt
         if stage_dir.exists():  # an interrupted earlier attempt: start it over
@@ -87,6 +96,19 @@ def resolve_source_stage(cli, cfg) -> Path:
                 [sys.executable, "-m", "lit_transfer", *args, f"--run.dir={stage_dir}"],
                 stdout=log, stderr=subprocess.STDOUT, env=env,
             )
-        if proc.returncode != 0 or not ckpt.exists():
+        ckpt = tested_checkpoint(stage_dir)
+        if proc.returncode != 0 or ckpt is None:
             raise TransferConfigError(f"the source stage failed (exit {proc.returncode}); see {log_path}")
         return ckpt
+
+
+def tested_checkpoint(stage_dir: Path) -> Path | None:
+    """The checkpoint a finished stage reported its test accuracy with (``result.json``), if it exists."""
+    import json
+
+    try:
+        result = json.loads((stage_dir / "result.json").read_text())
+    except (OSError, ValueError):
+        return None
+    ckpt = result.get("checkpoint") if result.get("status", "ok") == "ok" else None
+    return Path(ckpt) if ckpt and Path(ckpt).is_file() else None

@@ -50,8 +50,8 @@ def schedule_from_yaml(name: str):
         ("l2sp", [True, True, True]),
         ("linear_probe", [False, False, False]),
         ("partial_freeze", [False, False, True]),
-        ("freeze_unfreeze", [False, False, False]),  # unfreezes at epoch 3
-        ("lp_ft", [False, False, False]),  # fine-tunes from epoch 5
+        ("freeze_unfreeze", [True, True, True]),  # unfreezes at 20% of the budget (epoch 1 of 2)
+        ("lp_ft", [True, True, True]),  # fine-tunes from 50% of the budget (epoch 1 of 2)
         ("gradual_unfreeze", [False, False, False]),  # first group at epoch 2
     ],
 )
@@ -96,6 +96,32 @@ def test_no_weight_decay_on_norms_and_biases():
             assert all(p.ndim <= 1 for p in group["params"])
         else:
             assert "weight_decay" not in group and all(p.ndim > 1 for p in group["params"])
+
+
+def test_progress_phases_scale_with_the_step_budget(tmp_path):
+    """A budget-relative schedule unfreezes at the same fraction of any budget; epoch and progress don't mix."""
+    seen = []
+
+    class Record(L.Callback):
+        def on_train_epoch_start(self, trainer, pl_module):
+            seen.append((trainer.global_step, trainer.optimizers[0].param_groups[0]["lr"], trainable_groups(pl_module)))
+
+    phases = [{"progress": 0.0, "frozen": "all"}, {"progress": 0.5, "frozen": 0, "lr_scale": 0.1}]
+    for steps in (6, 12):  # 3 batches per epoch (50 shots, batch 16)
+        seen.clear()
+        module = make_module(lr=1e-2)
+        make_trainer(tmp_path / str(steps), max_epochs=-1, max_steps=steps,
+                     callbacks=[FinetuningSchedule(phases), Record()]).fit(module, make_dm())
+        switch = next(step for step, _, groups in seen if all(groups))
+        assert switch == steps // 2  # the first epoch start at or past half of the budget
+        assert all(not any(g) for step, _, g in seen if step < switch)
+        lrs = {step: lr for step, lr, _ in seen}
+        assert lrs[0] == pytest.approx(1e-2 * module.param_groups()[0]["lr_scale"])
+        assert lrs[switch] == pytest.approx(lrs[0] * 0.1)
+    with pytest.raises(ValueError, match="either `epoch` or `progress`"):
+        FinetuningSchedule([{"epoch": 0, "frozen": "all"}, {"progress": 0.5, "frozen": 0}])
+    with pytest.raises(ValueError, match="0 <= progress < 1"):
+        FinetuningSchedule([{"progress": 0.0, "frozen": "all"}, {"progress": 1.5, "frozen": 0}])
 
 
 def test_gradual_unfreezing_unfreezes_top_down_one_group_per_epoch(tmp_path):

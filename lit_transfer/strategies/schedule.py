@@ -10,6 +10,12 @@ One callback serves linear probing, partial freezing, freeze→unfreeze, LP-FT a
               - {epoch: 0, frozen: all}               # linear probe: backbone frozen, head trains
               - {epoch: 3, frozen: 0, lr_scale: 0.1}  # then everything, at a tenth of the LR
 
+or, budget-relative (phases that scale with a step budget, so doubling the budget doubles every phase)::
+
+            phases:
+              - {progress: 0.0, frozen: all}
+              - {progress: 0.25, frozen: 0, lr_scale: 0.2}  # from a quarter of the training budget on
+
 Unlike Lightning's ``BackboneFinetuning`` it never adds param groups (the module creates them all up front),
 it re-derives the trainable set from the epoch on resume instead of re-freezing, its LR changes survive
 resume (``state_dict``), frozen BatchNorm stays frozen, and it keeps DDP ranks in sync across unfreezes.
@@ -18,7 +24,7 @@ resume (``state_dict``), frozen BatchNorm stays frozen, and it keeps DDP ranks i
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
-from typing import Union
+from typing import Optional, Union
 
 from lightning.pytorch import Callback, LightningModule, Trainer
 from lightning.pytorch.strategies import DDPStrategy
@@ -30,23 +36,38 @@ __all__ = ["Phase", "FinetuningSchedule", "GradualUnfreezing"]
 
 @dataclass
 class Phase:
-    """From ``epoch`` on: the first ``frozen`` backbone groups (from the input) are frozen.
+    """From ``epoch`` (or from ``progress``, a fraction of the training budget in optimizer steps) on: the
+    first ``frozen`` backbone groups (from the input) are frozen.
 
     ``frozen`` is a count, ``"all"`` (the whole backbone) or negative (all but the last ``-frozen``).
-    ``lr_scale`` multiplies every configured learning rate while the phase lasts.
+    ``lr_scale`` multiplies every configured learning rate while the phase lasts. Phases are entered at epoch
+    starts; with ``progress``, at the first epoch start at or past that fraction of
+    ``trainer.estimated_stepping_batches``.
     """
 
     epoch: int = 0
     frozen: Union[int, str] = 0
     lr_scale: float = 1.0
+    progress: Optional[float] = None
+
+    @property
+    def start(self) -> float:
+        return self.epoch if self.progress is None else self.progress
 
 
 class FinetuningSchedule(Callback):
     def __init__(self, phases: list[Phase]):
         super().__init__()
-        self.phases = sorted((p if isinstance(p, Phase) else Phase(**p) for p in phases), key=lambda p: p.epoch)
-        if not self.phases or self.phases[0].epoch != 0:
-            raise TransferConfigError("a fine-tuning schedule needs a phase at epoch 0; add {epoch: 0, frozen: ...}")
+        self.phases = sorted((p if isinstance(p, Phase) else Phase(**p) for p in phases), key=lambda p: p.start)
+        by_progress = {p.progress is not None for p in self.phases}
+        if len(by_progress) > 1:
+            raise TransferConfigError("a fine-tuning schedule's phases use either `epoch` or `progress`, not both")
+        self.by_progress = by_progress == {True}
+        if any(not 0 <= p.progress < 1 for p in self.phases if p.progress is not None):
+            raise TransferConfigError("a phase's progress is a fraction of the training budget: 0 <= progress < 1")
+        if not self.phases or self.phases[0].start != 0:
+            raise TransferConfigError("a fine-tuning schedule needs a phase at epoch 0 (or progress 0); "
+                                      "add {epoch: 0, frozen: ...}")
         self.lr_scale = 1.0  # the scale currently applied to the optimizer; restored on resume
 
     def build_phases(self, num_groups: int) -> list[Phase]:
@@ -67,8 +88,9 @@ class FinetuningSchedule(Callback):
             )
         return n
 
-    def phase_at(self, epoch: int) -> Phase:
-        return [p for p in self.phases if p.epoch <= epoch][-1]
+    def phase_at(self, epoch: int, progress: float = 0.0) -> Phase:
+        now = progress if self.by_progress else epoch
+        return [p for p in self.phases if p.start <= now][-1]
 
     def setup(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
         if stage != "fit":
@@ -85,7 +107,8 @@ class FinetuningSchedule(Callback):
 
     def on_train_epoch_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
         # Derived from the epoch on every start, resumed runs included: never "re-freeze on resume".
-        phase = self.phase_at(trainer.current_epoch)
+        progress = trainer.global_step / max(1, trainer.estimated_stepping_batches) if self.by_progress else 0.0
+        phase = self.phase_at(trainer.current_epoch, progress)
         pl_module.set_frozen(self.frozen_count(phase, pl_module.num_groups))
         if phase.lr_scale != self.lr_scale:
             pl_module.scale_lr(phase.lr_scale / self.lr_scale)
