@@ -27,7 +27,8 @@ from lit_transfer import results
 from lit_transfer.checkpointing import AtomicCheckpointIO, Checkpoint
 from lit_transfer.convergence import ValidationCurve
 from lit_transfer.data import DomainPairDataModule
-from lit_transfer.errors import TransferConfigError
+from lit_transfer.divergence import DivergenceGuard
+from lit_transfer.errors import DIVERGED_EXIT_CODE, TrainingDiverged, TransferConfigError
 from lit_transfer.module import TransferClassifier
 
 __all__ = ["TransferCLI", "main"]
@@ -152,6 +153,9 @@ class TransferCLI(LightningCLI):
             kwargs["callbacks"] = [*callbacks, ThrottledProgressBar()]
         if self.subcommand == "fit" and not any(isinstance(c, ValidationCurve) for c in callbacks):
             kwargs["callbacks"] = [*kwargs.get("callbacks", callbacks), ValidationCurve()]
+        # Every fit stops at its first non-finite loss (lit_transfer.divergence), unless the config brings a guard.
+        if self.subcommand == "fit" and not any(isinstance(c, DivergenceGuard) for c in callbacks):
+            kwargs["callbacks"] = [*kwargs.get("callbacks", callbacks), DivergenceGuard()]
         # Checkpoints written straight to their file (lit_transfer.checkpointing), unless the config brings its
         # own plugins or a strategy that saves sharded checkpoints its own way.
         strategy = trainer_cfg.get("strategy", "auto")
@@ -163,6 +167,7 @@ class TransferCLI(LightningCLI):
     # ---------------------------------------------------------------- run dir
     def before_instantiate_classes(self) -> None:
         cfg = self.config[self.subcommand] if self.subcommand else self.config
+        _check_numbers(cfg)
         run_dir = self._make_run_dir(cfg)
         self.run_dir = run_dir
         cfg.trainer.default_root_dir = str(run_dir)
@@ -241,9 +246,33 @@ class TransferCLI(LightningCLI):
         torch.save(merged, path)
         print(f"predictions: {path}")
 
+    def fit(self, model: LightningModule, **kwargs) -> None:
+        """``trainer.fit``; a diverged run leaves ``result.json`` with ``"status": "diverged"`` and re-raises."""
+        try:
+            self.trainer.fit(model, **kwargs)
+        except TrainingDiverged as err:
+            if self.trainer.is_global_zero:
+                self._write_failed_result("diverged", str(err), divergence=err.record())
+            raise
+
+    def _write_failed_result(self, status: str, error: str, **extra) -> None:
+        """A result that reports and sweeps count as failed (never averaged): no metrics, no checkpoint."""
+        cfg = self.config["fit"]
+        result = results.build_result(
+            cfg=cfg, config_hash=results.config_hash(self._subcommand_parsers["fit"], cfg),
+            split_hash=self.datamodule.split_hash(), metrics={}, params=self.model.param_counts(),
+            wall_time_s=time.time() - self._started, run_dir=self.run_dir, checkpoint=None,
+        )
+        result.update(status=status, error=error, **extra)
+        results.write_result(self.run_dir, result)
+        print(f"run dir: {self.run_dir}")
+
     def after_fit(self) -> None:
         cfg = self.config["fit"]
         trainer, model, dm = self.trainer, self.model, self.datamodule
+        if trainer.global_step == 0:  # e.g. trainer.limit_train_batches or max_steps left nothing to train
+            raise TransferConfigError("fit trained zero steps, so there is no result: check trainer.max_epochs, "
+                                      "trainer.max_steps, trainer.limit_train_batches and the train split's size")
         ckpt = None
         checkpoint = trainer.checkpoint_callback
         if checkpoint is not None and not trainer.fast_dev_run:
@@ -278,6 +307,9 @@ class TransferCLI(LightningCLI):
             labels={**counts, "total": sum(counts.values())} if counts else None,
             extra=curve,
         )
+        skipping = [role for role, spec in dm.specs.items() if getattr(spec, "skip_corrupt", False)]
+        if skipping:  # unreadable image files left out of this run's data
+            result["skipped_corrupt"] = {role: len(dm.skipped_files.get(role, [])) for role in skipping}
         path = results.write_result(self.run_dir, result)
         from lit_transfer.tracking import push_result_to_loggers
 
@@ -286,12 +318,23 @@ class TransferCLI(LightningCLI):
         print(f"run dir: {self.run_dir}")
 
 
-def _user_error(err: BaseException) -> Optional[str]:
-    """The one-line message of a TransferConfigError anywhere in the exception chain."""
+def _check_numbers(cfg) -> None:
+    """Range checks of the trainer's, the seed's and the optimizer's numbers (``data.*``/``model.*`` check
+    themselves when instantiated)."""
+    from lit_transfer import validation
+
+    validation.check_trainer(cfg.trainer)
+    validation.check_seed("seed_everything", cfg.get("seed_everything"))
+    for key in ("optimizer", "lr_scheduler"):
+        validation.check_init_args(f"model.{key}", cfg.model.get(key))
+
+
+def _user_error(err: BaseException, kind: type = TransferConfigError) -> Optional[str]:
+    """The one-line message of a ``kind`` exception anywhere in the exception chain."""
     seen = set()
     while err is not None and id(err) not in seen:
         seen.add(id(err))
-        if isinstance(err, TransferConfigError):
+        if isinstance(err, kind):
             return str(err).splitlines()[0]
         err = err.__cause__ or err.__context__
     return None
@@ -318,11 +361,12 @@ def main(argv: Optional[list[str]] = None) -> None:
         raise
     except BaseException as err:  # noqa: BLE001 - turn user errors into one line, re-raise the rest
         _remove_empty_run_dirs()
-        message = _user_error(err)
+        diverged = _user_error(err, TrainingDiverged)
+        message = diverged or _user_error(err)
         if message is None:
             raise
         print(f"lit-transfer: error: {message}", file=sys.stderr)
-        raise SystemExit(2) from None
+        raise SystemExit(DIVERGED_EXIT_CODE if diverged else 2) from None
 
 
 def _remove_empty_run_dirs() -> None:
