@@ -19,7 +19,7 @@ from pathlib import Path
 
 from lit_transfer.errors import TransferConfigError
 
-__all__ = ["resolve_source_stage", "source_stage_args", "stage_key", "tested_checkpoint", "STAGE_CACHE_ENV"]
+__all__ = ["resolve_source_stage", "source_stage_args", "stage_key", "stage_checkpoint", "STAGE_CACHE_ENV"]
 
 STAGE_CACHE_ENV = "LIT_TRANSFER_STAGE_CACHE"
 # Overrides that define what the source model is; everything else (strategy, lr, budget, shots, ...) is the
@@ -80,7 +80,7 @@ def resolve_source_stage(cli, cfg) -> Path:
     cache.mkdir(parents=True, exist_ok=True)
     with open(cache / f"{key}.lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)  # concurrent trials wait here for the one that trains it
-        ckpt = tested_checkpoint(stage_dir)
+        ckpt = stage_checkpoint(stage_dir)
         if ckpt is not None:
             print(f"[lit_transfer] reusing source stage {stage_dir}", file=sys.stderr)
             return ckpt
@@ -96,13 +96,13 @@ def resolve_source_stage(cli, cfg) -> Path:
                 [sys.executable, "-m", "lit_transfer", *args, f"--run.dir={stage_dir}"],
                 stdout=log, stderr=subprocess.STDOUT, env=env,
             )
-        ckpt = tested_checkpoint(stage_dir)
+        ckpt = stage_checkpoint(stage_dir)
         if proc.returncode != 0 or ckpt is None:
             raise TransferConfigError(f"the source stage failed (exit {proc.returncode}); see {log_path}")
         return ckpt
 
 
-def tested_checkpoint(stage_dir: Path) -> Path | None:
+def stage_checkpoint(stage_dir: Path) -> Path | None:
     """The checkpoint a finished stage reported its test accuracy with (``result.json``), if it exists."""
     import json
 

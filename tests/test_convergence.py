@@ -1,0 +1,60 @@
+"""Convergence is checked from the validation curve, not assumed: hand-made curves and a real run's record."""
+
+import json
+
+import pytest
+
+from conftest import REPO
+from lit_transfer.cli import main
+from lit_transfer.convergence import ValidationCurve, still_improving
+
+
+@pytest.mark.parametrize("curve, expected", [
+    ([0.2, 0.5, 0.7, 0.8, 0.85, 0.9, 0.93, 0.95], True),  # still rising in its last quarter
+    ([0.2, 0.6, 0.8, 0.81, 0.80, 0.81, 0.80, 0.81], False),  # plateau
+    ([0.2, 0.6, 0.8, 0.8, 0.8, 0.8, 0.815, 0.80], False),  # one lucky point is not progress: means, not maxima
+    ([0.5, 0.6, 0.7, 0.9], True),  # 4 points: last 2 vs the 2 before
+    ([0.5, 0.6, 0.7], None),  # too short to tell
+    ([0.5, 0.6, float("nan"), 0.7], True),  # non-finite: never "converged"
+])
+def test_still_improving_on_hand_made_curves(curve, expected):
+    assert still_improving(curve) is expected
+
+
+def test_tolerance_and_tail_are_respected():
+    flat_then_up = [0.5] * 6 + [0.515, 0.515]
+    assert still_improving(flat_then_up, tol=0.01) is True
+    assert still_improving(flat_then_up, tol=0.02) is False
+    # a longer tail averages the rise with flat points: (0.5 + 0.5 + 0.515 + 0.515) / 4 - 0.5 < 0.01
+    assert still_improving(flat_then_up, tail=0.5) is False
+
+
+def test_curve_survives_resume_through_state_dict():
+    a = ValidationCurve()
+    a.curve["step"] += [10, 20]
+    a.curve["val_acc"] += [0.1, 0.2]
+    a.curve["target/val_acc"] += [0.1, 0.2]
+    b = ValidationCurve()
+    b.load_state_dict(json.loads(json.dumps(a.state_dict())))
+    assert b.curve == a.curve and b.summary()["convergence"]["best_step"] == 20
+
+
+def test_fit_records_curve_convergence_labels_and_environment(tmp_path):
+    args = ["fit", "--config", str(REPO / "configs/data/digits_shift.yaml"),
+            "--config", str(REPO / "configs/model/small_cnn.yaml"), "--strategy=scratch",
+            "--data.target_shots=3", "--trainer.max_epochs=-1", "--trainer.max_steps=8",
+            "--trainer.check_val_every_n_epoch=null", "--trainer.val_check_interval=2",
+            "--trainer.enable_progress_bar=false", "--run.threads=1", f"--run.dir={tmp_path / 'run'}"]
+    main(args)
+    r = json.loads((tmp_path / "run" / "result.json").read_text())
+    assert r["steps"] == 8
+    assert r["curve"]["step"] == [2, 4, 6, 8]  # every validation, in optimizer steps
+    assert r["curve"]["val_acc"] == r["curve"]["target/val_acc"]
+    conv = r["convergence"]
+    assert conv["points"] == 4 and conv["last_step"] == 8
+    assert conv["still_improving"] is still_improving(r["curve"]["val_acc"])
+    assert r["curve"]["val_acc"][r["curve"]["step"].index(conv["best_step"])] == max(r["curve"]["val_acc"])
+    # 3 shots x 10 classes trained on, 3 val labels per class chose the checkpoint: 60 labels in all
+    assert r["labels"] == {"target_train": 30, "target_val": 30, "total": 60}
+    assert r["env"]["threads"] == 1 and r["env"]["torch"] and r["env"]["lightning"] and r["env"]["device"]
+    assert r["shots_seed"] == r["seed"] == 0 and r["val_shots"] == "auto"

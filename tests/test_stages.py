@@ -1,0 +1,61 @@
+"""The shared source stage: its key covers what defines the source model and nothing of the target run."""
+
+import json
+import os
+
+import pytest
+
+from conftest import REPO
+from lit_transfer.cli import TransferCLI
+from lit_transfer.stages import source_stage_args, stage_key, stage_checkpoint
+
+BASE = ["--config", str(REPO / "configs/data/digits_shift.yaml"), "--config", str(REPO / "configs/model/small_cnn.yaml")]
+STRATEGY = ["--config", str(REPO / "configs/strategy/finetune.yaml")]
+PROTOCOL = ["--config", str(REPO / "configs/protocol/fewshot.yaml")]
+
+
+@pytest.fixture(scope="module")
+def parser(tmp_path_factory):
+    os.environ.pop("LIT_TRANSFER_RUN_DIR", None)
+    cli = TransferCLI(args=[*BASE, f"--run.dir={tmp_path_factory.mktemp('p') / 'run'}"], run=False)
+    return cli.parser
+
+
+def key(parser, argv):
+    return stage_key(parser, source_stage_args(argv, source_seed=0, threads=1)[1:])
+
+
+def test_target_only_settings_never_reach_the_source_stage(parser):
+    base = key(parser, [*BASE, *STRATEGY])
+    target_only = [
+        [*PROTOCOL],  # the target's budget and validation protocol
+        ["--trainer.max_steps=200"], ["--trainer.max_epochs", "99"], ["--trainer.val_check_interval=5"],
+        ["--trainer.check_val_every_n_epoch=null"], ["--trainer.logger=false"], ["--trainer.limit_train_batches=2"],
+        ["--data.target_shots=5"], ["--data.val_shots=3"], ["--data.shots_seed=4"],
+        ["--model.lr=0.1"], ["--seed_everything=7"], ["--run.source_seed=0"],
+        ["--config", str(REPO / "configs/strategy/linear_probe.yaml")],
+    ]
+    for extra in target_only:
+        assert key(parser, [*BASE, *STRATEGY, *extra]) == base, extra
+
+
+def test_source_defining_settings_change_the_key(parser):
+    base = key(parser, [*BASE, *STRATEGY])
+    for extra in (["--data.batch_size=32"], ["--data.split_seed=1"], ["--model.backbone=small_cnn_tiny"],
+                  ["--trainer.precision=bf16-mixed"], ["--trainer.deterministic=true"]):
+        assert key(parser, [*BASE, *STRATEGY, *extra]) != base, extra
+    assert stage_key(parser, source_stage_args([*BASE], 1, 1)[1:]) != base  # the source seed
+    assert stage_key(parser, source_stage_args([*BASE], 0, 2)[1:]) != base  # thread count: other float sums
+
+
+def test_targets_load_the_checkpoint_the_stage_was_tested_with(tmp_path):
+    stage = tmp_path / "stage"
+    (stage / "checkpoints").mkdir(parents=True)
+    assert stage_checkpoint(stage) is None  # no result yet: train it
+    best, last = stage / "checkpoints" / "best.ckpt", stage / "checkpoints" / "last.ckpt"
+    best.write_bytes(b"b")
+    last.write_bytes(b"l")
+    (stage / "result.json").write_text(json.dumps({"status": "ok", "checkpoint": str(best)}))
+    assert stage_checkpoint(stage) == best
+    (stage / "result.json").write_text(json.dumps({"status": "diverged", "checkpoint": str(best)}))
+    assert stage_checkpoint(stage) is None
