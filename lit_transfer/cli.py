@@ -4,6 +4,7 @@
                      --strategy finetune --model.weights=runs/.../checkpoints/last.ckpt
     lit-transfer sweep sweeps/digits_strategies.yaml      # offline runner for W&B sweep files
     lit-transfer report sweep_runs/digits_strategies      # tables and plots: gain over scratch
+    lit-transfer rank --config configs/data/digits_shift.yaml --candidates DIR_OR_CKPT ...  # before fine-tuning
 
 Each run gets its own directory (config, checkpoints, logs, ``result.json``) — concurrent sweep trials never
 collide. After ``fit`` the best checkpoint is tested on both domains and ``result.json`` is written.
@@ -114,7 +115,8 @@ class TransferCLI(LightningCLI):
         kwargs.setdefault("seed_everything_default", 0)
         kwargs.setdefault("parser_kwargs", {"description": "lit_transfer: transfer-learning experiments. Besides "
                           "fit/validate/test/predict: `lit-transfer sweep FILE` runs a W&B sweep file offline, "
-                          "`lit-transfer report DIR` compares strategies with scratch."})
+                          "`lit-transfer report DIR` compares strategies with scratch, "
+                          "`lit-transfer rank` scores candidate sources before fine-tuning."})
         kwargs.setdefault("save_config_callback", RunConfigSaver)
         kwargs.setdefault("auto_configure_optimizers", False)  # the module builds its own param groups
         kwargs.setdefault(
@@ -342,6 +344,10 @@ def _user_error(err: BaseException, kind: type = TransferConfigError) -> Optiona
 
 def main(argv: Optional[list[str]] = None) -> None:
     argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and argv[0] == "rank":
+        from lit_transfer.ranking.rank import main as rank_main
+
+        raise SystemExit(rank_main(argv[1:]))
     if argv and argv[0] in ("sweep", "report"):
         if argv[0] == "sweep":
             from lit_transfer.sweep import main as sweep_main

@@ -1,0 +1,139 @@
+"""Transferability scores against hand computations, the `rank` command, and the rank section of reports."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pytest
+from scipy.stats import multivariate_normal
+
+from lit_transfer.ranking import scores
+
+
+# ------------------------------------------------------------------------------------------------ LogME
+F_TOY = np.array([[1.0, 0.0], [0.0, 1.0], [1.0, 1.0], [2.0, -1.0], [-1.0, 0.5], [0.5, 2.0]])
+W_TOY = np.array([1.5, -0.5])
+NOISE = np.array([0.1, -0.2, 0.05, 0.15, -0.1, 0.0])
+Y_TOY = F_TOY @ W_TOY + NOISE
+
+
+def _direct_log_marginal(f, y, alpha, beta):
+    """y ~ N(0, I/beta + F F^T / alpha): the evidence by definition, per sample."""
+    cov = np.eye(len(y)) / beta + f @ f.T / alpha
+    return multivariate_normal(mean=np.zeros(len(y)), cov=cov).logpdf(y) / len(y)
+
+
+@pytest.mark.parametrize("alpha,beta", [(1.0, 1.0), (0.3, 20.0), (5.0, 0.5)])
+def test_logme_evidence_is_the_gaussian_marginal_likelihood(alpha, beta):
+    assert scores.logme_evidence(F_TOY, Y_TOY, alpha, beta) == pytest.approx(
+        _direct_log_marginal(F_TOY, Y_TOY, alpha, beta), rel=1e-10)
+
+
+def test_logme_on_a_toy_regression_maximises_the_evidence():
+    score, [(alpha, beta)] = scores.logme(F_TOY, Y_TOY[:, None], return_params=True)
+    # The returned score is the evidence at the returned hyper-parameters ...
+    assert score == pytest.approx(_direct_log_marginal(F_TOY, Y_TOY, alpha, beta), rel=1e-8)
+    # ... which is a maximum: no point of a log-grid around it is higher, and the gradient vanishes.
+    for da in np.linspace(-2, 2, 9):
+        for db in np.linspace(-2, 2, 9):
+            assert _direct_log_marginal(F_TOY, Y_TOY, alpha * math.exp(da), beta * math.exp(db)) <= score + 1e-9
+    h = 1e-4
+    d_alpha = (scores.logme_evidence(F_TOY, Y_TOY, alpha * math.exp(h), beta)
+               - scores.logme_evidence(F_TOY, Y_TOY, alpha * math.exp(-h), beta)) / (2 * h)
+    d_beta = (scores.logme_evidence(F_TOY, Y_TOY, alpha, beta * math.exp(h))
+              - scores.logme_evidence(F_TOY, Y_TOY, alpha, beta * math.exp(-h))) / (2 * h)
+    assert abs(d_alpha) < 1e-5 and abs(d_beta) < 1e-5
+    # The noise precision found is of the order of the true one (residual variance ~0.015 -> beta ~ 50-200).
+    assert 10 < beta < 1000
+
+
+def test_logme_with_more_dimensions_than_samples():
+    rng = np.random.default_rng(0)
+    f = rng.normal(size=(5, 9))  # D > N: F^T F has 4 zero eigenvalues, which the evidence must count
+    y = rng.normal(size=5)
+    score, [(alpha, beta)] = scores.logme(f, y[:, None], return_params=True)
+    assert score == pytest.approx(_direct_log_marginal(f, y, alpha, beta), rel=1e-8)
+
+
+def test_logme_classification_is_the_mean_over_one_hot_columns():
+    rng = np.random.default_rng(1)
+    labels = np.array([0, 0, 1, 1, 2, 2, 0, 1, 2, 2])
+    f = rng.normal(size=(10, 3)) + labels[:, None]
+    per_class = [scores.logme(f, (labels == c).astype(float)[:, None]) for c in range(3)]
+    assert scores.logme(f, labels) == pytest.approx(np.mean(per_class), rel=1e-12)
+
+
+def test_logme_prefers_features_that_predict_the_labels():
+    rng = np.random.default_rng(2)
+    labels = np.repeat(np.arange(4), 10)
+    informative = np.eye(4)[labels] * 3 + rng.normal(scale=0.3, size=(40, 4))
+    noise = rng.normal(size=(40, 4))
+    assert scores.logme(informative, labels) > scores.logme(noise, labels) + 0.1
+
+
+# ------------------------------------------------------------------------------------------------- LEEP
+THETA = np.array([[0.8, 0.2], [0.6, 0.4], [0.3, 0.7], [0.1, 0.9]])
+Y4 = np.array([0, 0, 1, 1])
+
+
+def test_leep_on_a_hand_made_joint_distribution():
+    # P(y, z) = 1/4 [[0.8 + 0.6, 0.2 + 0.4], [0.3 + 0.1, 0.7 + 0.9]] = [[.35, .15], [.10, .40]]
+    assert scores.joint_distribution(THETA, Y4) == pytest.approx(np.array([[0.35, 0.15], [0.10, 0.40]]))
+    # P(z) = (.45, .55): P(y|z=0) = (7/9, 2/9), P(y|z=1) = (3/11, 8/11). Expected empirical predictions:
+    # x1: .8*7/9 + .2*3/11 = 67/99, x2: .6*7/9 + .4*3/11 = 57/99, x3: .3*2/9 + .7*8/11 = 57/99, x4: 67/99.
+    expected = (2 * math.log(67 / 99) + 2 * math.log(57 / 99)) / 4
+    assert scores.leep(THETA, Y4) == pytest.approx(expected, rel=1e-12)
+
+
+def test_leep_bounds():
+    # A source model whose classes are the target's: LEEP = 0; an uninformative one: the log class prior.
+    assert scores.leep(np.eye(2)[Y4], Y4) == pytest.approx(0.0, abs=1e-12)
+    assert scores.leep(np.full((4, 3), 1 / 3), Y4) == pytest.approx(math.log(0.5))
+
+
+# -------------------------------------------------------------------------------------------------- NCE
+def test_nce_on_hand_made_labels():
+    z = np.array([0, 0, 1, 1, 1, 2])
+    y = np.array([0, 0, 1, 1, 0, 1])
+    # H(Y|Z) = P(z=0) * 0 + P(z=1) * H(1/3, 2/3) + P(z=2) * 0
+    h = 0.5 * -(1 / 3 * math.log(1 / 3) + 2 / 3 * math.log(2 / 3))
+    assert scores.nce(z, y) == pytest.approx(-h, rel=1e-12)
+    assert scores.nce(y, y) == 0.0  # target labels are a function of the source labels
+    assert scores.nce(np.zeros(6, int), y) == pytest.approx(-math.log(2))  # Z says nothing: -H(Y)
+    assert scores.nce(np.array([5, 5, 9, 9, 9, 7]), y) == pytest.approx(-h)  # label values do not matter
+
+
+# ------------------------------------------------------------------------------------------------ H-score
+def test_hscore_by_hand():
+    f = np.array([[0.0], [2.0], [4.0], [6.0]])
+    # var(f) = (9 + 1 + 1 + 9) / 4 = 5, class means 1 and 5: var(g) = (4 * 4) / 4 = 4 -> H = 4 / 5
+    assert scores.hscore(f, Y4, shrinkage=None) == pytest.approx(0.8)
+    # 2-d, shrinkage a = 0.5 fixed: (1 - a) cov_f + a mu I with mu = tr(cov_f) / 2
+    f2 = np.array([[0.0, 1.0], [2.0, 0.0], [4.0, 3.0], [6.0, 2.0]])
+    c = f2 - f2.mean(0)
+    g = np.array([c[:2].mean(0)] * 2 + [c[2:].mean(0)] * 2)
+    cov_f, cov_g = c.T @ c / 4, g.T @ g / 4
+    shrunk = 0.5 * cov_f + 0.5 * np.trace(cov_f) / 2 * np.eye(2)
+    assert scores.hscore(f2, Y4, shrinkage=0.5) == pytest.approx(np.trace(np.linalg.inv(shrunk) @ (0.5 * cov_g)))
+
+
+def test_raw_hscore_saturates_when_features_span_the_samples():
+    # Why `hscore` shrinks by default: with D >= N - 1 any features score C - 1.
+    rng = np.random.default_rng(3)
+    labels = np.repeat(np.arange(3), 4)
+    f = rng.normal(size=(12, 20))
+    assert scores.hscore(f, labels, shrinkage=None) == pytest.approx(2.0, rel=1e-6)
+    informative = np.concatenate([np.eye(3)[labels] * 5, f[:, :17]], 1)
+    assert scores.hscore(informative, labels) > scores.hscore(f, labels) + 0.5
+
+
+def test_gmm_pseudo_source_labels_follow_clusters():
+    rng = np.random.default_rng(4)
+    labels = np.repeat(np.arange(3), 20)
+    f = np.eye(3)[labels] * 8 + rng.normal(size=(60, 3))
+    probs = scores.gmm_source_probs(f, 3)
+    assert probs.shape == (60, 3) and np.allclose(probs.sum(1), 1)
+    assert scores.nce(probs.argmax(1), labels) == pytest.approx(0.0, abs=1e-9)  # clusters = classes
+    assert scores.leep(probs, labels) > -0.05
