@@ -325,9 +325,11 @@ def _read_json(path: Path) -> dict | None:
 
 
 def trial_state(trial_dir: Path) -> str:
-    """'ok' (has a result), 'failed', or 'pending' (never run, interrupted, or left by a killed runner)."""
+    """'ok' (has an ok result), 'failed' (incl. a result such as "diverged"), or 'pending' (never run,
+    interrupted, or left by a killed runner)."""
     if (trial_dir / "result.json").exists():
-        return "ok"
+        result = _read_json(trial_dir / "result.json")
+        return "ok" if isinstance(result, dict) and result.get("status", "ok") == "ok" else "failed"
     info = _read_json(trial_dir / "trial.json") or {}
     return info.get("status") if info.get("status") in ("ok", "failed") else "pending"
 
@@ -340,6 +342,17 @@ def _move_aside(trial_dir: Path, attic: Path) -> None:
         if not dest.exists():
             os.replace(trial_dir, dest)
             return
+
+
+def failure_reason(trial_dir: Path) -> str | None:
+    """Why a trial failed, in one line: its result's ``error`` (e.g. a diverged run), else the CLI's
+    ``lit-transfer: error:`` line in its log."""
+    result = _read_json(trial_dir / "result.json")
+    if isinstance(result, dict) and result.get("status", "ok") != "ok":
+        return f"{result.get('status')}: {result.get('error') or 'no reason recorded'}"
+    prefix = "lit-transfer: error: "
+    lines = [ln for ln in _log_tail(trial_dir / "trial.log", max_lines=200).splitlines() if ln.startswith(prefix)]
+    return lines[-1][len(prefix):] if lines else None
 
 
 def _log_tail(log: Path, max_bytes: int = 4000, max_lines: int = 30) -> str:
@@ -568,7 +581,7 @@ class Runner:
             self.progress.running -= 1
             r.log.close()
             rc = r.proc.returncode
-            error = None
+            error = failure_reason(r.trial.dir) if rc != 0 or trial_state(r.trial.dir) == "failed" else None
             if rc == 0 and r.expects_result and not (r.trial.dir / "result.json").exists():
                 error = "exited 0 but wrote no result.json"
             status = "ok" if rc == 0 and error is None else "failed"
@@ -758,7 +771,10 @@ def run_sweep(path: str | os.PathLike, out: str | os.PathLike | None = None, wor
     failed = old_failed + runner.failed
     summary = f"{name}: {progress.ok} ok ({skipped} already done), {len(failed)} failed, results in {out}"
     if failed:
-        summary += f"\nfailed trials (logs in {out}/trials/<id>/trial.log): " + ", ".join(failed)
+        summary += f"\nfailed trials (logs in {out}/trials/<id>/trial.log):"
+        for tid in failed:
+            reason = (_read_json(out / "trials" / tid / "trial.json") or {}).get("error")
+            summary += f"\n  {tid}: {reason or 'see its log'}"
     print(summary, file=stream)
     return 1 if failed else 0
 
