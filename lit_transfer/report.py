@@ -42,7 +42,8 @@ def collect(root: str | os.PathLike) -> tuple[list[dict], list[str]]:
             notes.append(f"unreadable result left out: {path}")
             continue
         if not isinstance(r, dict) or r.get("status", "ok") != "ok":
-            notes.append(f"result with status {r.get('status') if isinstance(r, dict) else '?'} left out: {path}")
+            status, why = (r.get("status"), r.get("error")) if isinstance(r, dict) else ("?", None)
+            notes.append(f"{status} run left out of the means: {path}" + (f" ({why})" if why else ""))
             continue
         r["_path"] = str(path)
         results.append(r)
