@@ -352,6 +352,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", help="report directory (default: DIR/report)")
     parser.add_argument("--baseline", default="scratch", help="strategy the gains are measured against")
     parser.add_argument("--conf", type=float, default=0.95, help="confidence level of the intervals")
+    parser.add_argument("--rank", help="rank.json of `lit-transfer rank` to check against the fine-tuning results "
+                        "(default: DIR/rank.json when present)")
     args = parser.parse_args(argv)
     try:
         root = Path(args.dir)
@@ -371,6 +373,11 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{PROG}: error: {e}", file=sys.stderr)
         return 2
     print(markdown(summary))
+    rank_file = Path(args.rank) if args.rank else root / "rank.json"
+    if args.rank or rank_file.is_file():  # predicted transferability vs measured accuracy (lit_transfer.ranking)
+        from lit_transfer.ranking.compare import report_section
+
+        print(report_section(rank_file, results, files["html"].parent, files))
     log_to_wandb(summary)
     print(f"HTML report: {files['html']}")
     return 0

@@ -137,3 +137,149 @@ def test_gmm_pseudo_source_labels_follow_clusters():
     assert probs.shape == (60, 3) and np.allclose(probs.sum(1), 1)
     assert scores.nce(probs.argmax(1), labels) == pytest.approx(0.0, abs=1e-9)  # clusters = classes
     assert scores.leep(probs, labels) > -0.05
+
+
+# ------------------------------------------------------------------------------------------- rank command
+def _fake_source_run(run_dir, seed: int, shifts: list) -> "Path":
+    """A lit_transfer source run on disk: checkpoint (small_cnn_tiny + 10-class head), config.yaml, result.json."""
+    import torch
+    import yaml
+
+    from lit_transfer.module import TransferClassifier
+
+    torch.manual_seed(seed)
+    model = TransferClassifier(backbone="small_cnn_tiny", num_classes=10, in_chans=1)
+    ckpt = run_dir / "checkpoints" / "best.ckpt"
+    ckpt.parent.mkdir(parents=True)
+    torch.save({"state_dict": model.state_dict(), "hyper_parameters": {"backbone": "small_cnn_tiny", "in_chans": 1}},
+               ckpt)
+    (run_dir / "config.yaml").write_text(yaml.safe_dump(
+        {"run": {"strategy": "source"}, "data": {"train_on": "source", "source": {"name": "digits", "shifts": shifts}}}))
+    (run_dir / "result.json").write_text(json.dumps({"status": "ok", "strategy": "source", "checkpoint": str(ckpt)}))
+    return ckpt
+
+
+def test_rank_command_scores_and_sorts_candidates(tmp_path, capsys):
+    from lit_transfer.cli import main
+
+    stages = tmp_path / "stages"
+    a = _fake_source_run(stages / "a", 0, [])
+    b = _fake_source_run(stages / "b", 1, [{"name": "rotate", "degrees": 45}])
+    out = tmp_path / "rank.json"
+    with pytest.raises(SystemExit) as exit_:
+        main(["rank", "--config", "configs/data/digits_shift.yaml", "--candidates", str(stages),
+              "small_cnn_tiny@random", "--metric", "leep", "--shots", "3", "--shots-seeds", "0", "1",
+              "--out", str(out), "--device", "cpu"])
+    assert exit_.value.code == 0
+    payload = json.loads(out.read_text())
+    assert payload["metric"] == "leep" and payload["target"]["examples"] == 30
+    assert payload["target"]["shots_seeds"] == [0, 1]
+    rows = payload["candidates"]
+    assert [r["rank"] for r in rows] == [1, 2, 3]
+    leeps = [r["scores"]["leep"] for r in rows]
+    assert leeps == sorted(leeps, reverse=True)
+    by_weights = {r["weights"]: r for r in rows}
+    # Directory candidates: the checkpoint each run's result.json reports; their source heads give LEEP/NCE.
+    assert by_weights[str(a.resolve())]["source_labels"] == "head"
+    assert by_weights[str(b.resolve())]["label"] == "small_cnn_tiny / digits[rotate45]"
+    assert by_weights[None]["source_labels"] == "gmm" and by_weights[None]["label"] == "small_cnn_tiny (random init)"
+    for r in rows:
+        assert set(r["scores"]) == {"logme", "leep", "nce", "hscore", "hscore_raw"}
+        assert len(r["scores_per_draw"]) == 2
+        assert r["scores"]["logme"] == pytest.approx(np.mean([d["logme"] for d in r["scores_per_draw"]]))
+        assert sorted(r["ranks"]) == sorted(r["scores"])
+    printed = capsys.readouterr().out
+    assert "| 1 |" in printed and "3 candidates" in printed
+
+
+def test_rank_command_errors_are_one_line(tmp_path, capsys):
+    from lit_transfer.ranking.rank import main
+
+    assert main(["--config", "configs/data/digits_shift.yaml", "--candidates", str(tmp_path),
+                 "--out", str(tmp_path / "r.json")]) == 2
+    assert "no run directory with checkpoints" in capsys.readouterr().err
+    assert main(["--config", "configs/data/digits_shift.yaml", "--candidates", "not_a_model_xyz@random",
+                 "--out", str(tmp_path / "r.json")]) == 2
+    assert "unknown backbone" in capsys.readouterr().err
+    assert not (tmp_path / "r.json").exists()
+
+
+# ------------------------------------------------------------------------------------- rank vs accuracy
+def _results(weights_acc: dict) -> list[dict]:
+    out = []
+    for (backbone, weights), accs in weights_acc.items():
+        for seed, acc in enumerate(accs):
+            out.append({"status": "ok", "strategy": "finetune", "seed": seed, "backbone": backbone,
+                        "weights": weights, "metrics": {"target/test_acc": acc}})
+    return out
+
+
+def test_compare_matches_runs_and_computes_tau_and_r(tmp_path):
+    from lit_transfer.ranking import compare
+
+    run = tmp_path / "stages" / "s1"
+    (run / "checkpoints").mkdir(parents=True)
+    ckpt = run / "checkpoints" / "best.ckpt"
+    ckpt.write_bytes(b"x")
+    (run / "checkpoints" / "last.ckpt").hardlink_to(ckpt)
+    payload = {"metric": "logme", "candidates": [
+        {"label": "A", "backbone": "small_cnn", "weights": str(ckpt), "source": {"run_dir": str(run)},
+         "scores": {"logme": 3.0, "leep": -1.0, "nce": -1.0, "hscore": 1.0}},
+        {"label": "B", "backbone": "small_cnn", "weights": None,
+         "scores": {"logme": 2.0, "leep": -0.5, "nce": -2.0, "hscore": 3.0}},
+        {"label": "C", "backbone": "resnet10t", "weights": "pretrained",
+         "scores": {"logme": 1.0, "leep": -2.0, "nce": -3.0, "hscore": 2.0}},
+        {"label": "D", "backbone": "resnet10t", "weights": None,
+         "scores": {"logme": 0.0, "leep": -3.0, "nce": -4.0, "hscore": 0.0}},
+    ]}
+    results = _results({("small_cnn", str(run / "checkpoints" / "last.ckpt")): [0.9, 0.8],  # hard link: A
+                        ("small_cnn", None): [0.7, 0.7], ("resnet10t", "pretrained"): [0.8, 0.8]})
+    results.append({"status": "ok", "strategy": "source", "backbone": "small_cnn", "weights": None,
+                    "metrics": {"target/test_acc": 0.1}})  # source stages are not fine-tuning results
+    section = compare.compare(payload, results)
+    assert section["unmatched"] == ["D"]
+    part = section["strategies"]["finetune"]
+    assert [r["label"] for r in part["rows"]] == ["A", "B", "C"]
+    assert [r["acc_mean"] for r in part["rows"]] == pytest.approx([0.85, 0.7, 0.8])
+    assert [r["measured_rank"] for r in part["rows"]] == [1, 3, 2]
+    # logme orders A > B > C, accuracy A > C > B: one discordant pair of three -> tau = (2 - 1) / 3.
+    c = part["correlations"]["logme"]
+    assert c["kendall_tau"] == pytest.approx(1 / 3)
+    x, y = np.array([3.0, 2.0, 1.0]), np.array([0.85, 0.7, 0.8])
+    assert c["pearson_r"] == pytest.approx(np.corrcoef(x, y)[0, 1])
+    assert c["top1_acc"] == pytest.approx(0.85) and c["regret"] == pytest.approx(0.0)
+    # hscore orders B > C > A: all three pairs discordant (tau = -1), and its top-1 (B) loses 15 pp.
+    assert part["correlations"]["hscore"]["kendall_tau"] == pytest.approx(-1.0)
+    assert part["correlations"]["hscore"]["regret"] == pytest.approx(0.15)
+    text = compare.markdown(section)
+    assert "Kendall τ" in text and "| hscore | -1.00 |" in text and "D" in text.splitlines()[-1]
+
+
+def test_report_shows_the_ranking_when_rank_json_is_present(tmp_path, capsys):
+    from lit_transfer.report import main
+
+    root = tmp_path / "sweep"
+    payload = {"metric": "logme", "candidates": []}
+    for i, (name, score, accs) in enumerate([("a", 2.0, [0.9, 0.88]), ("b", 1.0, [0.6, 0.62]),
+                                             ("c", 0.0, [0.5, 0.4])]):
+        payload["candidates"].append({"label": name, "backbone": "small_cnn", "weights": f"/w/{name}.ckpt",
+                                      "scores": {"logme": score, "leep": -score, "nce": score, "hscore": score}})
+        for seed, acc in enumerate(accs):
+            d = root / "trials" / f"{name}{seed}"
+            d.mkdir(parents=True)
+            (d / "result.json").write_text(json.dumps({
+                "status": "ok", "experiment": "e", "strategy": "finetune", "seed": seed, "target_shots": 10,
+                "backbone": "small_cnn", "weights": f"/w/{name}.ckpt", "split_hash": str(seed),
+                "metrics": {"target/test_acc": acc}}))
+    (root / "rank.json").write_text(json.dumps(payload))
+    assert main([str(root)]) == 0
+    printed = capsys.readouterr().out
+    assert "Transferability ranking vs fine-tuned accuracy" in printed
+    assert "| logme (ranked by) | +1.00 |" in printed and "| leep | -1.00 |" in printed
+    report = root / "report"
+    assert "Kendall τ" in (report / "report.md").read_text()
+    assert "rank_vs_accuracy_finetune.png" in (report / "report.md").read_text()
+    assert (report / "rank_vs_accuracy_finetune.png").stat().st_size > 1000
+    assert "Transferability ranking" in (report / "report.html").read_text()
+    section = json.loads((report / "rank_vs_accuracy.json").read_text())
+    assert section["strategies"]["finetune"]["correlations"]["logme"]["pearson_r"] > 0.9

@@ -12,7 +12,8 @@ on its own features (N-LEEP), and ``rank.json`` says so (``"source_labels": "gmm
 
 Candidates:
 - ``path/to/run/checkpoints/last.ckpt``: a lit_transfer checkpoint (backbone name from its hyper-parameters);
-- a directory: every ``checkpoints/last.ckpt`` below it (e.g. a sweep's ``stages/`` folder of source models);
+- a directory: every run below it (e.g. a sweep's ``stages/`` folder of source models), each with the checkpoint
+  its ``result.json`` reports (what ``--model.weights=source`` loads), else its ``checkpoints/last.ckpt``;
 - ``ARCH@FILE``: timm architecture ``ARCH`` with weights from a .safetensors/.pth/.ckpt file;
 - ``ARCH`` or ``ARCH.TAG``: timm's hub weights (cached or downloadable); ``ARCH@random``: random init;
 - ``@LIST.txt``: one candidate per line.
@@ -100,6 +101,18 @@ def _from_checkpoint(path: Path, spec: str) -> Candidate:
     return Candidate(spec, backbone, str(path), label, meta)
 
 
+def _run_checkpoint(run_dir: Path) -> Optional[Path]:
+    """The checkpoint a run reported its results with (``result.json`` ``checkpoint``), else its last.ckpt."""
+    try:
+        ckpt = json.loads((run_dir / "result.json").read_text()).get("checkpoint")
+    except (OSError, ValueError, AttributeError):
+        ckpt = None
+    if ckpt and Path(ckpt).is_file():
+        return Path(ckpt)
+    last = run_dir / "checkpoints" / "last.ckpt"
+    return last if last.is_file() else None
+
+
 def parse_candidates(items: list[str]) -> list[Candidate]:
     """Candidates from command-line items (see the module docstring); duplicates are dropped."""
     from lit_transfer.models.backbone import HUB_WEIGHTS
@@ -114,9 +127,10 @@ def parse_candidates(items: list[str]) -> list[Candidate]:
             continue
         path = Path(item).expanduser()
         if path.is_dir():
-            found = sorted(path.rglob("checkpoints/last.ckpt"))
+            found = [_run_checkpoint(d.parent) for d in sorted(path.rglob("checkpoints")) if d.is_dir()]
+            found = [p for p in found if p is not None]
             if not found:
-                raise TransferConfigError(f"no */checkpoints/last.ckpt under {path}")
+                raise TransferConfigError(f"no run directory with checkpoints/*.ckpt under {path}")
             out += [_from_checkpoint(p, str(p)) for p in found]
         elif path.suffix == ".ckpt" and "@" not in item:
             if not path.is_file():
