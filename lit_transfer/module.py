@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 import os
 from pathlib import Path
-from typing import Optional
+from typing import Optional, Union
 
 import torch
 import torch.nn.functional as F
@@ -34,7 +34,8 @@ log = logging.getLogger(__name__)
 
 HEAD = -1  # ``layer_group`` of the head's param groups
 _NORMS = (nn.modules.batchnorm._BatchNorm, nn.GroupNorm, nn.LayerNorm, nn.modules.instancenorm._InstanceNorm)
-SELECTIONS = ("auto", "source_val", "entropy", "oracle")
+SELECTIONS = ("auto", "source_val", "entropy", "snd", "oracle")
+UNSUPERVISED_SELECTIONS = ("entropy", "snd")  # scores of target val images (lit_transfer.strategies.selection)
 
 
 def _metric_collection(num_classes: int) -> MetricCollection:
@@ -125,13 +126,18 @@ class TransferClassifier(LightningModule):
         freeze_bn_stats: frozen groups keep their BatchNorm running statistics (eval mode) too.
         regularizer: a loss module added to the task loss (e.g. :class:`~lit_transfer.strategies.L2SP`).
         label_smoothing: cross-entropy label smoothing.
-        objective: a loss module that replaces the plain cross-entropy step (DANN, MultiTask, Distill, LwF,
-            ...): ``objective.training_step(model, batch)`` returns the loss, or ``(loss, {name: value})`` to
-            log. Its own modules (a domain discriminator, a frozen teacher) are submodules: checkpointed.
+        objective: a loss module, or a list of them (:mod:`lit_transfer.strategies.objective`): loss terms
+            (DANN, CDAN, MCC, CORAL, MMD) each add ``weight × term`` to the cross-entropy of the labelled
+            stream; a whole-step objective (MultiTask, Distill, LwF) replaces that cross-entropy. Their own
+            modules (a domain discriminator, a frozen teacher) are submodules: checkpointed.
+        bottleneck: width of a bottleneck (Linear → BatchNorm → ReLU) between the backbone's pooled features
+            and the head, as in DANN/CDAN/MCC (256); part of ``embed``, trained at the head's learning rate.
         selection: what the logged ``val_acc`` (the checkpoint's selection metric) is: ``auto`` (val accuracy
             of the domain the head predicts: source val for unsupervised DA), ``source_val``, ``entropy`` (an
-            unsupervised information-maximisation score on target val images, no labels), or ``oracle``
-            (target val labels; marked so in ``result.json``).
+            unsupervised information-maximisation score on target val images, no labels), ``snd`` (soft
+            neighborhood density of the target val predictions, no labels; see
+            :mod:`lit_transfer.strategies.selection`) or ``oracle`` (target val labels; marked so in
+            ``result.json``). Unsupervised-DA runs log both label-free scores every validation epoch.
         feature_cache: while the whole backbone is frozen (and train-time augmentation and dropout are off),
             compute its embeddings of each split once and train/evaluate the head on them
             (:mod:`lit_transfer.features`); same results as recomputing them every epoch.
@@ -163,7 +169,7 @@ class TransferClassifier(LightningModule):
         freeze_bn_stats: bool = True,
         regularizer: Optional[nn.Module] = None,
         label_smoothing: float = 0.0,
-        objective: Optional[nn.Module] = None,
+        objective: Optional[Union[nn.Module, list[nn.Module]]] = None,
         selection: str = "auto",
         feature_cache: bool = True,
         feature_cache_dtype: str = "float32",
@@ -171,6 +177,7 @@ class TransferClassifier(LightningModule):
         channels_last: bool = False,
         compile: bool = False,
         compile_options: Optional[dict] = None,
+        bottleneck: Optional[int] = None,
     ):
         super().__init__()
         from lit_transfer.features import FEATURE_DTYPES
@@ -192,7 +199,11 @@ class TransferClassifier(LightningModule):
         self._channels_last = channels_last
         if channels_last:
             self.backbone.to(memory_format=torch.channels_last)
-        self.head = head(self.backbone.out_features, num_classes)
+        self.bottleneck: Optional[nn.Module] = None
+        if bottleneck:
+            self.bottleneck = nn.Sequential(nn.Linear(self.backbone.out_features, int(bottleneck)),
+                                            nn.BatchNorm1d(int(bottleneck)), nn.ReLU())
+        self.head = head(self.feature_dim, num_classes)
         self.head_factory = head
         self.source_head: Optional[nn.Module] = None
         self.source_num_classes: Optional[int] = None
@@ -212,11 +223,27 @@ class TransferClassifier(LightningModule):
         self.metrics = nn.ModuleDict(
             {f"{d}_{s}": metrics.clone() for d in ("target", "source") for s in ("val", "test")}
         )
-        self._im_sums: Optional[list[torch.Tensor]] = None  # selection=entropy accumulators
+        self._target_val_probs: list[torch.Tensor] = []  # label-free selection scores' inputs
         self._eval_loss: dict[str, list[torch.Tensor]] = {}  # "target_val" -> [sum of loss * n, n]
+        from lit_transfer.strategies.objective import as_objectives
+
+        if isinstance(objective, (list, tuple)):
+            objective = nn.ModuleList(objective) if objective else None
         self.objective = objective
-        if objective is not None and hasattr(objective, "bind"):
-            objective.bind(self)  # e.g. DANN builds its discriminator, LwF snapshots the source model
+        for obj in as_objectives(objective):
+            if hasattr(obj, "bind"):
+                obj.bind(self)  # e.g. DANN builds its discriminator, LwF snapshots the source model
+
+    @property
+    def feature_dim(self) -> int:
+        """Width of ``embed``'s output (the bottleneck's, if any): what heads and discriminators take."""
+        return self.hparams.bottleneck or self.backbone.out_features
+
+    @property
+    def objectives(self) -> list[nn.Module]:
+        from lit_transfer.strategies.objective import as_objectives
+
+        return as_objectives(self.objective)
 
     # ---------------------------------------------------------- source head
     def _load_source_head(self, weights) -> None:
@@ -225,7 +252,7 @@ class TransferClassifier(LightningModule):
             return
         state, n = found
         try:
-            source_head = self.head_factory(self.backbone.out_features, n)
+            source_head = self.head_factory(self.feature_dim, n)
             source_head.load_state_dict(state)
         except (RuntimeError, TypeError, ValueError) as err:
             log.warning("cannot rebuild the source head of %s with this model's head (%s); no forgetting metrics",
@@ -239,7 +266,7 @@ class TransferClassifier(LightningModule):
         """The source head (the checkpoint's, else a new one), for objectives that train on the source."""
         if self.source_head is None:
             self.source_num_classes = num_classes or self.num_classes
-            self.source_head = self.head_factory(self.backbone.out_features, self.source_num_classes)
+            self.source_head = self.head_factory(self.feature_dim, self.source_num_classes)
         if self.source_num_classes != self.num_classes:
             metrics = _metric_collection(self.source_num_classes)
             for s in ("val", "test"):
@@ -291,7 +318,8 @@ class TransferClassifier(LightningModule):
     def embed(self, x: torch.Tensor) -> torch.Tensor:
         if x.ndim == 2 and x.is_floating_point():  # rows of cached backbone embeddings (lit_transfer.features)
             return x.to(self.mean.dtype)
-        return self.backbone(self.preprocess(x))
+        f = self.backbone(self.preprocess(x))
+        return f if self.bottleneck is None else self.bottleneck(f)
 
     # -------------------------------------------------------- feature cache
     def feature_cache_active(self, train: bool) -> bool:
@@ -300,6 +328,8 @@ class TransferClassifier(LightningModule):
         from lit_transfer.features import backbone_is_deterministic
 
         if not self.hparams.get("feature_cache", False) or self.frozen_groups < self.num_groups:
+            return False
+        if self.bottleneck is not None:  # embed() includes the (trained) bottleneck: nothing fixed to cache
             return False
         if not train:
             return True  # eval mode: a frozen backbone is a fixed function
@@ -385,6 +415,8 @@ class TransferClassifier(LightningModule):
 
     def param_counts(self) -> dict[str, int]:
         params = list(self.backbone.parameters()) + list(self.head.parameters())
+        if self.bottleneck is not None:
+            params += list(self.bottleneck.parameters())
         return {"trainable": sum(p.numel() for p in params if p.requires_grad), "total": sum(p.numel() for p in params)}
 
     def log_param_counts(self, reason: str = "") -> None:
@@ -446,7 +478,9 @@ class TransferClassifier(LightningModule):
         if self.lr_scheduler_factory is None:
             return optimizer
         scheduler = self.lr_scheduler_factory(optimizer)
-        config = {"scheduler": scheduler, "interval": "epoch"}
+        if hasattr(scheduler, "set_total_steps") and getattr(scheduler, "total_steps", None) is None:
+            scheduler.set_total_steps(self.trainer.estimated_stepping_batches)  # e.g. InverseDecayLR's p
+        config = {"scheduler": scheduler, "interval": getattr(scheduler, "interval", "epoch")}
         if isinstance(scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
             config["monitor"] = "val_acc" if scheduler.mode == "max" else "val_loss"
         return {"optimizer": optimizer, "lr_scheduler": config}
@@ -487,19 +521,21 @@ class TransferClassifier(LightningModule):
 
     def selection_domain(self) -> Optional[str]:
         """Whose val accuracy is ``val_acc``; ``None`` for the unsupervised ``entropy`` score."""
-        return {"auto": self.train_domain(), "source_val": "source", "oracle": "target", "entropy": None}[
-            self.hparams.selection]
+        return {"auto": self.train_domain(), "source_val": "source", "oracle": "target", "entropy": None,
+                "snd": None}[self.hparams.selection]
 
     def _check_streams_and_selection(self) -> None:
         dm = getattr(self._trainer, "datamodule", None)
         if dm is None:
             return
         streams = getattr(dm, "train_streams", [self.train_domain()])
-        if self.objective is None and len([s for s in streams if s != "unlabeled"]) > 1:
+        whole = [o for o in self.objectives if getattr(o, "replaces_task_loss", True)]
+        if not whole and len([s for s in streams if s != "unlabeled"]) > 1:
             raise TransferConfigError("data.train_on: source+target needs a model.objective that uses both "
                                       "streams, e.g. lit_transfer.strategies.MultiTask")
-        if self.objective is not None and hasattr(self.objective, "check_data"):
-            self.objective.check_data(self, dm)
+        for obj in self.objectives:
+            if hasattr(obj, "check_data"):
+                obj.check_data(self, dm)
         needed = self.selection_domain() or "target"
         if needed not in getattr(dm, "val_domains", [needed]):
             raise TransferConfigError(f"model.selection={self.hparams.selection} needs {needed} validation data, "
@@ -529,10 +565,9 @@ class TransferClassifier(LightningModule):
     def training_step(self, batch, batch_idx: int) -> torch.Tensor:
         logs: dict = {}
         if self.objective is not None:
-            out = self.objective.training_step(self, batch)
-            loss, logs = out if isinstance(out, tuple) else (out, {})
-            first = next(iter(batch.values())) if isinstance(batch, dict) else batch
-            n = len(first[1] if isinstance(first, (tuple, list)) else first)
+            from lit_transfer.strategies.objective import training_loss
+
+            loss, logs, n = training_loss(self, batch, self.objective)
         else:
             # Without an objective a multi-stream batch trains on its labelled stream only.
             x, y = batch[self.train_domain()] if isinstance(batch, dict) else batch
@@ -564,12 +599,13 @@ class TransferClassifier(LightningModule):
         n = torch.tensor(float(len(y)), device=loss_sum.device)
         acc = self._eval_loss.get(key)
         self._eval_loss[key] = [loss_sum, n] if acc is None else [acc[0] + loss_sum, acc[1] + n]
-        if split == "val" and domain == "target" and self.hparams.selection == "entropy":
-            # Unsupervised selection: only the predictions on target val images are used, never their labels.
-            probs = logits.float().softmax(-1)
-            ent = -(probs * probs.clamp_min(1e-12).log()).sum(-1)
-            sums = [probs.sum(0), ent.sum(), torch.tensor(float(len(ent)), device=ent.device)]
-            self._im_sums = sums if self._im_sums is None else [a + b for a, b in zip(self._im_sums, sums)]
+        if split == "val" and domain == "target" and self._scores_target_val():
+            # Label-free scores: only the predictions on target val images are used, never their labels.
+            self._target_val_probs.append(logits.detach().float().softmax(-1))
+
+    def _scores_target_val(self) -> bool:
+        """Label-free scores are computed for unsupervised DA (trained on the source) or when they select."""
+        return self.hparams.selection in UNSUPERVISED_SELECTIONS or self.train_domain() == "source"
 
     def _start_eval_epoch(self, split: str) -> None:
         for key, metrics in self.metrics.items():
@@ -592,22 +628,33 @@ class TransferClassifier(LightningModule):
             self.metrics[key].reset()
 
     def on_validation_epoch_start(self) -> None:
-        self._im_sums = None
+        self._target_val_probs = []
         self._start_eval_epoch("val")
         self.use_cached_features(self.trainer.val_dataloaders, train=False)
 
     def on_validation_epoch_end(self) -> None:
         self._log_eval_epoch("val")
-        if self.hparams.selection != "entropy" or self._im_sums is None:
+        if not self._target_val_probs:
             return
-        prob_sum, ent_sum, n = (self.trainer.strategy.reduce(t, reduce_op="sum") for t in self._im_sums)
+        from lit_transfer.strategies.selection import snd_score
+
+        probs = torch.cat(self._target_val_probs)
+        self._target_val_probs = []
+        reduce = self.trainer.strategy.reduce
+        ent = -(probs * probs.clamp_min(1e-12).log()).sum(-1)
+        prob_sum, ent_sum, n = (reduce(t, reduce_op="sum") for t in
+                                (probs.sum(0), ent.sum(), torch.tensor(float(len(ent)), device=ent.device)))
         mean_p = prob_sum / n
         # Information maximisation: confident (low mean entropy) and diverse (high entropy of the mean).
-        score = -(mean_p * mean_p.clamp_min(1e-12).log()).sum() - ent_sum / n
-        self.log("target/val_im_score", score)
-        self.log("val_acc", score)
-        self.log("val_loss", ent_sum / n)
-        self._im_sums = None
+        im = -(mean_p * mean_p.clamp_min(1e-12).log()).sum() - ent_sum / n
+        # SND on this rank's predictions (all of them on one device).
+        snd = reduce(snd_score(probs), reduce_op="mean")
+        self.log("target/val_im_score", im)
+        self.log("target/val_snd", snd)
+        selection = self.hparams.selection
+        if selection in UNSUPERVISED_SELECTIONS:
+            self.log("val_acc", im if selection == "entropy" else snd)
+            self.log("val_loss", ent_sum / n)
 
     def on_test_epoch_end(self) -> None:
         self._log_eval_epoch("test")

@@ -35,12 +35,18 @@ class DomainSpec:
     image_size: int | None = None  # square resize at load; None keeps the native size
     # image_folder: skip unreadable image files (listed in a warning, counted in result.json) instead of failing
     skip_corrupt: bool = False
+    # 0 or 1: keep one of two disjoint, stratified halves of the dataset (seeded by the split seed), so a source
+    # and a target built from the same images (digits -> digits_m) never share one; None keeps all.
+    half: int | None = None
 
     def identity(self) -> dict:
         """What determines the data (not where it is stored): hashed into ``split_hash``."""
         label_map = None if self.label_map is None else sorted((int(k), int(v)) for k, v in self.label_map.items())
-        return {"name": self.name, "shifts": [dict(s) for s in self.shifts], "label_map": label_map,
-                "channels": self.channels, "image_size": self.image_size}
+        ident = {"name": self.name, "shifts": [dict(s) for s in self.shifts], "label_map": label_map,
+                 "channels": self.channels, "image_size": self.image_size}
+        if self.half is not None:  # only when set, so the hashes of existing configs stay as they were
+            ident["half"] = self.half
+        return ident
 
 
 @dataclass
@@ -49,6 +55,7 @@ class Domain:
     labels: torch.Tensor  # int64 [N], original labels (label_map is applied by the splits)
     official: dict[str, torch.Tensor] = field(default_factory=dict)  # e.g. {"train": idx, "test": idx}
     skipped: list[str] = field(default_factory=list)  # unreadable files left out (``skip_corrupt: true``)
+    origin: torch.Tensor | None = None  # with ``half``: each image's index in the whole dataset
 
 
 IntOrFn = Union[int, Callable[[DomainSpec], int]]
@@ -84,6 +91,8 @@ def check_spec(spec: DomainSpec) -> None:
         check_shift(shift)
     if spec.channels not in (None, 1, 3):
         raise TransferConfigError(f"channels must be 1, 3 or null, got {spec.channels!r}.")
+    if spec.half not in (None, 0, 1) or isinstance(spec.half, bool):
+        raise TransferConfigError(f"half must be 0, 1 or null, got {spec.half!r}.")
 
 
 def num_classes(spec: DomainSpec) -> int:
@@ -105,13 +114,43 @@ def load_domain(spec: DomainSpec, split_seed: int) -> Domain:
     check_spec(spec)
     domain = _DOMAINS[spec.name].load(spec)
     skipped = domain.skipped
+    if spec.half is not None:
+        domain = take_half(domain, spec.half, split_seed)
     images = _to_channels(domain.images, spec.channels)
     if spec.image_size is not None and images.shape[-2:] != (spec.image_size, spec.image_size):
         images = _resize(images, spec.image_size)
     images = apply_shifts(images, spec.shifts, split_seed, spec.name)
     if skipped:  # the unreadable files left out (skip_corrupt: true), counted in result.json
         return dataclasses.replace(domain, images=images.contiguous(), skipped=skipped)
-    return Domain(images.contiguous(), domain.labels, domain.official)
+    return Domain(images.contiguous(), domain.labels, domain.official, domain.origin)
+
+
+def half_indices(labels: torch.Tensor, official: dict[str, torch.Tensor], half: int, split_seed: int) -> torch.Tensor:
+    """Sorted indices of one of two disjoint halves: every class of every official split cut in two at random.
+
+    Depends only on the labels, the official splits and ``split_seed`` (not on the dataset's name), so
+    ``digits`` half 0 and ``digits_m`` half 1 are disjoint sets of the same underlying images.
+    """
+    from .common import generator
+
+    parts = [official[k] for k in sorted(official)] or [torch.arange(len(labels))]
+    keep = []
+    for p, idx in enumerate(parts):
+        idx = idx.sort().values
+        for c in labels[idx].unique().tolist():
+            members = idx[labels[idx] == c]
+            order = members[torch.randperm(len(members), generator=generator(split_seed, "half", p, c))]
+            cut = (len(order) + 1) // 2
+            keep.append(order[:cut] if half == 0 else order[cut:])
+    return torch.cat(keep).sort().values
+
+
+def take_half(domain: Domain, half: int, split_seed: int) -> Domain:
+    idx = half_indices(domain.labels, domain.official, half, split_seed)
+    position = torch.full((len(domain.labels),), -1, dtype=torch.long)
+    position[idx] = torch.arange(len(idx))
+    official = {k: position[v][position[v] >= 0] for k, v in domain.official.items()}
+    return Domain(domain.images[idx], domain.labels[idx], official, idx)
 
 
 def _to_channels(images: torch.Tensor, channels: int | None) -> torch.Tensor:
@@ -172,6 +211,22 @@ def _digits(spec: DomainSpec) -> Domain:
     data = load_digits()
     images = np.round(data.images / 16.0 * 255.0).astype(np.uint8)[:, None]
     return Domain(torch.from_numpy(images), torch.from_numpy(data.target).long())
+
+
+@register_domain("digits_m", num_classes=10, in_chans=3)
+def _digits_m(spec: DomainSpec) -> Domain:
+    """MNIST-M built on sklearn's digits (Ganin et al., 2016): each digit, upsampled to ``image_size`` (default
+    28) and made RGB, blended with a random colour patch of sklearn's bundled photos: ``|patch − digit|`` per
+    channel (shift ``patch_blend``). Patches are drawn with a fixed seed: the domain is one fixed dataset.
+    Pair it with ``{name: digits, half: 0, channels: 3, image_size: 28}`` as source and ``half: 1`` here, so
+    source and target never share an image (``configs/data/digits_to_digits_m.yaml``).
+    """
+    from .shifts import patch_blend
+    from .common import generator
+
+    digits = _digits(spec)
+    images = _resize(digits.images, spec.image_size or 28).expand(-1, 3, -1, -1)
+    return Domain(patch_blend(images, generator("digits_m")), digits.labels)
 
 
 def _mnist_like(cls):

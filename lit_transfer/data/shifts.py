@@ -138,3 +138,42 @@ def color_jitter(
         gray = _gray(x)
         x = (gray + factor(saturation) * (x - gray)).clamp(0, 255)
     return _to_uint8(x)
+
+
+_PHOTOS: list[torch.Tensor] = []
+
+
+def sample_photos() -> list[torch.Tensor]:
+    """scikit-learn's bundled colour photos (china.jpg, flower.jpg) as uint8 ``[3, H, W]``, loaded once."""
+    if not _PHOTOS:
+        from sklearn.datasets import load_sample_images
+
+        _PHOTOS.extend(torch.from_numpy(img.copy()).permute(2, 0, 1).contiguous() for img in load_sample_images().images)
+    return _PHOTOS
+
+
+def blend_patches(images: torch.Tensor, patches: torch.Tensor) -> torch.Tensor:
+    """MNIST-M's blend (Ganin et al., 2016): ``|patch − image|`` per channel and pixel, uint8."""
+    return (patches.to(torch.int16) - images.to(torch.int16)).abs_().to(torch.uint8)
+
+
+@register_shift("patch_blend")
+def patch_blend(images: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+    """MNIST-M construction: blend each RGB image with a random crop of one of scikit-learn's bundled photos.
+
+    For every image a photo and a crop position are drawn; the result is ``|patch − image|`` per channel.
+    Needs 3-channel images (``channels: 3``).
+    """
+    if images.shape[1] != 3:
+        raise TransferConfigError(f"shift 'patch_blend' needs RGB images, got {images.shape[1]} channel(s); "
+                                  "set channels: 3 on the domain")
+    photos = sample_photos()
+    n, _, h, w = images.shape
+    which = torch.randint(len(photos), (n,), generator=gen)
+    patches = torch.empty_like(images)
+    for i in range(n):
+        photo = photos[int(which[i])]
+        top = int(torch.randint(photo.shape[1] - h + 1, (1,), generator=gen))
+        left = int(torch.randint(photo.shape[2] - w + 1, (1,), generator=gen))
+        patches[i] = photo[:, top : top + h, left : left + w]
+    return blend_patches(images, patches)

@@ -1,9 +1,13 @@
-"""DANN (Ganin & Lempitsky, 2015): domain-adversarial training with a gradient-reversal layer.
+"""DANN (Ganin & Lempitsky, 2015; Ganin et al., 2016): domain-adversarial training with a gradient-reversal layer.
 
-A discriminator learns to tell source features from unlabeled-target features; the gradient-reversal
-layer (identity forward, ``-λ ×`` gradient backward) makes the backbone learn features it cannot tell
-apart. ``λ`` warms up on Ganin's schedule ``λ(p) = max_coeff · (2 / (1 + exp(-γ p)) - 1)`` with
-``p = global_step / estimated_stepping_batches``. Loss: source cross-entropy + ``domain_weight`` × domain BCE.
+A loss term (:class:`~lit_transfer.strategies.objective.LossTerm`) over the step's features, as TLlib's
+``DomainAdversarialLoss`` (``tllib/alignment/dann.py``): a discriminator learns to tell source features from
+unlabeled-target features; the gradient-reversal layer (identity forward, ``-λ ×`` gradient backward) makes the
+feature extractor learn features it cannot tell apart. ``λ`` warms up on Ganin's schedule
+``λ(p) = max_coeff · (2 / (1 + exp(-γ p)) - 1)`` with ``p = global_step / estimated_stepping_batches``.
+Term: ``(BCE(D(f_s), 1) + BCE(D(f_t), 0)) / 2``, added with ``weight`` to the source cross-entropy.
+Discriminator as in the papers / TLlib: ``in → hidden → hidden → 1`` with BatchNorm (``norm: batch``) or
+dropout 0.5 (``norm: dropout``) after each hidden ReLU.
 Data: ``train_on: source`` + ``unlabeled_target: true`` (the training step never sees target labels).
 """
 
@@ -15,9 +19,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from lit_transfer.strategies.objective import Objective, labelled, training_progress, unlabeled
+from lit_transfer.errors import TransferConfigError
+from lit_transfer.strategies.objective import LossTerm, Step, training_progress
 
-__all__ = ["DANN", "GradientReversal", "grad_reverse", "ganin_coefficient", "DomainDiscriminator"]
+__all__ = ["DANN", "GradientReversal", "grad_reverse", "ganin_coefficient", "DomainDiscriminator", "embed_pair"]
 
 
 class GradientReversal(torch.autograd.Function):
@@ -39,15 +44,24 @@ def ganin_coefficient(progress: float, gamma: float = 10.0, max_coeff: float = 1
     return max_coeff * (2.0 / (1.0 + math.exp(-gamma * progress)) - 1.0)
 
 
-class DomainDiscriminator(nn.Sequential):
-    """Features → one logit (source = 1, target = 0)."""
+NORMS = ("batch", "dropout", "none")
 
-    def __init__(self, in_features: int, hidden: int = 256):
-        super().__init__(
-            nn.Linear(in_features, hidden), nn.ReLU(inplace=True),
-            nn.Linear(hidden, hidden), nn.ReLU(inplace=True),
-            nn.Linear(hidden, 1),
-        )
+
+class DomainDiscriminator(nn.Sequential):
+    """Features → one logit (source = 1, target = 0): two hidden layers, each ReLU + BatchNorm or dropout 0.5."""
+
+    def __init__(self, in_features: int, hidden: int = 1024, norm: str = "dropout", dropout: float = 0.5):
+        if norm not in NORMS:
+            raise TransferConfigError(f"discriminator norm must be one of {', '.join(NORMS)}, got {norm!r}")
+        layers: list[nn.Module] = []
+        for width_in in (in_features, hidden):
+            layers.append(nn.Linear(width_in, hidden))
+            if norm == "batch":
+                layers += [nn.BatchNorm1d(hidden), nn.ReLU(inplace=True)]
+            else:
+                layers += [nn.ReLU(inplace=True), nn.Dropout(dropout if norm == "dropout" else 0.0)]
+        layers.append(nn.Linear(hidden, 1))
+        super().__init__(*layers)
 
 
 def embed_pair(model: nn.Module, xs: torch.Tensor, xt: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -58,33 +72,44 @@ def embed_pair(model: nn.Module, xs: torch.Tensor, xt: torch.Tensor) -> tuple[to
     return model.embed(xs), model.embed(xt)
 
 
-class DANN(Objective):
-    requires = ("source", "unlabeled")
+def domain_bce(logits: torch.Tensor, n_source: int, weight: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Mean of the per-domain BCEs (source = 1, target = 0) of ``[n_s + n_t]`` logits, and the accuracy."""
+    logits = logits.float()
+    labels = torch.zeros_like(logits)
+    labels[:n_source] = 1.0
+    per = F.binary_cross_entropy_with_logits(logits, labels, reduction="none")
+    if weight is not None:
+        per = per * weight
+    loss = 0.5 * (per[:n_source].mean() + per[n_source:].mean())
+    acc = ((logits > 0).float() == labels).float().mean()
+    return loss, acc
 
-    def __init__(self, domain_weight: float = 1.0, hidden: int = 256, gamma: float = 10.0, max_coeff: float = 1.0):
-        super().__init__()
-        self.domain_weight, self.hidden, self.gamma, self.max_coeff = domain_weight, hidden, gamma, max_coeff
+
+class DANN(LossTerm):
+    """Domain-adversarial loss term. ``weight``: trade-off against the source cross-entropy."""
+
+    requires = ("source", "unlabeled")
+    log_name = "domain_loss"
+
+    def __init__(self, weight: float = 1.0, hidden: int = 1024, norm: str = "dropout", gamma: float = 10.0,
+                 max_coeff: float = 1.0):
+        super().__init__(weight)
+        if norm not in NORMS:
+            raise TransferConfigError(f"DANN norm must be one of {', '.join(NORMS)}, got {norm!r}")
+        self.hidden, self.norm, self.gamma, self.max_coeff = hidden, norm, gamma, max_coeff
         self.last_coeff = 0.0
 
     def bind(self, model: nn.Module) -> None:
-        self.discriminator = DomainDiscriminator(model.backbone.out_features, self.hidden)
+        self.discriminator = DomainDiscriminator(model.feature_dim, self.hidden, self.norm)
 
     def coefficient(self, model: nn.Module) -> float:
         return ganin_coefficient(training_progress(model), self.gamma, self.max_coeff)
 
     def domain_loss(self, fs: torch.Tensor, ft: torch.Tensor, coeff: float) -> tuple[torch.Tensor, torch.Tensor]:
-        logits = self.discriminator(grad_reverse(torch.cat([fs, ft]), coeff)).squeeze(-1).float()
-        labels = torch.cat([torch.ones(len(fs)), torch.zeros(len(ft))]).to(logits.device)
-        loss = F.binary_cross_entropy_with_logits(logits, labels)
-        acc = ((logits > 0).float() == labels).float().mean()
-        return loss, acc
+        logits = self.discriminator(grad_reverse(torch.cat([fs, ft]), coeff)).squeeze(-1)
+        return domain_bce(logits, len(fs))
 
-    def training_step(self, model: nn.Module, batch):
-        xs, ys = labelled(batch, "source")
-        xt = unlabeled(batch)
-        fs, ft = embed_pair(model, xs, xt)
-        cls = model.task_loss(model.head(fs), ys)
-        coeff = self.last_coeff = self.coefficient(model)
-        dom, acc = self.domain_loss(fs, ft, coeff)
-        loss = cls + self.domain_weight * dom
-        return loss, {"cls_loss": cls, "domain_loss": dom, "domain_acc": acc, "grl_coeff": coeff}
+    def forward(self, step: Step):
+        coeff = self.last_coeff = self.coefficient(step.model)
+        loss, acc = self.domain_loss(step.features("source"), step.features("unlabeled"), coeff)
+        return loss, {"domain_acc": acc, "grl_coeff": coeff}

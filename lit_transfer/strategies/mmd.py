@@ -11,10 +11,8 @@ from __future__ import annotations
 from typing import Optional, Sequence
 
 import torch
-from torch import nn
 
-from lit_transfer.strategies.dann import embed_pair
-from lit_transfer.strategies.objective import Objective, labelled, unlabeled
+from lit_transfer.strategies.objective import LossTerm, Step
 
 __all__ = ["MMD", "mk_mmd"]
 
@@ -35,17 +33,14 @@ def mk_mmd(fs: torch.Tensor, ft: torch.Tensor, multipliers: Sequence[float] = (0
     return k[:ns, :ns].mean() + k[ns:, ns:].mean() - 2 * k[:ns, ns:].mean()
 
 
-class MMD(Objective):
+class MMD(LossTerm):
     requires = ("source", "unlabeled")
+    log_name = "mmd_loss"
 
     def __init__(self, weight: float = 1.0, multipliers: Sequence[float] = (0.25, 0.5, 1.0, 2.0, 4.0),
                  bandwidths: Optional[Sequence[float]] = None):
-        super().__init__()
-        self.weight, self.multipliers, self.bandwidths = weight, tuple(multipliers), bandwidths
+        super().__init__(weight)
+        self.multipliers, self.bandwidths = tuple(multipliers), bandwidths
 
-    def training_step(self, model: nn.Module, batch):
-        xs, ys = labelled(batch, "source")
-        fs, ft = embed_pair(model, xs, unlabeled(batch))
-        cls = model.task_loss(model.head(fs), ys)
-        align = mk_mmd(fs, ft, self.multipliers, self.bandwidths)
-        return cls + self.weight * align, {"cls_loss": cls, "mmd_loss": align}
+    def forward(self, step: Step):
+        return mk_mmd(step.features("source"), step.features("unlabeled"), self.multipliers, self.bandwidths)

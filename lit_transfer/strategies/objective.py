@@ -19,6 +19,23 @@ The contract:
 - ``training_step(model, batch)`` returns the loss, or ``(loss, {name: value})``; the model logs
   ``train/loss`` and ``train/<name>``. ``batch`` is an ``(x, y)`` tuple for single-stream training, or a
   dict ``{"source": (x, y), "target": (x, y), "unlabeled": x}`` holding only the configured streams.
+
+Composable loss terms (:class:`LossTerm`): ``model.objective`` may also be a *list*. A term is one weighted
+loss over the tensors of the step, ``term(step)`` → ``value`` or ``(value, {name: value})``; the step
+(:class:`Step`) computes each stream's features and logits once (one forward over all streams, so BatchNorm
+sees source and target together) and every term reads them. The training loss is
+
+    task loss (cross-entropy on the labelled stream) + Σ weight_i · term_i
+
+or, when the list holds a whole-step objective (MultiTask, Distill, LwF: ``replaces_task_loss``), that
+objective's loss in place of the task loss. So ``DANN + MCC`` is two YAML entries::
+
+    model:
+      objective:
+        - {class_path: lit_transfer.strategies.DANN, init_args: {weight: 1.0}}
+        - {class_path: lit_transfer.strategies.MCC, init_args: {weight: 1.0, temperature: 2.5}}
+
+Each term declares the streams it reads (``requires``); a missing one is a one-line config error at fit start.
 """
 
 from __future__ import annotations
@@ -30,12 +47,15 @@ from torch import nn
 
 from lit_transfer.errors import TransferConfigError
 
-__all__ = ["Objective", "Frozen", "labelled", "unlabeled", "kd_loss", "training_progress"]
+__all__ = ["Objective", "LossTerm", "Step", "training_loss", "as_objectives", "Frozen", "labelled", "unlabeled",
+           "kd_loss", "training_progress"]
 
 
 class Objective(nn.Module):
     #: the training streams this objective needs (checked at fit start against the data module)
     requires: tuple[str, ...] = ()
+    #: ``training_step`` returns the whole loss (its own cross-entropy included); see :class:`LossTerm`
+    replaces_task_loss: bool = True
 
     def bind(self, model: nn.Module) -> None:
         """Called once from the model's ``__init__``."""
@@ -56,6 +76,120 @@ class Objective(nn.Module):
 
     def training_step(self, model: nn.Module, batch):  # pragma: no cover - abstract
         raise NotImplementedError
+
+
+class LossTerm(Objective):
+    """One weighted term added to the task loss: ``forward(step)`` → value, or ``(value, {name: value})``.
+
+    Subclasses set ``requires`` (streams read) and ``log_name`` (logged as ``train/<log_name>``).
+    """
+
+    replaces_task_loss = False
+    log_name = "term_loss"
+
+    def __init__(self, weight: float = 1.0):
+        super().__init__()
+        self.weight = float(weight)
+
+    def training_step(self, model: nn.Module, batch):
+        """The term alone as a whole step (task loss + weight · term), for direct use."""
+        return training_loss(model, batch, [self])[:2]
+
+
+class Step:
+    """The tensors of one training step, computed once and shared by all loss terms.
+
+    Streams are ``source``/``target`` (labelled, ``(x, y)``) and ``unlabeled`` (images only); a single-stream
+    ``(x, y)`` batch is the stream of the domain the model trains on. ``features(s)`` are the model's
+    embeddings (after its bottleneck, if any), computed in one forward over every stream when their shapes
+    match; ``logits(s)`` the head's outputs on them.
+    """
+
+    def __init__(self, model: nn.Module, batch):
+        self.model = model
+        self.batch = batch if isinstance(batch, dict) else {model.train_domain(): batch}
+        self._features: Optional[dict[str, torch.Tensor]] = None
+        self._logits: dict[str, torch.Tensor] = {}
+
+    @property
+    def streams(self) -> list[str]:
+        return list(self.batch)
+
+    def _get(self, stream: str):
+        if stream not in self.batch:
+            raise TransferConfigError(f"the training batch has no '{stream}' stream (streams: {self.streams})")
+        return self.batch[stream]
+
+    def images(self, stream: str) -> torch.Tensor:
+        part = self._get(stream)
+        return part[0] if isinstance(part, (tuple, list)) else part
+
+    def labels(self, stream: str) -> torch.Tensor:
+        part = self._get(stream)
+        if not isinstance(part, (tuple, list)):
+            raise TransferConfigError(f"the '{stream}' stream has no labels")
+        return part[1]
+
+    @property
+    def batch_size(self) -> int:
+        return len(self.images(self.streams[0]))
+
+    def features(self, stream: str) -> torch.Tensor:
+        if self._features is None:
+            xs = [self.images(s) for s in self.streams]
+            if all(x.shape[1:] == xs[0].shape[1:] for x in xs):
+                f = self.model.embed(torch.cat(xs)) if len(xs) > 1 else self.model.embed(xs[0])
+                self._features = dict(zip(self.streams, f.split([len(x) for x in xs])))
+            else:
+                self._features = {s: self.model.embed(x) for s, x in zip(self.streams, xs)}
+        self._get(stream)
+        return self._features[stream]
+
+    def logits(self, stream: str) -> torch.Tensor:
+        if stream not in self._logits:
+            self._logits[stream] = self.model.head(self.features(stream))
+        return self._logits[stream]
+
+    def task_loss(self) -> torch.Tensor:
+        """Cross-entropy of the head on the labelled stream of the domain it predicts."""
+        domain = self.model.train_domain()
+        return self.model.task_loss(self.logits(domain), self.labels(domain))
+
+
+def as_objectives(objective) -> list[Objective]:
+    """``model.objective`` (``None``, one objective, or a list of them) as a list."""
+    if objective is None:
+        return []
+    return list(objective) if isinstance(objective, (list, tuple, nn.ModuleList)) else [objective]
+
+
+def training_loss(model: nn.Module, batch, objectives) -> tuple[torch.Tensor, dict, int]:
+    """``(loss, logs, batch size)``: the task loss (or the whole-step objective's) + Σ weight · term."""
+    objectives = as_objectives(objectives)
+    whole = [o for o in objectives if getattr(o, "replaces_task_loss", True)]
+    if len(whole) > 1:
+        raise TransferConfigError(f"model.objective holds {len(whole)} whole-step objectives "
+                                  f"({', '.join(type(o).__name__ for o in whole)}); at most one can replace the task loss")
+    step = Step(model, batch)
+    logs: dict = {}
+    if whole:
+        out = whole[0].training_step(model, batch)
+        loss, logs = out if isinstance(out, tuple) else (out, {})
+        logs = dict(logs)
+    else:
+        loss = step.task_loss()
+        if len(objectives) > 0:
+            logs["cls_loss"] = loss
+    for term in objectives:
+        if term in whole:
+            continue
+        out = term(step)
+        value, extra = out if isinstance(out, tuple) else (out, {})
+        name = term.log_name if term.log_name not in logs else f"{term.log_name}_{objectives.index(term)}"
+        logs[name] = value
+        logs.update(extra)
+        loss = loss + term.weight * value
+    return loss, logs, step.batch_size
 
 
 class Frozen(nn.Module):
