@@ -81,9 +81,13 @@ def test_unlabeled_stream_is_the_whole_target_train_split_without_labels():
     assert isinstance(batch["unlabeled"], torch.Tensor) and batch["unlabeled"].dtype == torch.uint8
     unl = loader.iterables["unlabeled"]
     splits = dm.split_indices()["target"]
-    n_target = len(dm.subset("target", "val")[1]) + len(dm.subset("target", "test")[1])
+    from lit_transfer.data.splits import split_domain
+
+    full = split_domain(dm.subset("target", "unlabeled")[1].new_tensor(__import__("sklearn.datasets").datasets
+                                                                       .load_digits().target), {}, 0, 0.1, 0.2)
     # all of the target train split (1797 digits minus val and test), not only the 5 x 10 labelled shots
-    assert len(unl.loader.images) == 1797 - n_target > len(splits["train"]) == 50
+    assert len(unl.loader.images) == len(full["train"]) == 1797 - len(full["val"]) - len(full["test"])
+    assert len(unl.loader.images) > len(splits["train"]) == 50
     assert (unl.loader.labels == -1).all(), "target labels never enter the unlabeled loader"
     images, _ = dm.subset("target", "unlabeled")
     assert torch.equal(unl.loader.images, images)
@@ -404,3 +408,189 @@ def test_entropy_selection_scores_target_val_without_labels(tmp_path):
 def test_bad_selection_is_a_config_error():
     with pytest.raises(TransferConfigError, match="model.selection must be one of"):
         make_module(selection="best")
+
+
+# ------------------------------------------------------------- composable loss terms, reference recipes (issue 12)
+from lit_transfer.strategies import CDAN, MCC, InverseDecayLR, mcc_loss  # noqa: E402
+from lit_transfer.strategies.objective import Step, training_loss  # noqa: E402
+from lit_transfer.strategies.selection import im_score, snd_score  # noqa: E402
+
+
+def da_batch(n: int = 8):
+    dm = make_dm(train_on="source", unlabeled_target=True, batch_size=n)
+    dm.setup("fit")
+    return dm, first_batch(dm.train_dataloader())
+
+
+def test_a_two_term_loss_list_is_the_task_loss_plus_the_weighted_terms():
+    torch.manual_seed(0)
+    module = make_module(objective=[CORAL(weight=0.5), MMD(weight=2.0)], bottleneck=16).eval()
+    assert isinstance(module.objective, torch.nn.ModuleList) and len(module.objectives) == 2
+    _, batch = da_batch()
+    loss, logs, n = training_loss(module, batch, module.objective)
+    xs, ys = batch["source"]
+    with torch.no_grad():
+        f = module.embed(torch.cat([xs, batch["unlabeled"]]))  # one forward over both streams
+        fs, ft = f[: len(xs)], f[len(xs):]
+        ce = F.cross_entropy(module.head(fs), ys)
+    hand = ce + 0.5 * coral_loss(fs, ft) + 2.0 * mk_mmd(fs, ft)
+    assert loss.item() == pytest.approx(hand.item(), rel=1e-5)
+    assert logs["cls_loss"].item() == pytest.approx(ce.item(), rel=1e-5)
+    assert logs["coral_loss"].item() == pytest.approx(coral_loss(fs, ft).item(), rel=1e-5)
+    assert logs["mmd_loss"].item() == pytest.approx(mk_mmd(fs, ft).item(), rel=1e-5)
+    assert n == len(xs)
+    # a one-entry list and the bare term give the same loss
+    single = make_module(objective=[CORAL(weight=0.5)], bottleneck=16).eval()
+    single.load_state_dict(module.state_dict(), strict=False)
+    bare = training_loss(single, batch, CORAL(weight=0.5))[0]
+    assert training_loss(single, batch, single.objective)[0].item() == pytest.approx(bare.item())
+
+
+def test_step_computes_each_streams_features_once():
+    module = make_module(objective=[MCC()]).eval()
+    _, batch = da_batch()
+    calls = []
+    module.backbone.register_forward_hook(lambda m, i, o: calls.append(len(i[0])))
+    step = Step(module, batch)
+    step.logits("unlabeled"), step.features("source"), step.logits("source"), step.task_loss()
+    assert calls == [len(batch["source"][0]) + len(batch["unlabeled"])]
+
+
+def test_a_missing_stream_is_a_one_line_config_error_naming_the_setting(tmp_path):
+    with pytest.raises(TransferConfigError) as err:
+        make_trainer(tmp_path, max_epochs=1, limit_train_batches=1).fit(
+            make_module(objective=[DANN(hidden=8), MCC()]), make_dm(train_on="source"))
+    msg = str(err.value)
+    assert "\n" not in msg and "DANN needs the unlabeled training stream" in msg and "unlabeled_target: true" in msg
+
+
+def test_annealed_lr_follows_mu0_over_1_plus_alpha_p_to_the_beta():
+    param = torch.nn.Parameter(torch.zeros(1))
+    opt = torch.optim.SGD([param], lr=0.01, momentum=0.9)
+    sched = InverseDecayLR(opt, rate=10.0, power=0.75, total_steps=100)
+    lrs = {}
+    for step in range(101):
+        lrs[step] = opt.param_groups[0]["lr"]
+        opt.step()
+        sched.step()
+    assert lrs[0] == pytest.approx(0.01)
+    assert lrs[50] == pytest.approx(0.01 / 6 ** 0.75)  # p = 0.5: 1 + 10 * 0.5 = 6
+    assert lrs[100] == pytest.approx(0.01 / 11 ** 0.75)  # p = 1
+    assert lrs[25] == pytest.approx(0.01 * 3.5 ** -0.75)
+
+
+def test_annealed_lr_is_stepped_every_optimizer_step_over_the_whole_fit(tmp_path):
+    from functools import partial
+
+    L.seed_everything(0)
+    module = make_module(lr=0.01, optimizer=partial(torch.optim.SGD, momentum=0.9),
+                         lr_scheduler=partial(InverseDecayLR, rate=10.0, power=0.75))
+    seen = []
+
+    class Record(L.Callback):
+        def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+            seen.append((trainer.global_step, trainer.optimizers[0].param_groups[0]["lr"]))
+
+    trainer = make_trainer(tmp_path, max_epochs=2, limit_train_batches=4, callbacks=[Record()])
+    trainer.fit(module, make_dm(train_on="source"))
+    total = trainer.estimated_stepping_batches
+    assert total == 8 and len(seen) == 8
+    for step, lr in seen:
+        assert lr == pytest.approx(0.01 * (1 + 10 * step / total) ** -0.75)
+
+
+def test_bottleneck_and_discriminator_shapes():
+    module = make_module(bottleneck=256, objective=[DANN(hidden=1024, norm="batch"), CDAN(hidden=64)])
+    x = torch.zeros(4, 1, 8, 8, dtype=torch.uint8)
+    assert module.feature_dim == 256 and module.embed(x).shape == (4, 256)
+    assert module.head.fc.in_features == 256 and module(x).shape == (4, 10)
+    linears = [m for m in module.objectives[0].discriminator if isinstance(m, torch.nn.Linear)]
+    assert [(m.in_features, m.out_features) for m in linears] == [(256, 1024), (1024, 1024), (1024, 1)]
+    assert sum(isinstance(m, torch.nn.BatchNorm1d) for m in module.objectives[0].discriminator) == 2
+    drop = DomainDiscriminator(256, 1024, norm="dropout")
+    assert [m.p for m in drop if isinstance(m, torch.nn.Dropout)] == [0.5, 0.5]
+    assert not any(isinstance(m, torch.nn.BatchNorm1d) for m in drop)
+    # CDAN conditions on features ⊗ predictions: 256 x 10 inputs
+    assert module.objectives[1].discriminator[0].in_features == 256 * 10
+    # the bottleneck trains at the head's lr (the "extra" group) and is counted in the parameters
+    names = {n for n, _ in module.named_parameters() if n.startswith("bottleneck.")}
+    assert names and module.param_counts()["total"] == sum(
+        p.numel() for n, p in module.named_parameters() if n.startswith(("backbone.", "head.", "bottleneck.")))
+    with pytest.raises(TransferConfigError, match="norm must be one of"):
+        DANN(norm="layer")
+
+
+def test_mcc_against_hand_values():
+    k = 4
+    # confident, one class per example: no confusion between classes
+    assert mcc_loss(torch.eye(k) * 100.0, temperature=1.0).item() == pytest.approx(0.0, abs=1e-6)
+    # uniform predictions: every row of the confusion matrix is uniform -> (K - 1) / K
+    assert mcc_loss(torch.zeros(6, k)).item() == pytest.approx((k - 1) / k, abs=1e-6)
+    # hand computation for two examples, T = 1
+    z = torch.tensor([[2.0, 0.0], [0.0, 1.0]])
+    p = z.softmax(1)
+    h = -(p * p.log()).sum(1)
+    w = 1 + torch.exp(-h)
+    w = 2 * w / w.sum()
+    c = (p * w[:, None]).T @ p
+    c = c / c.sum(1, keepdim=True)
+    assert mcc_loss(z, temperature=1.0).item() == pytest.approx(((c.sum() - c.trace()) / 2).item(), rel=1e-5)
+
+
+def test_cdan_with_entropy_conditioning_and_mcc_train_together(tmp_path):
+    L.seed_everything(0)
+    module = make_module(bottleneck=32, objective=[CDAN(hidden=32), MCC(weight=0.5)])
+    disc_before = snapshot(module.objectives[0].discriminator)
+    trainer = make_trainer(tmp_path, max_epochs=1, limit_train_batches=3, log_every_n_steps=1)
+    trainer.fit(module, make_dm(train_on="source", unlabeled_target=True))
+    m = trainer.callback_metrics
+    assert {"train/cls_loss", "train/cdan_loss", "train/mcc_loss", "train/domain_acc"} <= set(m)
+    assert changed(disc_before, module.objectives[0].discriminator)
+    ckpt = torch.load(tmp_path / "ckpt" / "last.ckpt", weights_only=True)["state_dict"]
+    assert any(k.startswith("objective.0.discriminator.") for k in ckpt) and any(k.startswith("bottleneck.") for k in ckpt)
+
+
+def test_label_free_scores_against_hand_values():
+    k = 4
+    confident = torch.eye(k).repeat(3, 1)  # 3 examples per class, one-hot, all classes used
+    assert im_score(confident).item() == pytest.approx(math.log(k), abs=1e-5)
+    assert im_score(torch.full((8, k), 1 / k)).item() == pytest.approx(0.0, abs=1e-6)
+    # SND: each example has 2 identical neighbours out of 11 others -> entropy ≈ log 2 (others ~exp(-20) away)
+    assert snd_score(confident).item() == pytest.approx(math.log(2), abs=1e-3)
+    # all examples the same prediction: uniform over the 11 others -> log 11 (a collapsed model scores high)
+    assert snd_score(torch.eye(k)[[0] * 12]).item() == pytest.approx(math.log(11), abs=1e-4)
+
+
+def test_da_runs_log_label_free_scores_and_snd_can_select(tmp_path):
+    L.seed_everything(0)
+    module = make_module(selection="snd", objective=[DANN(hidden=8)])
+    dm = make_dm(train_on="source", unlabeled_target=True)
+    trainer = make_trainer(tmp_path, max_epochs=1, limit_train_batches=2)
+    trainer.fit(module, dm)
+    out = {k: v for d in trainer.validate(module, dm, verbose=False) for k, v in d.items()}
+    module.eval()
+    with torch.no_grad():
+        p = module(dm.subset("target", "val")[0]).softmax(-1)
+    assert out["val_acc"] == pytest.approx(snd_score(p).item(), abs=1e-5) == pytest.approx(out["target/val_snd"])
+    assert out["target/val_im_score"] == pytest.approx(im_score(p).item(), abs=1e-5)
+
+
+def test_report_shows_the_selection_of_each_row():
+    from lit_transfer.report import markdown, summarise
+
+    def result(strategy, seed, acc, selection):
+        return {"experiment": "digits_to_digits_m", "strategy": strategy, "seed": seed, "target_shots": None,
+                "train_on": "source", "selection": selection, "split_hash": "h",
+                "metrics": {"target/test_acc": acc}}
+
+    rs = [result("source_only", s, 0.4, "entropy") for s in range(3)]
+    rs += [result("dann", s, 0.5 + 0.01 * s, "entropy") for s in range(3)]
+    rs += [result("dann", s, 0.3, "auto") for s in range(3)]
+    summary = summarise(rs, baseline="source_only")
+    rows = {(r["strategy"], r["selection"]): r for r in summary["rows"]}
+    assert set(rows) == {("source_only", "entropy"), ("dann", "entropy"), ("dann", "source val")}
+    assert rows["dann", "entropy"]["gain_mean"] == pytest.approx(0.11)
+    assert rows["dann", "source val"]["pairs"] == 3  # paired with the baseline's only selection
+    text = markdown(summary)
+    assert "| strategy | selection |" in text.splitlines()[0]
+    assert "| dann | source val |" in text and "| dann | entropy |" in text

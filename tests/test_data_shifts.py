@@ -105,3 +105,60 @@ def test_register_custom_shift(images):
         assert shift(images, "test_zero").sum() == 0
     finally:
         del _SHIFTS["test_zero"]
+
+
+# ------------------------------------------------------------------------- digits_m (MNIST-M construction)
+def test_patch_blend_is_the_absolute_difference_with_a_photo_crop():
+    from lit_transfer.data.shifts import blend_patches, patch_blend, sample_photos
+
+    digit = torch.tensor([[[0, 255], [128, 10]]], dtype=torch.uint8).expand(3, 2, 2)[None]
+    patch = torch.tensor([[[200, 0], [100, 10]], [[0, 255], [128, 10]], [[50, 60], [255, 0]]], dtype=torch.uint8)[None]
+    expected = torch.tensor([[[200, 255], [28, 0]], [[0, 0], [0, 0]], [[50, 195], [127, 10]]], dtype=torch.uint8)
+    assert torch.equal(blend_patches(digit, patch)[0], expected)
+    # patch_blend: every output is |crop - image| for some crop of one of sklearn's bundled photos
+    images = torch.randint(0, 256, (3, 3, 5, 5), dtype=torch.uint8, generator=torch.Generator().manual_seed(1))
+    out = patch_blend(images, torch.Generator().manual_seed(0))
+    photos = sample_photos()
+    for img, blended in zip(images, out):
+        crops = torch.cat([ph.unfold(1, 5, 1).unfold(2, 5, 1).permute(1, 2, 0, 3, 4).reshape(-1, 3, 5, 5)
+                           for ph in photos])
+        assert ((crops.to(torch.int16) - img.to(torch.int16)).abs().to(torch.uint8) == blended).flatten(1).all(1).any()
+    assert torch.equal(out, patch_blend(images, torch.Generator().manual_seed(0)))  # seeded
+    with pytest.raises(Exception, match="needs RGB images"):
+        patch_blend(images[:, :1], torch.Generator())
+
+
+def test_digits_m_source_and_target_are_disjoint_halves_of_the_digits():
+    import yaml
+    from sklearn.datasets import load_digits
+
+    from lit_transfer.data import DomainPairDataModule
+    from lit_transfer.data.domains import DomainSpec, half_indices, load_domain
+    from pathlib import Path
+
+    cfg = yaml.safe_load((Path(__file__).parent.parent / "configs/data/digits_to_digits_m.yaml").read_text())["data"]
+    src, tgt = (load_domain(DomainSpec(**cfg[r]), 0) for r in ("source", "target"))
+    assert src.images.shape[1:] == tgt.images.shape[1:] == (3, 28, 28)
+    assert set(src.origin.tolist()).isdisjoint(tgt.origin.tolist())
+    assert len(src.origin) + len(tgt.origin) == 1797
+    labels = torch.from_numpy(load_digits().target)
+    assert torch.equal(src.labels, labels[src.origin]) and torch.equal(tgt.labels, labels[tgt.origin])
+    counts = torch.bincount(src.labels) - torch.bincount(tgt.labels)
+    assert counts.abs().max() <= 1  # stratified: each class cut in two
+    # digits_m image i is |photo crop − digit| of the same digit (upsampled, RGB): where the digit is black, the
+    # pixel is the photo's; the target is no copy of the source transform
+    plain = load_domain(DomainSpec(name="digits", half=1, channels=3, image_size=28), 0)
+    assert torch.equal(plain.origin, tgt.origin) and not torch.equal(plain.images, tgt.images)
+    dm = DomainPairDataModule(**cfg)
+    dm.setup("fit")
+    assert dm.val_domains == ["target", "source"] and dm.in_chans == 3 and dm.num_classes == 10
+    # halves depend on labels and split seed only; another seed, another (still disjoint) cut
+    a, b = half_indices(labels, {}, 0, 1), half_indices(labels, {}, 1, 1)
+    assert set(a.tolist()).isdisjoint(b.tolist()) and len(a) + len(b) == 1797 and not torch.equal(a, src.origin)
+
+
+def test_half_is_validated():
+    from lit_transfer.data.domains import DomainSpec, check_spec
+
+    with pytest.raises(Exception, match="half must be 0, 1 or null"):
+        check_spec(DomainSpec(half=2))

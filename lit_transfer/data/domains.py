@@ -122,7 +122,7 @@ def load_domain(spec: DomainSpec, split_seed: int) -> Domain:
     images = apply_shifts(images, spec.shifts, split_seed, spec.name)
     if skipped:  # the unreadable files left out (skip_corrupt: true), counted in result.json
         return dataclasses.replace(domain, images=images.contiguous(), skipped=skipped)
-    return Domain(images.contiguous(), domain.labels, domain.official, domain.origin)
+    return Domain(images.contiguous(), domain.labels, domain.official, origin=domain.origin)
 
 
 def half_indices(labels: torch.Tensor, official: dict[str, torch.Tensor], half: int, split_seed: int) -> torch.Tensor:
@@ -150,7 +150,8 @@ def take_half(domain: Domain, half: int, split_seed: int) -> Domain:
     position = torch.full((len(domain.labels),), -1, dtype=torch.long)
     position[idx] = torch.arange(len(idx))
     official = {k: position[v][position[v] >= 0] for k, v in domain.official.items()}
-    return Domain(domain.images[idx], domain.labels[idx], official, idx)
+    return dataclasses.replace(domain, images=domain.images[idx], labels=domain.labels[idx], official=official,
+                               origin=idx)
 
 
 def _to_channels(images: torch.Tensor, channels: int | None) -> torch.Tensor:

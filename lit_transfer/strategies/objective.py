@@ -153,6 +153,9 @@ class Step:
     def task_loss(self) -> torch.Tensor:
         """Cross-entropy of the head on the labelled stream of the domain it predicts."""
         domain = self.model.train_domain()
+        labelled = [s for s, part in self.batch.items() if isinstance(part, (tuple, list))]
+        if domain not in self.batch and len(labelled) == 1:  # outside a fit: the batch's one labelled stream
+            domain = labelled[0]
         return self.model.task_loss(self.logits(domain), self.labels(domain))
 
 
