@@ -382,7 +382,8 @@ def test_runs_without_a_source_checkpoint_have_no_forgetting_fields(tmp_path):
 
 @pytest.mark.parametrize("selection, domain", [("auto", "source"), ("oracle", "target")])
 def test_da_selection_is_on_source_val_unless_oracle(tmp_path, selection, domain):
-    result = cli_fit(tmp_path / "run", "--strategy=dann", f"--model.selection={selection}")
+    result = cli_fit(tmp_path / "run", "--strategy=dann", f"--model.selection={selection}",
+                     "--data.source.half=0", "--data.target.half=1")
     assert result["selection"] == selection and result["unlabeled_target"] is True
     assert result["train_on"] == "source"
     m = result["metrics"]
@@ -594,3 +595,24 @@ def test_report_shows_the_selection_of_each_row():
     text = markdown(summary)
     assert "| strategy | selection |" in text.splitlines()[0]
     assert "| dann | source val |" in text and "| dann | entropy |" in text
+
+
+def test_da_on_twins_of_the_source_images_is_a_config_error(tmp_path):
+    """digits_shift's target is the rotated+inverted twin of every source image: DA needs disjoint halves."""
+    from lit_transfer.data import DomainSpec
+
+    with pytest.raises(TransferConfigError, match="same images.*half: 0") as err:
+        make_trainer(tmp_path, max_epochs=1, limit_train_batches=1).fit(
+            make_module(objective=[MCC()]), make_dm(train_on="source", unlabeled_target=True))
+    assert "\n" not in str(err.value)
+    dm = make_dm(train_on="source", unlabeled_target=True, source=DomainSpec(half=0),
+                 target=DomainSpec(half=1, shifts=[{"name": "invert"}]))
+    L.seed_everything(0)
+    make_trainer(tmp_path, max_epochs=1, limit_train_batches=1).fit(make_module(objective=[MCC()]), dm)
+    from lit_transfer.data.domains import load_domain
+
+    src, tgt = load_domain(dm.source, 0), load_domain(dm.target, 0)
+    unlabeled = dm.subset("target", "unlabeled")[0]
+    assert len(unlabeled) == len(dm.split_indices()["target"]["train"]) or len(unlabeled) > 50
+    # no source training image has a twin among the target's images (the unlabeled stream included)
+    assert set(src.origin[dm.split_indices()["source"]["train"]].tolist()).isdisjoint(tgt.origin.tolist())

@@ -145,6 +145,22 @@ def half_indices(labels: torch.Tensor, official: dict[str, torch.Tensor], half: 
     return torch.cat(keep).sort().values
 
 
+# Domains built from another domain's images (same images, same order): they share its halves.
+BUILT_ON = {"digits_m": "digits"}
+
+
+def share_images(a: DomainSpec, b: DomainSpec) -> bool:
+    """Whether two domains can hold twins of the same images: built on one dataset (same root, or one that needs
+    none) and not on disjoint halves. DA objectives refuse such pairs: the unlabeled target would be the
+    (shifted) twins of the source's own training images."""
+    base_a, base_b = BUILT_ON.get(a.name, a.name), BUILT_ON.get(b.name, b.name)
+    if base_a != base_b:
+        return False
+    if base_a != "digits" and os.path.expanduser(a.root) != os.path.expanduser(b.root):  # digits: bundled
+        return False
+    return a.half is None or b.half is None or a.half == b.half
+
+
 def take_half(domain: Domain, half: int, split_seed: int) -> Domain:
     idx = half_indices(domain.labels, domain.official, half, split_seed)
     position = torch.full((len(domain.labels),), -1, dtype=torch.long)

@@ -65,6 +65,15 @@ class Objective(nn.Module):
         if streams is None:
             return
         missing = [s for s in self.requires if s not in streams]
+        specs = getattr(datamodule, "specs", None)
+        if "unlabeled" in self.requires and not missing and specs:
+            from lit_transfer.data.domains import share_images
+
+            if share_images(specs["source"], specs["target"]):
+                raise TransferConfigError(
+                    f"{type(self).__name__}: source ({specs['source'].name}) and target ({specs['target'].name}) are "
+                    "built from the same images, so the unlabeled target would hold twins of the source's training "
+                    "images; set data.source.half: 0 and data.target.half: 1 (disjoint halves)")
         if missing:
             name = type(self).__name__
             hints = {"unlabeled": "data.unlabeled_target: true", "source": "data.train_on: source (or source+target)",
