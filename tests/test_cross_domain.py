@@ -25,6 +25,15 @@ from lit_transfer.strategies.dann import DomainDiscriminator, ganin_coefficient,
 from lit_transfer.strategies.distill import load_classifier
 
 
+def make_da_dm(**kwargs):
+    """Unsupervised DA on disjoint halves of the digits (source: half 0; target: half 1, rotated + inverted)."""
+    from conftest import SHIFT
+    from lit_transfer.data import DomainSpec
+
+    return make_dm(train_on="source", unlabeled_target=True, source=DomainSpec(half=0),
+                   target=DomainSpec(half=1, shifts=SHIFT), **kwargs)
+
+
 def snapshot(module: torch.nn.Module) -> dict[str, torch.Tensor]:
     return {k: v.detach().clone() for k, v in module.state_dict().items()}
 
@@ -118,7 +127,7 @@ def test_objective_missing_its_stream_is_a_config_error(tmp_path):
 # ------------------------------------------------------------------------------------------------- DANN
 def test_gradient_reversal_flips_the_discriminator_gradient_into_the_features():
     torch.manual_seed(0)
-    disc = DomainDiscriminator(16, hidden=32)
+    disc = DomainDiscriminator(16, hidden=32, norm="none")  # deterministic: no dropout between the two passes
     feats = torch.randn(8, 16, requires_grad=True)
     labels = torch.tensor([1.0] * 4 + [0.0] * 4)
 
@@ -142,7 +151,7 @@ def test_gradient_reversal_flips_the_domain_gradient_into_the_backbone():
     torch.manual_seed(0)
     module = make_module(objective=DANN(hidden=16))
     module.eval()  # same BatchNorm behaviour for both passes
-    dm = make_dm(train_on="source", unlabeled_target=True)
+    dm = make_da_dm()
     dm.setup("fit")
     batch = first_batch(dm.train_dataloader())
     xs, xt = batch["source"][0], batch["unlabeled"]
@@ -170,7 +179,7 @@ def test_dann_trains_without_target_labels_on_ganins_schedule(tmp_path):
     module = make_module(objective=DANN(hidden=32))
     disc_before = snapshot(module.objective.discriminator)
     record = RecordBatches()
-    dm = make_dm(train_on="source", unlabeled_target=True)
+    dm = make_da_dm()
     trainer = make_trainer(tmp_path, max_epochs=2, limit_train_batches=4, callbacks=[record], log_every_n_steps=1)
     trainer.fit(module, dm)
     # the training step never saw target labels: labelled source + images-only unlabeled target
@@ -226,7 +235,7 @@ def test_alignment_objectives_train_on_source_and_unlabeled_target(tmp_path, obj
     module = make_module(objective=objective)
     before = snapshot(module)
     trainer = make_trainer(tmp_path, max_epochs=1, limit_train_batches=3, log_every_n_steps=1)
-    trainer.fit(module, make_dm(train_on="source", unlabeled_target=True))
+    trainer.fit(module, make_da_dm())
     name = "train/coral_loss" if isinstance(objective, CORAL) else "train/mmd_loss"
     assert name in trainer.callback_metrics and changed(before, module)
 
@@ -393,7 +402,7 @@ def test_da_selection_is_on_source_val_unless_oracle(tmp_path, selection, domain
 def test_entropy_selection_scores_target_val_without_labels(tmp_path):
     L.seed_everything(0)
     module = make_module(selection="entropy")
-    dm = make_dm(train_on="source", unlabeled_target=True)
+    dm = make_da_dm()
     trainer = make_trainer(tmp_path, max_epochs=1, limit_train_batches=3)
     trainer.fit(module, dm)
     out = trainer.validate(module, dm, verbose=False)
@@ -418,7 +427,7 @@ from lit_transfer.strategies.selection import im_score, snd_score  # noqa: E402
 
 
 def da_batch(n: int = 8):
-    dm = make_dm(train_on="source", unlabeled_target=True, batch_size=n)
+    dm = make_da_dm(batch_size=n)
     dm.setup("fit")
     return dm, first_batch(dm.train_dataloader())
 
@@ -543,7 +552,7 @@ def test_cdan_with_entropy_conditioning_and_mcc_train_together(tmp_path):
     module = make_module(bottleneck=32, objective=[CDAN(hidden=32), MCC(weight=0.5)])
     disc_before = snapshot(module.objectives[0].discriminator)
     trainer = make_trainer(tmp_path, max_epochs=1, limit_train_batches=3, log_every_n_steps=1)
-    trainer.fit(module, make_dm(train_on="source", unlabeled_target=True))
+    trainer.fit(module, make_da_dm())
     m = trainer.callback_metrics
     assert {"train/cls_loss", "train/cdan_loss", "train/mcc_loss", "train/domain_acc"} <= set(m)
     assert changed(disc_before, module.objectives[0].discriminator)
@@ -565,7 +574,7 @@ def test_label_free_scores_against_hand_values():
 def test_da_runs_log_label_free_scores_and_snd_can_select(tmp_path):
     L.seed_everything(0)
     module = make_module(selection="snd", objective=[DANN(hidden=8)])
-    dm = make_dm(train_on="source", unlabeled_target=True)
+    dm = make_da_dm()
     trainer = make_trainer(tmp_path, max_epochs=1, limit_train_batches=2)
     trainer.fit(module, dm)
     out = {k: v for d in trainer.validate(module, dm, verbose=False) for k, v in d.items()}
@@ -616,3 +625,18 @@ def test_da_on_twins_of_the_source_images_is_a_config_error(tmp_path):
     assert len(unlabeled) == len(dm.split_indices()["target"]["train"]) or len(unlabeled) > 50
     # no source training image has a twin among the target's images (the unlabeled stream included)
     assert set(src.origin[dm.split_indices()["source"]["train"]].tolist()).isdisjoint(tgt.origin.tolist())
+
+
+def test_selection_against_the_oracle_table(tmp_path):
+    from lit_transfer.strategies.selection import compare_with_oracle
+
+    run = tmp_path / "trial" / "logs"
+    run.mkdir(parents=True)
+    (tmp_path / "trial" / "result.json").write_text(json.dumps({"strategy": "dann"}))
+    # epoch 0: collapsed (high SND), epoch 1: best IM and oracle, epoch 2: best source val, last
+    (run / "metrics.csv").write_text(
+        "epoch,target/val_acc,target/val_im_score,target/val_snd,source/val_acc\n"
+        "0,0.1,0.0,2.4,0.2\n0,,,,\n1,0.6,1.5,1.9,0.9\n2,0.5,1.2,2.0,0.95\n")
+    lines = compare_with_oracle(str(tmp_path)).splitlines()
+    assert lines[0].startswith("| strategy | runs | entropy (IM) | snd | source val acc | last epoch | oracle |")
+    assert lines[2] == "| dann | 1 | 60.0 | 10.0 | 50.0 | 50.0 | 60.0 |"

@@ -32,3 +32,50 @@ def snd_score(probs: torch.Tensor, tau: float = 0.05, max_n: int = 2000) -> torc
     sim = p @ p.T
     sim.fill_diagonal_(float("-inf"))
     return _entropy(torch.softmax(sim / tau, dim=1)).mean()
+
+
+# --------------------------------------------------------------------------------- against the oracle
+CRITERIA = {"entropy (IM)": "target/val_im_score", "snd": "target/val_snd", "source val acc": "source/val_acc"}
+
+
+def compare_with_oracle(root: str) -> str:
+    """For every run under ``root`` (its ``logs/metrics.csv``): the target val accuracy of the epoch each
+    label-free criterion would select, of the last epoch, and the oracle's (best target val accuracy), as a
+    markdown table of means over runs per strategy. Ties go to the earliest epoch, as in checkpointing.
+
+        python -m lit_transfer.strategies.selection sweep_runs/digits_m_da
+    """
+    import csv
+    import json
+    from collections import defaultdict
+    from pathlib import Path
+
+    table: dict[str, list[dict]] = defaultdict(list)
+    for path in sorted(Path(root).rglob("metrics.csv")):
+        result = path.parent.parent / "result.json"
+        if not result.is_file():
+            continue
+        strategy = json.loads(result.read_text()).get("strategy", "?")
+        rows = [r for r in csv.DictReader(path.open()) if r.get("target/val_acc")]
+        if not rows or not all(r.get(k) for r in rows for k in CRITERIA.values()):
+            continue
+        acc = [float(r["target/val_acc"]) for r in rows]
+
+        def pick(key: str) -> float:
+            scores = [float(r[key]) for r in rows]
+            return acc[max(range(len(rows)), key=lambda i: (scores[i], -i))]
+
+        table[strategy].append({**{name: pick(key) for name, key in CRITERIA.items()}, "last epoch": acc[-1],
+                                "oracle": max(acc)})
+    cols = [*CRITERIA, "last epoch", "oracle"]
+    lines = ["| strategy | runs | " + " | ".join(cols) + " |", "|---|---|" + "---|" * len(cols)]
+    for strategy, runs in sorted(table.items()):
+        means = [100 * sum(r[c] for r in runs) / len(runs) for c in cols]
+        lines.append(f"| {strategy} | {len(runs)} | " + " | ".join(f"{m:.1f}" for m in means) + " |")
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    import sys
+
+    print(compare_with_oracle(sys.argv[1] if len(sys.argv) > 1 else "sweep_runs"))
