@@ -40,6 +40,9 @@ def test_every_strategy_config_fits_and_writes_result(tmp_path, strategy, source
     args = [f"--strategy={strategy}"]
     if strategy not in ("source", "scratch"):
         args.append(f"--model.weights={source_ckpt}")
+    if yaml.safe_load((REPO / "configs" / "strategy" / f"{strategy}.yaml").read_text()).get("data", {}).get(
+            "unlabeled_target"):  # unsupervised DA needs a target with no twin of a source image: disjoint halves
+        args += ["--data.source.half=0", "--data.target.half=1"]
     result = fit(tmp_path / "run", *args)
     assert result["status"] == "ok" and result["strategy"] == strategy
     assert result["seed"] == 0 and result["target_shots"] == 5
