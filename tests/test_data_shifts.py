@@ -162,3 +162,25 @@ def test_half_is_validated():
 
     with pytest.raises(Exception, match="half must be 0, 1 or null"):
         check_spec(DomainSpec(half=2))
+
+
+def test_mnist_to_mnist_m_config_loads_real_mnist_files_into_disjoint_blended_halves(tmp_path):
+    import yaml
+    from pathlib import Path
+
+    from test_real_data_configs import write_mnist
+    from lit_transfer.data import DomainPairDataModule
+    from lit_transfer.data.domains import DomainSpec, load_domain
+
+    write_mnist(tmp_path)
+    cfg = yaml.safe_load((Path(__file__).parent.parent / "configs/data/mnist_to_mnist_m.yaml").read_text())["data"]
+    for role in ("source", "target"):
+        cfg[role].update(root=str(tmp_path), download=False)
+    dm = DomainPairDataModule(**{**cfg, "train_on": "source", "unlabeled_target": True})
+    dm.setup("fit")
+    assert dm.in_chans == 3 and dm.subset("target", "unlabeled")[0].shape[1:] == (3, 28, 28)
+    src, tgt = load_domain(DomainSpec(**cfg["source"]), 0), load_domain(DomainSpec(**cfg["target"]), 0)
+    assert set(src.origin.tolist()).isdisjoint(tgt.origin.tolist()) and len(src.origin) + len(tgt.origin) == 60
+    assert set(src.official) == set(tgt.official) == {"train", "test"}  # official splits halved, not mixed
+    plain = load_domain(DomainSpec(**{**cfg["target"], "shifts": []}), 0)
+    assert not torch.equal(plain.images, tgt.images)  # blended with photo patches
