@@ -145,6 +145,11 @@ class TransferCLI(LightningCLI):
         parser.link_arguments("data.num_classes", "model.num_classes", apply_on="instantiate")
         parser.link_arguments("data.in_chans", "model.in_chans", apply_on="instantiate")
 
+    def parse_arguments(self, parser: LightningArgumentParser, args) -> None:
+        super().parse_arguments(parser, args)
+        subcommand = self.config.get("subcommand")
+        _check_numbers(self.config[subcommand] if subcommand else self.config)  # before the seed is applied
+
     def instantiate_trainer(self, **kwargs) -> Trainer:
         # The throttled progress bar unless the config turns the bar off or brings its own.
         trainer_cfg = self._get(self.config_init, "trainer", default={})
@@ -169,7 +174,6 @@ class TransferCLI(LightningCLI):
     # ---------------------------------------------------------------- run dir
     def before_instantiate_classes(self) -> None:
         cfg = self.config[self.subcommand] if self.subcommand else self.config
-        _check_numbers(cfg)
         run_dir = self._make_run_dir(cfg)
         self.run_dir = run_dir
         cfg.trainer.default_root_dir = str(run_dir)

@@ -105,7 +105,7 @@ def check_trainer(trainer: Any, prefix: str = "trainer") -> None:
     _check_limit(f"{prefix}.val_check_interval", _get(trainer, "val_check_interval"))
     fast = _get(trainer, "fast_dev_run", False)
     if not isinstance(fast, bool):
-        check_int(f"{prefix}.fast_dev_run", fast, min=1)
+        check_int(f"{prefix}.fast_dev_run", fast, min=0)  # 0: off
     check_int(f"{prefix}.accumulate_grad_batches", _get(trainer, "accumulate_grad_batches", 1), min=1)
     check_int(f"{prefix}.log_every_n_steps", _get(trainer, "log_every_n_steps"), min=1, none="Lightning's default")
     check_int(f"{prefix}.check_val_every_n_epoch", _get(trainer, "check_val_every_n_epoch", 1), min=1,

@@ -174,3 +174,278 @@ def test_channel_mismatch_that_cannot_be_adapted():
         load_into(model, state, source="w.pth", first_conv="embed")
     msg = one_line(err)
     assert "cannot adapt" in msg and "embed" in msg and "3" in msg
+
+
+# --- issue 10: no silently wrong result ----------------------------------------------------------------------
+# Each case runs the real CLI (in this process: no 6 s import per case) and checks the three promises: the exit
+# code, one `lit-transfer: error:` line naming the problem, and no result.json with "status": "ok".
+
+import json  # noqa: E402
+
+import lightning as L  # noqa: E402
+import numpy as np  # noqa: E402
+import yaml  # noqa: E402
+from PIL import Image  # noqa: E402
+
+from lit_transfer.cli import main  # noqa: E402
+from lit_transfer.data import DomainPairDataModule, DomainSpec  # noqa: E402
+from lit_transfer.errors import DIVERGED_EXIT_CODE  # noqa: E402
+
+CONFIGS = ["--config", str(REPO / "configs/data/digits_shift.yaml"),
+           "--config", str(REPO / "configs/model/small_cnn.yaml")]
+QUICK = ["--trainer.max_epochs=2", "--trainer.enable_progress_bar=false", "--data.target_shots=5"]
+
+
+class StopAtTrainStart(L.Callback):
+    """Asks Lightning to stop before the first step: a fit that trains nothing."""
+
+    def on_train_start(self, trainer, pl_module):
+        trainer.should_stop = True
+
+
+def fit_in_process(capfd, root, *args, configs=CONFIGS):
+    """``lit-transfer fit`` in this process: (exit code, stderr, every result.json under root)."""
+    os.environ.pop("LIT_TRANSFER_RUN_DIR", None)
+    code = 0
+    try:
+        main(["fit", *configs, *QUICK, f"--run.root={root}", *args])
+    except SystemExit as exc:
+        code = exc.code
+    err = capfd.readouterr().err
+    found = [json.loads(p.read_text()) for p in Path(root).rglob("result.json")]
+    return code, err, found
+
+
+def assert_one_line_error(code, err, found, *words, exit_code=2):
+    assert code == exit_code, err[-2000:]
+    assert "Traceback" not in err, err[-2000:]
+    last = err.strip().splitlines()[-1]
+    assert last.startswith("lit-transfer: error: "), last
+    assert sum(line.startswith("lit-transfer: error:") for line in err.splitlines()) == 1, err[-2000:]
+    for word in words:
+        assert word in last, last
+    assert not any(r.get("status") == "ok" for r in found), found
+    return last
+
+
+def test_lr_nan_in_a_yaml_config(tmp_path, capfd):
+    cfg = tmp_path / "lr.yaml"
+    cfg.write_text("model:\n  lr: .nan\n")
+    out = fit_in_process(capfd, tmp_path / "runs", "--config", str(cfg))
+    assert_one_line_error(*out, "model.lr=nan", "finite number > 0")
+    assert not (tmp_path / "runs").exists() or not any((tmp_path / "runs").rglob("*.ckpt"))
+
+
+def test_negative_lr(tmp_path, capfd):
+    assert_one_line_error(*fit_in_process(capfd, tmp_path, "--model.lr=-0.001"), "model.lr=-0.001", "> 0")
+
+
+def test_huge_lr_diverges_and_is_recorded_as_diverged(tmp_path, capfd):
+    code, err, found = fit_in_process(capfd, tmp_path, "--model.lr=1e9")
+    last = assert_one_line_error(code, err, found, "training diverged", "non-finite loss", "model.lr",
+                                 exit_code=DIVERGED_EXIT_CODE)
+    assert len(found) == 1, found
+    result = found[0]
+    assert result["status"] == "diverged" and result["metrics"] == {} and result["checkpoint"] is None
+    div = result["divergence"]
+    assert div["what"] == "loss" and div["loss"] in ("nan", "inf", "-inf") and div["step"] >= 1
+    assert f"at step {div['step']}" in last and result["error"] in last
+
+
+@pytest.mark.parametrize("shots", ["0", "-3"])
+def test_target_shots_below_one(tmp_path, capfd, shots):
+    out = fit_in_process(capfd, tmp_path, f"--data.target_shots={shots}")
+    assert_one_line_error(*out, f"data.target_shots={shots}", "integer >= 1", "null")
+
+
+def test_batch_size_zero(tmp_path, capfd):
+    assert_one_line_error(*fit_in_process(capfd, tmp_path, "--data.batch_size=0"), "data.batch_size=0", ">= 1")
+
+
+def test_zero_epochs(tmp_path, capfd):
+    out = fit_in_process(capfd, tmp_path, "--trainer.max_epochs=0")
+    assert_one_line_error(*out, "trainer.max_epochs=0", ">= 1", "-1 (unlimited)")
+
+
+def test_seed_out_of_range(tmp_path, capfd):
+    out = fit_in_process(capfd, tmp_path, "--seed_everything=-1")
+    assert_one_line_error(*out, "seed_everything=-1", "[0, 4294967295]")
+
+
+def test_negative_weight_decay(tmp_path, capfd):
+    out = fit_in_process(capfd, tmp_path, "--model.optimizer.init_args.weight_decay=-0.1")
+    assert_one_line_error(*out, "model.optimizer.init_args.weight_decay=-0.1", ">= 0")
+
+
+def test_label_map_with_one_class(tmp_path, capfd):
+    out = fit_in_process(capfd, tmp_path, '--data.target.label_map={"3": 0}')
+    assert_one_line_error(*out, "data.target", "1 class", "at least 2")
+
+
+def test_empty_train_split_after_sampling(tmp_path, capfd, monkeypatch):
+    from lit_transfer.data import datamodule
+
+    monkeypatch.setattr(datamodule, "take_shots", lambda idx, *a, **k: idx[:0])  # sampling kept nothing
+    out = fit_in_process(capfd, tmp_path)
+    assert_one_line_error(*out, "target train split is empty after sampling")
+
+
+def test_zero_training_steps_is_an_error_not_a_result(tmp_path, capfd):
+    out = fit_in_process(capfd, tmp_path, "--trainer.callbacks+=test_bad_input.StopAtTrainStart")
+    assert_one_line_error(*out, "trained zero steps")
+    assert out[2] == []
+
+
+def write_image_folder(root, classes=("a", "b"), per_class=6):
+    for c, name in enumerate(classes):
+        (root / name).mkdir(parents=True)
+        for i in range(per_class):
+            Image.fromarray(np.full((8, 8), (7 * i + 100 * c) % 256, np.uint8)).save(root / name / f"{i}.png")
+
+
+def image_folder_config(tmp_path, root, **spec):
+    data = {"source": {"name": "image_folder", "root": str(root), "download": False, **spec},
+            "target": {"name": "image_folder", "root": str(root), "download": False, **spec},
+            "val_fraction": 0.25, "test_fraction": 0.25, "batch_size": 4}
+    path = tmp_path / "folder.yaml"
+    path.write_text(yaml.safe_dump({"data": data, "model": {"backbone": "small_cnn_tiny"}}))
+    return ["--config", str(path)]
+
+
+def corrupt_images(root):
+    (root / "a" / "1.png").write_bytes(b"not a png")
+    good = (root / "b" / "2.png").read_bytes()
+    (root / "b" / "2.png").write_bytes(good[: len(good) // 2])  # truncated
+    return [root / "a" / "1.png", root / "b" / "2.png"]
+
+
+def test_image_folder_with_corrupt_files_lists_every_one(tmp_path, capfd):
+    root = tmp_path / "images"
+    write_image_folder(root)
+    bad = corrupt_images(root)
+    out = fit_in_process(capfd, tmp_path / "runs", "--data.target_shots=2",
+                         configs=image_folder_config(tmp_path, root))
+    last = assert_one_line_error(*out, "2 unreadable image file(s)", "skip_corrupt: true")
+    for path in bad:
+        assert str(path) in last
+
+
+def test_image_folder_error_names_at_most_twenty_files(tmp_path):
+    root = tmp_path / "images"
+    write_image_folder(root, per_class=15)
+    for path in sorted(root.rglob("*.png"))[:25]:
+        path.write_bytes(b"junk")
+    from lit_transfer.data.domains import load_domain
+
+    with pytest.raises(TransferConfigError) as err:
+        load_domain(DomainSpec(name="image_folder", root=str(root)), 0)
+    msg = one_line(err)
+    assert "25 unreadable image file(s)" in msg and "and 5 more" in msg and msg.count(".png (") == 20
+
+
+def test_image_folder_skip_corrupt_trains_and_counts_skipped(tmp_path, capfd, caplog):
+    root = tmp_path / "images"
+    write_image_folder(root)
+    corrupt_images(root)
+    code, err, found = fit_in_process(capfd, tmp_path / "runs", "--data.target_shots=2",
+                                      configs=image_folder_config(tmp_path, root, skip_corrupt=True))
+    assert code == 0, err[-2000:]
+    assert "skipped 2 unreadable file(s) (skip_corrupt: true)" in caplog.text and "1.png" in caplog.text
+    assert len(found) == 1 and found[0]["status"] == "ok"
+    assert found[0]["skipped_corrupt"] == {"source": 2, "target": 2}
+
+
+def test_image_folder_with_one_class(tmp_path, capfd):
+    root = tmp_path / "images"
+    write_image_folder(root, classes=("only",))
+    out = fit_in_process(capfd, tmp_path / "runs", configs=image_folder_config(tmp_path, root))
+    assert_one_line_error(*out, "one class folder ('only')", "at least 2")
+
+
+@pytest.mark.parametrize("kind", ["garbage", "pickled", "empty", "truncated"])
+def test_unreadable_weights_name_the_file_and_never_advise_unsafe_loading(tmp_path, capfd, kind):
+    path = tmp_path / f"{kind}.ckpt"
+    if kind == "garbage":
+        path.write_bytes(b"this is not a checkpoint\n" * 20)
+    elif kind == "pickled":  # a Lightning-style checkpoint with a pickled object in its hyper-parameters
+        torch.save({"state_dict": {"w": torch.zeros(1)}, "hyper_parameters": {"root": Path("/data")}}, path)
+    elif kind == "empty":
+        path.write_bytes(b"")
+    else:
+        torch.save({"w": torch.zeros(100)}, path)
+        path.write_bytes(path.read_bytes()[:200])
+    code, err, found = fit_in_process(capfd, tmp_path / "runs", f"--model.weights={path}")
+    last = assert_one_line_error(code, err, found, f"cannot read weights file {path}")
+    expected = {"garbage": "not a PyTorch weights file", "pickled": "pickled Python objects (e.g. pathlib",
+                "empty": "empty or truncated", "truncated": "corrupt or truncated"}[kind]
+    assert expected in last
+    assert "weights_only" not in err and "trust" not in err
+
+
+# Every user-facing number of the data module and the model: one line naming the key, the value and the range.
+@pytest.mark.parametrize("kwargs, words", [
+    ({"target_shots": 0}, ["data.target_shots=0", "integer >= 1", "null"]),
+    ({"source_shots": -1}, ["data.source_shots=-1", "integer >= 1"]),
+    ({"target_shots": 2.5}, ["data.target_shots=2.5", "integer >= 1"]),
+    ({"val_shots": 0}, ["data.val_shots=0", "integer >= 1"]),
+    ({"batch_size": 0}, ["data.batch_size=0", ">= 1"]),
+    ({"eval_batch_size": -2}, ["data.eval_batch_size=-2", ">= 1"]),
+    ({"val_fraction": 0.0}, ["data.val_fraction=0.0", "(0, 1)"]),
+    ({"test_fraction": 1.5}, ["data.test_fraction=1.5", "(0, 1)"]),
+    ({"val_fraction": 0.6, "test_fraction": 0.5}, ["data.val_fraction + data.test_fraction = 1.1", "< 1"]),
+    ({"split_seed": -1}, ["data.split_seed=-1", ">= 0"]),
+    ({"target": DomainSpec(image_size=0)}, ["data.target.image_size=0", ">= 1"]),
+])
+def test_data_numbers_are_checked_when_configured(kwargs, words):
+    with pytest.raises(TransferConfigError) as err:
+        DomainPairDataModule(**kwargs)
+    msg = one_line(err)
+    assert "out of range" in msg
+    for word in words:
+        assert word in msg, msg
+
+
+@pytest.mark.parametrize("kwargs, words", [
+    ({"lr": float("nan")}, ["model.lr=nan", "finite number > 0"]),
+    ({"lr": float("inf")}, ["model.lr=inf", "finite number > 0"]),
+    ({"lr": 0.0}, ["model.lr=0.0", "> 0"]),
+    ({"backbone_lr_scale": -0.5}, ["model.backbone_lr_scale=-0.5", ">= 0"]),
+    ({"layer_decay": 1.5}, ["model.layer_decay=1.5", "(0, 1]"]),
+    ({"layer_decay": 0.0}, ["model.layer_decay=0.0", "(0, 1]"]),
+    ({"label_smoothing": 1.0}, ["model.label_smoothing=1.0", "[0, 1)"]),
+])
+def test_model_numbers_are_checked_when_configured(kwargs, words):
+    with pytest.raises(TransferConfigError) as err:
+        TransferClassifier("small_cnn_tiny", num_classes=3, in_chans=1, **kwargs)
+    msg = one_line(err)
+    for word in words:
+        assert word in msg, msg
+
+
+def test_valid_edge_values_are_accepted():
+    DomainPairDataModule(target_shots=1, source_shots=None, val_shots=None, batch_size=1, eval_batch_size=1,
+                         val_fraction=0.5, test_fraction=0.4, split_seed=0)
+    TransferClassifier("small_cnn_tiny", num_classes=3, in_chans=1, lr=1e-8, backbone_lr_scale=0.0,
+                       layer_decay=1.0, label_smoothing=0.0)
+    from lit_transfer.validation import check_trainer
+
+    check_trainer({"max_epochs": -1, "max_steps": -1, "limit_train_batches": 1.0, "limit_val_batches": 0})
+    check_trainer({"max_epochs": None, "max_steps": 5, "limit_train_batches": 3, "fast_dev_run": True})
+
+
+@pytest.mark.parametrize("trainer, words", [
+    ({"max_steps": 0}, ["trainer.max_steps=0", "-1 (unlimited)"]),
+    ({"limit_train_batches": 0}, ["trainer.limit_train_batches=0", ">= 1"]),
+    ({"limit_train_batches": 1.5}, ["trainer.limit_train_batches=1.5", "(0, 1]"]),
+    ({"accumulate_grad_batches": 0}, ["trainer.accumulate_grad_batches=0", ">= 1"]),
+    ({"gradient_clip_val": float("nan")}, ["trainer.gradient_clip_val=nan", ">= 0"]),
+    ({"fast_dev_run": -1}, ["trainer.fast_dev_run=-1", ">= 0"]),
+])
+def test_trainer_numbers_are_checked(trainer, words):
+    from lit_transfer.validation import check_trainer
+
+    with pytest.raises(TransferConfigError) as err:
+        check_trainer({"max_epochs": 3, **trainer})
+    msg = one_line(err)
+    for word in words:
+        assert word in msg, msg
