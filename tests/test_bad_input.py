@@ -449,3 +449,98 @@ def test_trainer_numbers_are_checked(trainer, words):
     msg = one_line(err)
     for word in words:
         assert word in msg, msg
+
+
+@pytest.mark.slow
+def test_sweep_with_a_diverging_trial_and_the_report_leaves_it_out(tmp_path, capsys):
+    from lit_transfer import report, sweep
+
+    # Three seeds of one setting; the third one's run diverges (its own config file sets a huge LR).
+    trials = []
+    for seed, extra in ((0, {}), (1, {}), (2, {"model": {"lr": 1e9}})):
+        trials.append(str(tmp_path / f"seed{seed}.yaml"))
+        Path(trials[-1]).write_text(yaml.safe_dump({"seed_everything": seed, **extra}))
+    cfg = {"method": "grid", "metric": {"name": "target/val_acc", "goal": "maximize"},
+           "command": ["${env}", "${interpreter}", "-m", "lit_transfer", "fit", *CONFIGS, *QUICK,
+                       "--strategy=scratch", "${args}"],
+           "parameters": {"config": {"values": trials}}}
+    path = tmp_path / "s.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    out = tmp_path / "out"
+    os.environ.pop("LIT_TRANSFER_RUN_DIR", None)
+    assert sweep.main([str(path), "--out", str(out), "--workers", "1"]) == 1  # one trial failed
+    summary = capsys.readouterr().err
+    assert "2 ok (0 already done), 1 failed" in summary, summary
+    infos = {d.name: json.loads((d / "trial.json").read_text()) for d in (out / "trials").iterdir()}
+    diverged = [i for i in infos.values() if i["params"]["config"] == trials[2]]
+    good = [i for i in infos.values() if i["params"]["config"] != trials[2]]
+    assert [i["status"] for i in good] == ["ok", "ok"]
+    assert len(diverged) == 1 and diverged[0]["status"] == "failed"
+    assert diverged[0]["returncode"] == DIVERGED_EXIT_CODE
+    assert diverged[0]["error"].startswith("diverged: training diverged: non-finite loss")
+    assert f"  {diverged[0]['trial_id']}: diverged: training diverged" in summary  # the reason, in the summary
+    assert sweep.trial_state(out / "trials" / diverged[0]["trial_id"]) == "failed"  # resume does not count it
+
+    assert report.main([str(out)]) == 0
+    rep = json.loads((out / "report" / "summary.json").read_text())
+    (row,) = rep["rows"]
+    accs = [json.loads((out / "trials" / i["trial_id"] / "result.json").read_text())["metrics"]["target/test_acc"]
+            for i in good]
+    assert row["n"] == 2 and row["acc_mean"] == pytest.approx(sum(accs) / 2)
+    assert any(n.startswith("diverged run left out of the means:") and diverged[0]["trial_id"] in n
+               and "non-finite loss" in n for n in rep["notes"]), rep["notes"]
+    assert "diverged run left out of the means" in capsys.readouterr().out  # listed in the printed report
+
+
+@pytest.mark.slow
+def test_cli_diverged_run_real_process(tmp_path):
+    # Two steps: the first one's loss is finite (the weights it starts from are), the second one's is not.
+    cmd = [sys.executable, "-m", "lit_transfer", "fit", *CONFIGS, "--model.lr=1e9", "--data.batch_size=16",
+           "--trainer.fast_dev_run=2", "--run.root", str(tmp_path)]
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "WANDB_MODE": "offline"}
+    proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == DIVERGED_EXIT_CODE, proc.stderr[-2000:]
+    assert "Traceback" not in proc.stderr
+    last = proc.stderr.strip().splitlines()[-1]
+    assert last.startswith("lit-transfer: error: training diverged: non-finite loss (nan) at step 2"), last
+    (result,) = [json.loads(p.read_text()) for p in tmp_path.rglob("result.json")]
+    assert result["status"] == "diverged" and result["divergence"]["step"] == 2
+
+
+def test_divergence_guard_non_finite_weights_at_train_end():
+    from lit_transfer.divergence import DivergenceGuard
+    from lit_transfer.errors import TrainingDiverged
+
+    module = TransferClassifier("small_cnn_tiny", num_classes=3, in_chans=1)
+    trainer = SimpleNamespace(world_size=1, global_step=7, current_epoch=1)
+    guard = DivergenceGuard()
+    guard.on_train_end(trainer, module)  # finite weights: nothing happens
+    with torch.no_grad():
+        module.head.fc.weight[0, 0] = float("inf")  # e.g. a last step with non-finite gradients
+    with pytest.raises(TrainingDiverged) as err:
+        guard.on_train_end(trainer, module)
+    assert err.value.what == "weights" and err.value.names and err.value.names[0].startswith("head.")
+    assert "non-finite weights after step 7" in str(err.value) and "\n" not in str(err.value)
+    assert err.value.record()["loss"] is None
+
+
+def test_divergence_guard_stops_at_the_first_non_finite_loss():
+    from lit_transfer.divergence import DivergenceGuard
+    from lit_transfer.errors import TrainingDiverged
+
+    trainer = SimpleNamespace(world_size=1, global_step=3, current_epoch=0)
+    guard = DivergenceGuard()
+    guard.on_train_batch_end(trainer, None, {"loss": torch.tensor(2.3)}, None, 0)
+    guard.on_train_batch_end(trainer, None, None, None, 1)  # a skipped step returns nothing
+    trainer.global_step = 4
+    with pytest.raises(TrainingDiverged) as err:
+        guard.on_train_batch_end(trainer, None, {"loss": torch.tensor(float("inf"))}, None, 2)
+    assert err.value.step == 4 and err.value.record() == {
+        "step": 4, "epoch": 0, "what": "loss", "loss": "inf", "params": []}
+
+
+@pytest.mark.slow
+def test_cli_bad_number_real_process(tmp_path):
+    proc = run_cli(tmp_path, "--data.batch_size=0")
+    assert_cli_user_error(proc, "data.batch_size=0 is out of range: must be an integer >= 1")
+    assert not list(tmp_path.rglob("result.json"))
