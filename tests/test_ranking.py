@@ -201,6 +201,10 @@ def test_rank_command_errors_are_one_line(tmp_path, capsys):
     assert main(["--config", "configs/data/digits_shift.yaml", "--candidates", "not_a_model_xyz@random",
                  "--out", str(tmp_path / "r.json")]) == 2
     assert "unknown backbone" in capsys.readouterr().err
+    assert main(["--config", "configs/data/digits_shift.yaml", "--candidates", "small_cnn",
+                 "--out", str(tmp_path / "r.json")]) == 2  # a bare name means hub weights; small_cnn has none
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "candidate 'small_cnn'" in err and "small_cnn@random" in err
     assert not (tmp_path / "r.json").exists()
 
 

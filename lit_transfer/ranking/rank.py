@@ -216,7 +216,11 @@ def score_candidate(c: Candidate, targets: list[tuple[Any, Any]], num_classes: i
     from lit_transfer.ranking import scores
 
     started = time.perf_counter()
-    model = _build_model(c, num_classes, in_chans, device)
+    try:
+        model = _build_model(c, num_classes, in_chans, device)
+    except TransferConfigError as err:
+        hint = f" (for rank: {c.backbone}@FILE or {c.backbone}@random)" if c.weights == "pretrained" else ""
+        raise TransferConfigError(f"candidate {c.spec!r}: {str(err).splitlines()[0]}{hint}") from err
     per_draw: list[dict] = []
     source_labels = "head" if model.source_head is not None else "gmm"
     dim = int(model.backbone.out_features)
