@@ -287,3 +287,26 @@ def test_report_shows_the_ranking_when_rank_json_is_present(tmp_path, capsys):
     assert "Transferability ranking" in (report / "report.html").read_text()
     section = json.loads((report / "rank_vs_accuracy.json").read_text())
     assert section["strategies"]["finetune"]["correlations"]["logme"]["pearson_r"] > 0.9
+
+
+def test_rank_benchmark_sweep_builds_one_source_stage_per_candidate():
+    from pathlib import Path
+
+    from lit_transfer.cli import expand_strategy
+    from lit_transfer.stages import source_stage_args
+    from lit_transfer.sweep import build_command, load_sweep, plan_trials
+
+    cfg = load_sweep(Path(__file__).resolve().parent.parent / "sweeps" / "rank_digits.yaml")
+    trials = plan_trials(cfg)
+    assert len(trials) == 6 * 3 * 3
+    candidates = {(json.dumps(t["data.source.shifts"]), t["model.backbone"]) for t in trials}
+    assert len(candidates) == 18
+    stage_args = set()
+    for t in trials:
+        cmd = build_command(cfg, t, Path("/x"))
+        argv = expand_strategy(cmd[cmd.index("fit") + 1:])
+        stage = source_stage_args(argv, 0)
+        assert not any("finetune" in a for a in stage) and "--seed_everything=0" in stage
+        stage_args.add(tuple(stage))
+    # Seeds share a stage; every (source shifts, backbone) candidate gets its own.
+    assert len(stage_args) == 18
