@@ -80,10 +80,14 @@ def _check_limit(key: str, value: Any) -> None:
     """``limit_*_batches`` / ``val_check_interval``: a fraction in (0, 1] or a number of batches >= 1."""
     if value is None:
         return
+    if isinstance(value, float) and math.isfinite(value) and value > 1 and value.is_integer():
+        return  # a whole number of batches given as a float (the CLI parses "2" so): Lightning counts batches
     if isinstance(value, float):
-        check_float(key, value, low=0.0, high=1.0, low_open=True)
+        ok = math.isfinite(value) and 0 < value <= 1
     else:
-        check_int(key, value, min=1)
+        ok = isinstance(value, int) and not isinstance(value, bool) and value >= 1
+    if not ok:
+        raise _fail(key, value, "a fraction in (0, 1] or a whole number of batches >= 1")
 
 
 def check_trainer(trainer: Any, prefix: str = "trainer") -> None:

@@ -431,12 +431,14 @@ def test_valid_edge_values_are_accepted():
 
     check_trainer({"max_epochs": -1, "max_steps": -1, "limit_train_batches": 1.0, "limit_val_batches": 0})
     check_trainer({"max_epochs": None, "max_steps": 5, "limit_train_batches": 3, "fast_dev_run": True})
+    check_trainer({"max_epochs": 2, "limit_train_batches": 2.0, "limit_val_batches": 0.0})  # "2" parses as 2.0
 
 
 @pytest.mark.parametrize("trainer, words", [
     ({"max_steps": 0}, ["trainer.max_steps=0", "-1 (unlimited)"]),
-    ({"limit_train_batches": 0}, ["trainer.limit_train_batches=0", ">= 1"]),
+    ({"limit_train_batches": 0}, ["trainer.limit_train_batches=0", "(0, 1]", "whole number of batches >= 1"]),
     ({"limit_train_batches": 1.5}, ["trainer.limit_train_batches=1.5", "(0, 1]"]),
+    ({"limit_val_batches": -0.5}, ["trainer.limit_val_batches=-0.5", "(0, 1]"]),
     ({"accumulate_grad_batches": 0}, ["trainer.accumulate_grad_batches=0", ">= 1"]),
     ({"gradient_clip_val": float("nan")}, ["trainer.gradient_clip_val=nan", ">= 0"]),
     ({"fast_dev_run": -1}, ["trainer.fast_dev_run=-1", ">= 0"]),
