@@ -74,6 +74,16 @@ def _nan_to_none(x: Any) -> Any:
     return None if isinstance(x, float) and math.isnan(x) else x
 
 
+def selection_label(r: dict) -> str | None:
+    """How a run chose its tested checkpoint: ``source val``/``target val`` (accuracy), ``entropy``, ``snd``
+    (label-free scores of target val images) or ``oracle``; ``None`` for results that do not record it."""
+    sel = r.get("selection")
+    if sel in ("auto", "source_val"):
+        train_on = "source" if sel == "source_val" else str(r.get("train_on") or "target")
+        return f"{'target' if train_on == 'source+target' else train_on} val"
+    return sel
+
+
 def summarise(results: list[dict], baseline: str = "scratch", conf: float = 0.95) -> dict:
     """Pure aggregation: rows for the comparison table, source-stage rows and notes."""
     notes: list[str] = []
@@ -87,11 +97,11 @@ def summarise(results: list[dict], baseline: str = "scratch", conf: float = 0.95
         if _acc(r) is None:
             notes.append(f"no {ACC} in {r.get('_path', '?')}: left out")
             continue
-        groups[(str(r.get("experiment")), str(r.get("strategy")), r.get("target_shots"))].append(r)
+        groups[(str(r.get("experiment")), str(r.get("strategy")), r.get("target_shots"), selection_label(r))].append(r)
 
     rows = []
-    for key in sorted(groups, key=lambda k: (k[0], k[1] != baseline, k[1], _shots_key(k[2]))):
-        exp, strategy, shots = key
+    for key in sorted(groups, key=lambda k: (k[0], k[1] != baseline, k[1], _shots_key(k[2]), str(k[3]))):
+        exp, strategy, shots, selection = key
         rs = groups[key]
         seeds = [r.get("seed") for r in rs]
         if len(set(seeds)) < len(seeds):
@@ -99,8 +109,12 @@ def summarise(results: list[dict], baseline: str = "scratch", conf: float = 0.95
                          "they are pooled")
         acc_mean, acc_half = mean_ci([_acc(r) for r in rs], conf)
         row: dict[str, Any] = {"experiment": exp, "strategy": strategy, "target_shots": shots, "n": len(rs),
-                               "acc_mean": acc_mean, "acc_ci": acc_half}
-        base = groups.get((exp, baseline, shots))
+                               "acc_mean": acc_mean, "acc_ci": acc_half, "selection": selection}
+        # The baseline selected the same way if it was run so, else its only (or first) selection.
+        base_keys = sorted((k for k in groups if k[:3] == (exp, baseline, shots)), key=lambda k: str(k[3]))
+        base_key = (exp, baseline, shots, selection) if (exp, baseline, shots, selection) in groups else (
+            base_keys[0] if base_keys else None)
+        base = groups.get(base_key) if base_key else None
         if strategy != baseline and base:
             by_seed: dict[Any, list[dict]] = defaultdict(list)
             for b in base:
@@ -156,7 +170,7 @@ def _pct(mean: float | None, half: float | None = None, signed: bool = False) ->
 
 def table(summary: dict) -> tuple[list[str], list[list[str]]]:
     base, conf = summary["baseline"], round(100 * summary["conf"])
-    header = ["experiment", "strategy", "shots", "n", f"target acc % ({conf}% CI)",
+    header = ["experiment", "strategy", "selection", "shots", "n", f"target acc % ({conf}% CI)",
               f"gain vs {base} (pp)", "p", "pairs", "negative transfer", "source acc before → after",
               "forgetting (pp)", "wall s", "trainable params"]
     body = []
@@ -164,7 +178,8 @@ def table(summary: dict) -> tuple[list[str], list[list[str]]]:
         src = (f"{_pct(r['source_before'])} → {_pct(r['source_after'])}" if r.get("source_before") is not None
                else "")
         body.append([
-            r["experiment"], r["strategy"], "all" if r["target_shots"] is None else str(r["target_shots"]),
+            r["experiment"], r["strategy"], r.get("selection") or "",
+            "all" if r["target_shots"] is None else str(r["target_shots"]),
             str(r["n"]), _pct(r["acc_mean"], r["acc_ci"]),
             _pct(r.get("gain_mean"), r.get("gain_ci"), signed=True) if "gain_mean" in r else "—",
             f"{r['gain_p']:.3g}" if r.get("gain_p") is not None else "",
