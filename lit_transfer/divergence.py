@@ -3,7 +3,8 @@
 Without it a too-high learning rate trains on NaN weights to the end, tests them, and writes an ``ok``
 result at chance accuracy that a sweep averages into the comparison. The guard raises
 :class:`~lit_transfer.errors.TrainingDiverged` at the first non-finite training loss, and at the end of
-training if any weight is non-finite (a last step with non-finite gradients); the CLI then writes
+training if any weight is non-finite (a last step with non-finite gradients), and after a validation whose loss
+is non-finite (finite but huge weights overflow the logits); the CLI then writes
 ``result.json`` with ``"status": "diverged"`` and exits with code 3.
 
 Gradients are not checked on their own: a non-finite gradient makes the weights non-finite, which the next
@@ -45,6 +46,19 @@ class DivergenceGuard(Callback):
 
     def on_validation_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
         self._check(trainer)
+
+    def on_validation_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        # Finite weights can still give non-finite outputs (huge weights overflow the logits): a NaN val loss
+        # means the model under selection is broken. The logged values are already reduced over ranks.
+        if trainer.sanity_checking:
+            return
+        bad = {k: float(v) for k, v in trainer.callback_metrics.items()
+               if k.endswith("val_loss") and isinstance(v, torch.Tensor) and v.numel() == 1
+               and not bool(torch.isfinite(v))}
+        if bad:
+            names = sorted(bad)
+            raise TrainingDiverged(trainer.global_step, trainer.current_epoch, bad[names[0]], what="val_loss",
+                                   names=names)
 
     def on_train_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
         self._check(trainer)

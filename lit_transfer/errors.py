@@ -16,14 +16,17 @@ class TransferConfigError(ValueError):
 class TrainingDiverged(RuntimeError):
     """Training produced a non-finite loss (or non-finite weights): the run stops and is recorded as diverged.
 
-    ``what`` says what was non-finite (``loss`` or ``weights``); ``loss`` is the loss value at ``step``
-    (``nan``/``inf`` for a non-finite loss); ``names`` lists some non-finite parameters.
+    ``what`` says what was non-finite (``loss``, ``val_loss`` or ``weights``); ``loss`` is that loss at ``step``
+    (``nan``/``inf``); ``names`` lists the non-finite parameters or validation metrics.
     """
 
     def __init__(self, step: int, epoch: int, loss: float | None, what: str = "loss", names: tuple[str, ...] = ()):
         self.step, self.epoch, self.loss, self.what, self.names = step, epoch, loss, what, tuple(names)
         if what == "loss":
             detail = f"non-finite loss ({loss}) at step {step} (epoch {epoch})"
+        elif what == "val_loss":
+            shown = ", ".join(self.names[:3])
+            detail = f"non-finite validation loss ({loss}: {shown}) after step {step} (epoch {epoch})"
         else:
             shown = ", ".join(self.names[:3]) + (", ..." if len(self.names) > 3 else "")
             detail = f"non-finite weights after step {step} (epoch {epoch}): {shown}"

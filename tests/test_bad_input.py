@@ -242,14 +242,16 @@ def test_negative_lr(tmp_path, capfd):
 
 def test_huge_lr_diverges_and_is_recorded_as_diverged(tmp_path, capfd):
     code, err, found = fit_in_process(capfd, tmp_path, "--model.lr=1e9")
-    last = assert_one_line_error(code, err, found, "training diverged", "non-finite loss", "model.lr",
+    # The first epoch's one step leaves finite but huge weights: caught at its validation (NaN loss), or at
+    # the next step's training loss.
+    last = assert_one_line_error(code, err, found, "training diverged: non-finite", "model.lr",
                                  exit_code=DIVERGED_EXIT_CODE)
     assert len(found) == 1, found
     result = found[0]
     assert result["status"] == "diverged" and result["metrics"] == {} and result["checkpoint"] is None
     div = result["divergence"]
-    assert div["what"] == "loss" and div["loss"] in ("nan", "inf", "-inf") and div["step"] >= 1
-    assert f"at step {div['step']}" in last and result["error"] in last
+    assert div["what"] in ("loss", "val_loss") and div["loss"] in ("nan", "inf", "-inf") and div["step"] >= 1
+    assert f"step {div['step']} " in last and result["error"] in last
 
 
 @pytest.mark.parametrize("shots", ["0", "-3"])
@@ -479,7 +481,7 @@ def test_sweep_with_a_diverging_trial_and_the_report_leaves_it_out(tmp_path, cap
     assert [i["status"] for i in good] == ["ok", "ok"]
     assert len(diverged) == 1 and diverged[0]["status"] == "failed"
     assert diverged[0]["returncode"] == DIVERGED_EXIT_CODE
-    assert diverged[0]["error"].startswith("diverged: training diverged: non-finite loss")
+    assert diverged[0]["error"].startswith("diverged: training diverged: non-finite")
     assert f"  {diverged[0]['trial_id']}: diverged: training diverged" in summary  # the reason, in the summary
     assert sweep.trial_state(out / "trials" / diverged[0]["trial_id"]) == "failed"  # resume does not count it
 
@@ -490,7 +492,7 @@ def test_sweep_with_a_diverging_trial_and_the_report_leaves_it_out(tmp_path, cap
             for i in good]
     assert row["n"] == 2 and row["acc_mean"] == pytest.approx(sum(accs) / 2)
     assert any(n.startswith("diverged run left out of the means:") and diverged[0]["trial_id"] in n
-               and "non-finite loss" in n for n in rep["notes"]), rep["notes"]
+               and "training diverged: non-finite" in n for n in rep["notes"]), rep["notes"]
     assert "diverged run left out of the means" in capsys.readouterr().out  # listed in the printed report
 
 
@@ -546,3 +548,14 @@ def test_cli_bad_number_real_process(tmp_path):
     proc = run_cli(tmp_path, "--data.batch_size=0")
     assert_cli_user_error(proc, "data.batch_size=0 is out of range: must be an integer >= 1")
     assert not list(tmp_path.rglob("result.json"))
+
+
+def test_one_step_to_huge_finite_weights_is_caught_by_the_validation_loss(tmp_path, capfd):
+    # One step at lr=1e9: its loss was finite and the weights after it are finite, but so large that the
+    # logits overflow: validation loss NaN. Before the guard this wrote an "ok" result at chance accuracy.
+    code, err, found = fit_in_process(capfd, tmp_path, "--model.lr=1e9", "--trainer.fast_dev_run=true")
+    assert_one_line_error(code, err, found, "non-finite validation loss (nan", "val_loss", "after step 1",
+                          exit_code=DIVERGED_EXIT_CODE)
+    (result,) = found
+    assert result["status"] == "diverged" and result["divergence"]["what"] == "val_loss"
+    assert "val_loss" in result["divergence"]["params"]
