@@ -84,9 +84,54 @@ def selection_label(r: dict) -> str | None:
     return sel
 
 
-def summarise(results: list[dict], baseline: str = "scratch", conf: float = 0.95) -> dict:
-    """Pure aggregation: rows for the comparison table, source-stage rows and notes."""
+def _val_score(r: dict) -> float:
+    """What a run's own model selection maximised (its best ``val_acc``): the only score tuning may compare."""
+    m = r.get("metrics") or {}
+    v = m.get("val_acc_best", m.get("val_acc"))
+    return float(v) if isinstance(v, (int, float)) and math.isfinite(v) else -math.inf
+
+
+def select_tuned(results: list[dict]) -> tuple[list[dict], list[str]]:
+    """Hyper-parameter selection on validation only: of the runs of one strategy that share experiment, shots,
+    selection, seed and labelled examples (``split_hash``) but differ in config (an lr grid), keep the one whose
+    own selection metric was best. Every strategy is tuned the same way, on the same val labels it already
+    counts; ties go to the first run in path order, so the choice does not depend on how the sweep ran."""
+    cells: dict[tuple, list[dict]] = defaultdict(list)
+    out = []
+    for r in results:
+        if r.get("strategy") == SOURCE_STAGE:
+            out.append(r)
+            continue
+        cells[(str(r.get("experiment")), str(r.get("strategy")), r.get("target_shots"), selection_label(r),
+               r.get("seed"), r.get("split_hash"))].append(r)
+    tuned = 0
+    for key in sorted(cells, key=str):
+        rs = sorted(cells[key], key=lambda r: str(r.get("_path", r.get("run_dir", ""))))
+        best = max(rs, key=_val_score)  # max keeps the first of equal scores
+        if len(rs) > 1:
+            tuned += 1
+            best = {**best, "tuned_over": len(rs)}
+        out.append(best)
+    notes = [f"{tuned} cell(s) tuned on validation: of runs differing only in hyper-parameters (same strategy, "
+             "shots, seed and labelled examples) the one with the best val_acc is reported"] if tuned else []
+    return out, notes
+
+
+def _unconverged(rs: list[dict]) -> tuple[int, int]:
+    """(runs still improving at the end of their budget, runs whose curve was too short or missing to tell)."""
+    flags = [((r.get("convergence") or {}).get("still_improving")) for r in rs]
+    return sum(f is True for f in flags), sum(f is None for f in flags)
+
+
+def summarise(results: list[dict], baseline: str = "scratch", conf: float = 0.95, tune: bool = True) -> dict:
+    """Pure aggregation: rows for the comparison table, source-stage rows and notes.
+
+    ``tune``: pick each strategy's best hyper-parameters per seed on validation (:func:`select_tuned`) before
+    aggregating; otherwise runs that share a seed are pooled.
+    """
     notes: list[str] = []
+    if tune:
+        results, notes = select_tuned(results)
     stages = [r for r in results if r.get("strategy") == SOURCE_STAGE]
     # A run that loaded a source stage's checkpoint has "before" = that stage's source accuracy.
     stage_source = {Path(str(s.get("run_dir"))).name: _acc(s, "source/test_acc") for s in stages if s.get("run_dir")}
@@ -133,6 +178,21 @@ def summarise(results: list[dict], baseline: str = "scratch", conf: float = 0.95
             g = paired_gain(a_vals, b_vals, conf)
             row.update(pairs=g.n, gain_mean=g.mean, gain_ci=g.half, gain_low=g.low, gain_high=g.high,
                        gain_p=g.p, negative_transfer=g.negative, split_mismatch=mismatched)
+            # A gain over a baseline that was still improving measures the budget, not the transfer.
+            base_up, base_unknown = _unconverged(base)
+            own_up, own_unknown = _unconverged(rs)
+            why = []
+            if base_up or base_unknown:
+                why.append(f"{baseline} had not converged ({base_up} of {len(base)} runs still improving at the end"
+                           f"{f', {base_unknown} unchecked' if base_unknown else ''})")
+            if own_up or own_unknown:
+                why.append(f"{strategy} had not converged ({own_up} of {len(rs)} runs still improving"
+                           f"{f', {own_unknown} unchecked' if own_unknown else ''})")
+            row["gain_claimed"] = not why
+            if why:
+                row["negative_transfer"] = False
+                notes.append(f"{exp}/{strategy}/shots={shots}: no gain or negative transfer is claimed because "
+                             + " and ".join(why) + "; give every strategy a longer budget")
         both = [ba for ba in (_source_before_after(r, stage_source) for r in rs) if ba is not None]
         if both:
             row["source_before"] = mean_ci([b for b, _ in both], conf)[0]
@@ -140,6 +200,14 @@ def summarise(results: list[dict], baseline: str = "scratch", conf: float = 0.95
             row["forgetting"], row["forgetting_ci"] = mean_ci([b - a for b, a in both], conf)
         walls = [float(r["wall_time_s"]) for r in rs if isinstance(r.get("wall_time_s"), (int, float))]
         row["wall_time_s"] = sum(walls) / len(walls) if walls else None
+        labels = [r["labels"] for r in rs if isinstance(r.get("labels"), dict)]
+        for part in ("target_train", "target_val", "total"):
+            vals = [lb[part] for lb in labels if isinstance(lb.get(part), (int, float))]
+            row[f"labels_{part}"] = sum(vals) / len(vals) if vals else None
+        row["still_improving"], row["convergence_unchecked"] = _unconverged(rs)
+        lrs = sorted({r["lr"] for r in rs if isinstance(r.get("lr"), (int, float))})
+        row["lr_chosen"] = ", ".join(f"{lr:g}×{sum(r.get('lr') == lr for r in rs)}" for lr in lrs) or None
+        row["tuned_over"] = max((int(r.get("tuned_over", 1)) for r in rs), default=1)
         trainable = [(r.get("params") or {}).get("trainable") for r in rs]
         trainable = [t for t in trainable if isinstance(t, (int, float))]
         row["trainable_params"] = int(round(sum(trainable) / len(trainable))) if trainable else None
@@ -168,11 +236,23 @@ def _pct(mean: float | None, half: float | None = None, signed: bool = False) ->
     return text + (f" ± {100 * half:.1f}" if half is not None else "")
 
 
+def _labels(r: dict) -> str:
+    train, val = r.get("labels_target_train"), r.get("labels_target_val")
+    return "" if train is None or val is None else f"{train:.0f}+{val:.0f}"
+
+
+def _converged(r: dict) -> str:
+    up, unchecked = r.get("still_improving") or 0, r.get("convergence_unchecked") or 0
+    if up:
+        return f"**NO** ({up}/{r['n']} still improving)"
+    return f"unchecked ({unchecked}/{r['n']})" if unchecked else "yes"
+
+
 def table(summary: dict) -> tuple[list[str], list[list[str]]]:
     base, conf = summary["baseline"], round(100 * summary["conf"])
-    header = ["experiment", "strategy", "selection", "shots", "n", f"target acc % ({conf}% CI)",
-              f"gain vs {base} (pp)", "p", "pairs", "negative transfer", "source acc before → after",
-              "forgetting (pp)", "wall s", "trainable params"]
+    header = ["experiment", "strategy", "selection", "shots", "n", "target labels (train+val)", "lr (× seeds)",
+              "converged", f"target acc % ({conf}% CI)", f"gain vs {base} (pp)", "p", "pairs", "negative transfer",
+              "source acc before → after", "forgetting (pp)", "wall s", "trainable params"]
     body = []
     for r in summary["rows"]:
         src = (f"{_pct(r['source_before'])} → {_pct(r['source_after'])}" if r.get("source_before") is not None
@@ -180,8 +260,9 @@ def table(summary: dict) -> tuple[list[str], list[list[str]]]:
         body.append([
             r["experiment"], r["strategy"], r.get("selection") or "",
             "all" if r["target_shots"] is None else str(r["target_shots"]),
-            str(r["n"]), _pct(r["acc_mean"], r["acc_ci"]),
-            _pct(r.get("gain_mean"), r.get("gain_ci"), signed=True) if "gain_mean" in r else "—",
+            str(r["n"]), _labels(r), r.get("lr_chosen") or "", _converged(r), _pct(r["acc_mean"], r["acc_ci"]),
+            (_pct(r.get("gain_mean"), r.get("gain_ci"), signed=True)
+             + ("" if r.get("gain_claimed", True) else " (not claimed)")) if "gain_mean" in r else "—",
             f"{r['gain_p']:.3g}" if r.get("gain_p") is not None else "",
             str(r.get("pairs", "")), "**YES**" if r.get("negative_transfer") else "",
             src, _pct(r.get("forgetting"), r.get("forgetting_ci"), signed=True),

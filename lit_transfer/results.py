@@ -78,6 +78,7 @@ def build_result(*, cfg, config_hash: str, split_hash: str, metrics: dict, param
         "selection": cfg.model.get("selection", "auto"),
         "backbone": cfg.model.backbone,
         "weights": cfg.model.weights,
+        "lr": cfg.model.lr,
         "metrics": dict(sorted(metrics.items())),
         "params": params,
         "wall_time_s": round(wall_time_s, 3),

@@ -373,13 +373,18 @@ def cpu_count() -> int:
         return os.cpu_count() or 1
 
 
-def trial_env(out: Path, workers: int, base: dict | None = None) -> dict[str, str]:
+DEFAULT_THREADS = 1
+
+
+def trial_env(out: Path, threads: int = DEFAULT_THREADS, base: dict | None = None) -> dict[str, str]:
+    """The environment of every trial. The intra-op thread count is fixed by ``threads``, never derived from
+    the number of workers: it changes floating-point reduction order, so ``--workers 1`` and ``--workers 2``
+    would otherwise train different models from one sweep file (the CLI records the count in result.json)."""
     from lit_transfer.tracking import wandb_logged_in
 
     env = dict(os.environ if base is None else base)
-    threads = str(max(1, cpu_count() // max(1, workers)))
     for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
-        env.setdefault(var, threads)  # torch sizes its intra-op pool from OMP_NUM_THREADS
+        env[var] = str(threads)  # torch sizes its intra-op pool from OMP_NUM_THREADS
     if "WANDB_MODE" not in env and not wandb_logged_in(env):
         env["WANDB_MODE"] = "offline"
     env["LIT_TRANSFER_STAGE_CACHE"] = str((out / "stages").resolve())
@@ -535,9 +540,9 @@ class _Running:
 
 
 class Runner:
-    def __init__(self, cfg: dict, out: Path, workers: int, progress: Progress):
+    def __init__(self, cfg: dict, out: Path, workers: int, progress: Progress, threads: int = DEFAULT_THREADS):
         self.cfg, self.out, self.workers, self.progress = cfg, out, workers, progress
-        self.env = trial_env(out, workers)
+        self.env = trial_env(out, threads)
         self.running: list[_Running] = []
         self.failed: list[str] = []
 
@@ -697,13 +702,15 @@ def _bayes_next(cfg: dict, out: Path, cap: int, constants: tuple[str, ...]) -> C
 
 def run_sweep(path: str | os.PathLike, out: str | os.PathLike | None = None, workers: int = 1,
               retry_failed: bool = False, run_cap: int | None = None, dry_run: bool = False,
-              stream=None) -> int:
+              stream=None, threads: int = DEFAULT_THREADS) -> int:
     stream = stream or sys.stderr
     cfg = load_sweep(path)
     name = Path(path).stem
     out = Path(out) if out else Path("sweep_runs") / name
     if workers < 1:
         raise SweepError("--workers must be at least 1")
+    if threads < 1:
+        raise SweepError("--threads must be at least 1")
     constants = _constants(cfg)
     cap = run_cap if run_cap is not None else cfg.get("run_cap")
 
@@ -746,7 +753,7 @@ def run_sweep(path: str | os.PathLike, out: str | os.PathLike | None = None, wor
     if skipped or old_failed:
         hint = " (--retry-failed to rerun failed)" if old_failed else ""
         progress.update(f"resuming: {skipped} done, {len(old_failed)} failed kept{hint}")
-    runner = Runner(cfg, out, workers, progress)
+    runner = Runner(cfg, out, workers, progress, threads)
 
     def _sigterm(signum, frame):
         raise KeyboardInterrupt
@@ -785,12 +792,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("file", help="sweep YAML (W&B sweep format)")
     parser.add_argument("--out", help="output directory (default: sweep_runs/<file stem>)")
     parser.add_argument("--workers", type=int, default=1, help="trials run in parallel (default 1)")
+    parser.add_argument("--threads", type=int, default=DEFAULT_THREADS,
+                        help="intra-op CPU threads of every trial (default 1), whatever --workers is: results are "
+                             "bit-identical for any number of workers")
     parser.add_argument("--retry-failed", action="store_true", help="rerun trials that failed before (grid/random)")
     parser.add_argument("--run-cap", type=int, help="maximum number of trials (overrides run_cap)")
     parser.add_argument("--dry-run", action="store_true", help="list trials and commands, run nothing")
     args = parser.parse_args(argv)
     try:
-        return run_sweep(args.file, args.out, args.workers, args.retry_failed, args.run_cap, args.dry_run)
+        return run_sweep(args.file, args.out, args.workers, args.retry_failed, args.run_cap, args.dry_run,
+                         threads=args.threads)
     except SweepError as e:
         print(f"{PROG}: error: {e}", file=sys.stderr)
         return 2

@@ -48,7 +48,8 @@ def _result(tmp, name, strategy, seed, shots, acc, split="s", **extra):
     r = {"schema": 1, "status": "ok", "experiment": "digits_shift", "strategy": strategy, "seed": seed,
          "target_shots": shots, "train_on": "target", "metrics": {"target/test_acc": acc},
          "params": {"trainable": 100 if strategy == "linear_probe" else 1000, "total": 1000},
-         "wall_time_s": 10.0 + seed, "config_hash": "c", "split_hash": f"{split}{seed}{shots}", "run_dir": str(d)}
+         "wall_time_s": 10.0 + seed, "config_hash": "c", "split_hash": f"{split}{seed}{shots}", "run_dir": str(d),
+         "convergence": {"still_improving": False}}
     r.update(extra)
     (d / "result.json").write_text(json.dumps(r))
     return r
@@ -125,7 +126,7 @@ def test_report_main_writes_all_outputs(results_dir, tmp_path, capsys, monkeypat
     out = tmp_path / "rep"
     assert report.main([str(results_dir), "--out", str(out)]) == 0
     printed = capsys.readouterr().out
-    assert "| digits_shift | linear_probe | 5 | 5 |" in printed and "**YES**" in printed
+    assert "| digits_shift | linear_probe |  | 5 | 5 |" in printed and "**YES**" in printed
     assert f"HTML report: {out / 'report.html'}" in printed
     for name in ("report.md", "report.html", "summary.csv", "summary.json"):
         assert (out / name).stat().st_size > 0
@@ -144,3 +145,48 @@ def test_report_errors_are_one_line(tmp_path, capsys):
     assert report.main([str(tmp_path)]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 2 and all(line.startswith("lit-transfer report: error:") for line in err)
+
+
+def test_no_gain_is_claimed_against_an_unconverged_baseline(tmp_path):
+    """Scratch still rising at the end of its budget: the gain is shown, but neither claimed nor negative."""
+    for s, acc in {0: 0.60, 1: 0.62, 2: 0.61}.items():
+        _result(tmp_path, f"sc{s}", "scratch", s, 5, acc, convergence={"still_improving": s == 1})
+        _result(tmp_path, f"lp{s}", "linear_probe", s, 5, acc - 0.2)
+    summary = report.summarise(report.collect(tmp_path / "runs")[0])
+    rows = {r["strategy"]: r for r in summary["rows"]}
+    lp = rows["linear_probe"]
+    assert lp["gain_high"] < 0  # the numbers alone would say negative transfer ...
+    assert lp["gain_claimed"] is False and lp["negative_transfer"] is False  # ... but it is not called
+    assert rows["scratch"]["still_improving"] == 1
+    note = next(n for n in summary["notes"] if "linear_probe" in n)
+    assert "no gain or negative transfer is claimed because scratch had not converged (1 of 3 runs" in note
+    md = report.markdown(summary)
+    assert "(not claimed)" in md and "**NO** (1/3 still improving)" in md and "**YES**" not in md
+    # once scratch has converged, the same numbers are negative transfer
+    for s in range(3):
+        path = tmp_path / "runs" / f"sc{s}" / "result.json"
+        path.write_text(path.read_text().replace('"still_improving": true', '"still_improving": false'))
+    lp = {r["strategy"]: r for r in report.summarise(report.collect(tmp_path / "runs")[0])["rows"]}["linear_probe"]
+    assert lp["gain_claimed"] is True and lp["negative_transfer"] is True
+
+
+def test_hyper_parameters_are_chosen_per_seed_on_validation_only(tmp_path):
+    """An lr grid: each seed reports the run with the best val_acc_best, never the best test accuracy."""
+    grid = {0.001: (0.70, 0.90), 0.01: (0.80, 0.50)}  # lr -> (val_acc_best, test acc): val prefers 0.01
+    for s in range(2):
+        for lr, (val, test) in grid.items():
+            _result(tmp_path, f"ft{s}-{lr}", "finetune", s, 5, test, lr=lr,
+                    metrics={"target/test_acc": test, "val_acc_best": val},
+                    labels={"target_train": 50, "target_val": 50, "total": 100})
+    # seed 1: the 0.001 run is better on val
+    path = tmp_path / "runs" / "ft1-0.001" / "result.json"
+    path.write_text(path.read_text().replace('"val_acc_best": 0.7', '"val_acc_best": 0.95'))
+    summary = report.summarise(report.collect(tmp_path / "runs")[0])
+    (row,) = summary["rows"]
+    assert row["n"] == 2 and row["tuned_over"] == 2
+    assert row["acc_mean"] == pytest.approx((0.50 + 0.90) / 2)  # seed 0 -> lr 0.01, seed 1 -> lr 0.001
+    assert row["lr_chosen"] == "0.001×1, 0.01×1"
+    assert row["labels_target_train"] == 50 and row["labels_target_val"] == 50 and row["labels_total"] == 100
+    assert "50+50" in report.markdown(summary)
+    # without tuning the grid is pooled (the old behaviour, never the default)
+    assert report.summarise(report.collect(tmp_path / "runs")[0], tune=False)["rows"][0]["n"] == 4
