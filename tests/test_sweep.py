@@ -264,12 +264,18 @@ def test_parallel_workers_and_trial_env(tmp_path, fake, capsys, monkeypatch):
     assert any(b[0] < a[1] for a, b in zip(spans, spans[1:]))  # two trials overlapped
     assert time.time() - t0 < 4 * 0.4 + 1.5
     env = results[0]["env"]
-    assert env["OMP_NUM_THREADS"] == "4" and env["MKL_NUM_THREADS"] == "4"
+    # fixed per trial (default 1), not cpu_count // workers: results must not depend on --workers
+    assert env["OMP_NUM_THREADS"] == "1" and env["MKL_NUM_THREADS"] == "1"
+    assert sweep.main([str(path), "--out", str(tmp_path / "out3"), "--workers", "2", "--threads", "3"]) == 0
+    env3 = json.loads(next((tmp_path / "out3" / "trials").glob("*/result.json")).read_text())["env"]
+    assert env3["OMP_NUM_THREADS"] == "3"
+    assert sweep.main([str(path), "--threads", "0"]) == 2
     assert env["WANDB_MODE"] == "offline" and env["PYTHONUNBUFFERED"] == "1" and env["HF_HUB_OFFLINE"] == "1"
     assert env["LIT_TRANSFER_STAGE_CACHE"] == str((out / "stages").resolve())
     assert results[0]["args"]["run.dir"].startswith(str(out / "trials"))
     err = capsys.readouterr().err
-    assert err.count("ok      ") == 4 and "ETA" in err  # a line per event when not a TTY
+    assert err.count("ok      ") == 8 and "ETA" in err  # a line per event when not a TTY
+    assert "--threads must be at least 1" in err
     assert (out / "sweep.yaml").read_text() == path.read_text()
 
 

@@ -2,6 +2,7 @@
 
 import json
 import os
+import shutil
 import sys
 from pathlib import Path
 
@@ -43,9 +44,14 @@ def test_sweep_file_is_valid_and_references_configs(path):
 def test_digits_strategies_grid():
     cfg = load_sweep(REPO / "sweeps" / "digits_strategies.yaml")
     trials = plan_trials(cfg)
-    assert len(trials) == 6 * 2 * 3
-    assert {t["strategy"] for t in trials} == {"scratch", "linear_probe", "finetune", "gradual_unfreeze",
-                                               "lp_ft", "l2sp"}
+    assert len(trials) == 5 * 3 * 2 * 3
+    assert {t["strategy"] for t in trials} == {"scratch", "linear_probe", "finetune", "lp_ft", "l2sp"}
+    # the fair protocol: one budget (the protocol config) and the same lr grid for every strategy
+    assert "configs/protocol/fewshot.yaml" in cfg["command"]
+    grids = {s: sorted(t["model.lr"] for t in trials if t["strategy"] == s) for s in {t["strategy"] for t in trials}}
+    assert len({tuple(g) for g in grids.values()}) == 1
+    # the lr comes after the strategy on the line: a strategy config cannot undo it
+    assert list(cfg["parameters"]).index("model.lr") > list(cfg["parameters"]).index("strategy")
     assert {t["data.target_shots"] for t in trials} == {5, 20}
     assert {t["seed_everything"] for t in trials} == {0, 1, 2}
     cmd = build_command(cfg, trials[0], Path("/x"))
@@ -67,18 +73,51 @@ def test_lr_sweeps_sample_log_uniform_lr():
 
 
 @pytest.mark.slow
+def cheap_source_stage(tmp_path, monkeypatch) -> None:
+    """The shipped configs with a 2-step source stage (target-run trainer flags never reach the stage)."""
+    configs = tmp_path / "configs"
+    shutil.copytree(REPO / "configs", configs)
+    with open(configs / "strategy" / "source.yaml", "a") as fh:
+        fh.write("trainer:\n  max_epochs: 1\n  limit_train_batches: 2\n  enable_progress_bar: false\n")
+    monkeypatch.setenv("LIT_TRANSFER_CONFIGS", str(configs))
+
+
+def tiny_sweep(tmp_path, parameters: dict) -> Path:
+    cfg = yaml.safe_load((REPO / "sweeps" / "digits_strategies.yaml").read_text())
+    cfg["command"][-1:] = ["--trainer.max_steps=4", "--trainer.val_check_interval=2",
+                          "--trainer.enable_progress_bar=false", "${args}"]
+    cfg["parameters"] = parameters
+    path = tmp_path / "e2e.yaml"
+    path.write_text(yaml.safe_dump(cfg, sort_keys=False))
+    return path
+
+
+def test_results_are_identical_with_one_or_two_workers(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(REPO)
+    cheap_source_stage(tmp_path, monkeypatch)
+    path = tiny_sweep(tmp_path, {"strategy": {"values": ["scratch", "finetune"]}, "model.lr": {"values": [0.001, 0.01]},
+                                 "data.target_shots": {"value": 3}, "seed_everything": {"values": [0, 1]}})
+    runs = {}
+    for workers in (1, 2):
+        out = tmp_path / f"w{workers}"
+        assert sweep.main([str(path), "--out", str(out), "--workers", str(workers)]) == 0, capsys.readouterr().err
+        runs[workers] = {p.parent.name: json.loads(p.read_text()) for p in (out / "trials").glob("*/result.json")}
+        runs[workers]["stage"] = json.loads(next((out / "stages").glob("*/result.json")).read_text())
+    assert sorted(runs[1]) == sorted(runs[2]) and len(runs[1]) == 9
+    for trial, r in runs[1].items():
+        assert r["metrics"] == runs[2][trial]["metrics"], trial  # bit-identical, not approximately
+        assert r["env"]["threads"] == runs[2][trial]["env"]["threads"] == 1
+        assert r.get("curve") == runs[2][trial].get("curve")
+
+
 def test_real_cli_two_strategies_two_seeds(tmp_path, monkeypatch, capsys):
     """End to end: shared source stage trained once, scratch vs finetune, then the report."""
     monkeypatch.chdir(REPO)
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setenv("WANDB_MODE", "offline")
-    cfg = yaml.safe_load((REPO / "sweeps" / "digits_strategies.yaml").read_text())
-    cfg["command"][-1:] = ["--trainer.max_epochs=1", "--trainer.limit_train_batches=2",
-                          "--trainer.enable_progress_bar=false", "${args}"]
-    cfg["parameters"] = {"strategy": {"values": ["scratch", "finetune"]}, "data.target_shots": {"value": 5},
-                         "seed_everything": {"values": [0, 1]}}
-    path = tmp_path / "e2e.yaml"
-    path.write_text(yaml.safe_dump(cfg))
+    cheap_source_stage(tmp_path, monkeypatch)
+    path = tiny_sweep(tmp_path, {"strategy": {"values": ["scratch", "finetune"]}, "data.target_shots": {"value": 5},
+                                 "seed_everything": {"values": [0, 1]}})
     out = tmp_path / "out"
     assert sweep.main([str(path), "--out", str(out), "--workers", "2"]) == 0, capsys.readouterr().err
     results = [json.loads(p.read_text()) for p in (out / "trials").glob("*/result.json")]

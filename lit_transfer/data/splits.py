@@ -78,4 +78,4 @@ def take_shots(
                                       f"{kind} examples; lower {what} or use null for all.")
     purpose = "val_shots" if what == "val_shots" else "shots"  # val draws are independent of train draws
     chosen = [idx[:shots] for _, idx in _per_class(train, labels, purpose, seed)]
-    return torch.cat(chosen).sort().values
+    return torch.cat(chosen).sort().values if chosen else train[:0]  # an empty split stays empty
