@@ -117,6 +117,20 @@ def select_tuned(results: list[dict]) -> tuple[list[dict], list[str]]:
     return out, notes
 
 
+def mean_curve(rs: list[dict], key: str = "target/val_acc") -> dict | None:
+    """Mean over runs of a logged validation curve, at the optimizer steps every run validated at."""
+    curves = [r["curve"] for r in rs if isinstance(r.get("curve"), dict) and r["curve"].get(key)]
+    if not curves:
+        return None
+    steps = sorted(set.intersection(*(set(c["step"]) for c in curves)))
+    means = []
+    for step in steps:
+        vals = [c[key][c["step"].index(step)] for c in curves]
+        vals = [v for v in vals if isinstance(v, (int, float))]
+        means.append(sum(vals) / len(vals) if vals else None)
+    return {"metric": key, "steps": steps, "mean": means, "n": len(curves)} if steps else None
+
+
 def _unconverged(rs: list[dict]) -> tuple[int, int]:
     """(runs still improving at the end of their budget, runs whose curve was too short or missing to tell)."""
     flags = [((r.get("convergence") or {}).get("still_improving")) for r in rs]
@@ -144,7 +158,7 @@ def summarise(results: list[dict], baseline: str = "scratch", conf: float = 0.95
             continue
         groups[(str(r.get("experiment")), str(r.get("strategy")), r.get("target_shots"), selection_label(r))].append(r)
 
-    rows = []
+    rows, curves = [], []
     for key in sorted(groups, key=lambda k: (k[0], k[1] != baseline, k[1], _shots_key(k[2]), str(k[3]))):
         exp, strategy, shots, selection = key
         rs = groups[key]
@@ -208,6 +222,9 @@ def summarise(results: list[dict], baseline: str = "scratch", conf: float = 0.95
         lrs = sorted({r["lr"] for r in rs if isinstance(r.get("lr"), (int, float))})
         row["lr_chosen"] = ", ".join(f"{lr:g}×{sum(r.get('lr') == lr for r in rs)}" for lr in lrs) or None
         row["tuned_over"] = max((int(r.get("tuned_over", 1)) for r in rs), default=1)
+        curve = mean_curve(rs)
+        if curve:
+            curves.append({"experiment": exp, "strategy": strategy, "target_shots": shots, **curve})
         trainable = [(r.get("params") or {}).get("trainable") for r in rs]
         trainable = [t for t in trainable if isinstance(t, (int, float))]
         row["trainable_params"] = int(round(sum(trainable) / len(trainable))) if trainable else None
@@ -225,7 +242,7 @@ def summarise(results: list[dict], baseline: str = "scratch", conf: float = 0.95
         stage_rows.append({k: _nan_to_none(v) for k, v in {
             "experiment": exp, "n": len(ss), "source_acc_mean": m, "source_acc_ci": h,
             "target_acc_mean": tm, "target_acc_ci": th}.items()})
-    return {"baseline": baseline, "conf": conf, "rows": rows, "stages": stage_rows, "notes": notes}
+    return {"baseline": baseline, "conf": conf, "rows": rows, "stages": stage_rows, "notes": notes, "curves": curves}
 
 
 # ----------------------------------------------------------------------------------------------- rendering
@@ -358,6 +375,37 @@ def plots(summary: dict, out: Path) -> list[Path]:
             bar.set_hatch(hatch)
         fig.tight_layout()
         paths.append(out / f"gain_over_{summary['baseline']}_{slug}.png")
+        fig.savefig(paths[-1], dpi=110)
+        plt.close(fig)
+    paths += curve_plots(summary, out)
+    return paths
+
+
+def curve_plots(summary: dict, out: Path) -> list[Path]:
+    """Target val accuracy vs optimizer steps per strategy (mean over the reported runs), one panel per shots:
+    "transfer learns faster" (the left part) and "transfer ends higher, or not" (the right end)."""
+    import matplotlib.pyplot as plt
+
+    paths = []
+    by_exp: dict[str, list[dict]] = defaultdict(list)
+    for c in summary.get("curves") or []:
+        by_exp[c["experiment"]].append(c)
+    for exp, curves in by_exp.items():
+        shots = sorted({c["target_shots"] for c in curves}, key=_shots_key)
+        fig, axes = plt.subplots(1, len(shots), figsize=(5.2 * len(shots), 3.8), squeeze=False, sharey=True)
+        for ax, n in zip(axes[0], shots):
+            for c in (c for c in curves if c["target_shots"] == n):
+                pts = [(s, 100 * m) for s, m in zip(c["steps"], c["mean"]) if m is not None]
+                ax.plot([p[0] for p in pts], [p[1] for p in pts], marker=".", label=f"{c['strategy']} (n={c['n']})")
+            ax.set_title(f"{'all' if n is None else n} labelled examples per class")
+            ax.set_xlabel("optimizer steps")
+            ax.grid(True, alpha=0.3)
+            ax.legend(fontsize=7)
+        axes[0][0].set_ylabel("target val accuracy (%)")
+        fig.suptitle(f"{exp}: accuracy vs training budget")
+        fig.tight_layout()
+        slug = "".join(ch if ch.isalnum() or ch in "-_" else "_" for ch in exp)
+        paths.append(out / f"accuracy_vs_steps_{slug}.png")
         fig.savefig(paths[-1], dpi=110)
         plt.close(fig)
     return paths

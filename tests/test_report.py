@@ -188,5 +188,21 @@ def test_hyper_parameters_are_chosen_per_seed_on_validation_only(tmp_path):
     assert row["lr_chosen"] == "0.001×1, 0.01×1"
     assert row["labels_target_train"] == 50 and row["labels_target_val"] == 50 and row["labels_total"] == 100
     assert "50+50" in report.markdown(summary)
+    assert summary["curves"] == []  # no logged curves in these results: nothing to plot
     # without tuning the grid is pooled (the old behaviour, never the default)
     assert report.summarise(report.collect(tmp_path / "runs")[0], tune=False)["rows"][0]["n"] == 4
+
+
+def test_accuracy_vs_steps_is_the_mean_of_the_logged_curves(tmp_path):
+    curves = {0: [0.2, 0.6, 0.8], 1: [0.4, 0.8, 0.9]}
+    for s, ys in curves.items():
+        _result(tmp_path, f"sc{s}", "scratch", s, 5, 0.8, curve={"step": [20, 40, 60], "target/val_acc": ys})
+    _result(tmp_path, "ft0", "finetune", 0, 5, 0.9, curve={"step": [20, 40], "target/val_acc": [0.7, 0.9]})
+    summary = report.summarise(report.collect(tmp_path / "runs")[0])
+    got = {c["strategy"]: c for c in summary["curves"]}
+    assert got["scratch"]["steps"] == [20, 40, 60] and got["scratch"]["n"] == 2
+    assert got["scratch"]["mean"] == pytest.approx([0.3, 0.7, 0.85])
+    assert got["finetune"]["mean"] == pytest.approx([0.7, 0.9])
+    paths = report.plots(summary, tmp_path)
+    assert tmp_path / "accuracy_vs_steps_digits_shift.png" in paths
+    assert (tmp_path / "accuracy_vs_steps_digits_shift.png").stat().st_size > 1000
