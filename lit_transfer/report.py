@@ -241,7 +241,10 @@ def summarise(results: list[dict], baseline: str = "scratch", conf: float = 0.95
         tm, th = mean_ci(tgt, conf)
         stage_rows.append({k: _nan_to_none(v) for k, v in {
             "experiment": exp, "n": len(ss), "source_acc_mean": m, "source_acc_ci": h,
-            "target_acc_mean": tm, "target_acc_ci": th}.items()})
+            "target_acc_mean": tm, "target_acc_ci": th,
+            # the file each stage was tested with: the one --model.weights=source loads (one number per model)
+            "checkpoint": ", ".join(sorted({Path(str(x["checkpoint"])).name for x in ss if x.get("checkpoint")}))
+            or None}.items()})
     return {"baseline": baseline, "conf": conf, "rows": rows, "stages": stage_rows, "notes": notes, "curves": curves}
 
 
@@ -294,10 +297,13 @@ def markdown(summary: dict) -> str:
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     lines += ["| " + " | ".join(row) + " |" for row in body]
     if summary["stages"]:
-        lines += ["", "Source stage (model trained on the source, before any target training):", "",
-                  "| experiment | n | source acc % | target acc % (no target training) |", "|---|---|---|---|"]
+        lines += ["", "Source stage (model trained on the source, before any target training; its checkpoint is "
+                  "the one target runs load, so \"source acc before\" above is this model):", "",
+                  "| experiment | n | checkpoint | source acc % | target acc % (no target training) |",
+                  "|---|---|---|---|---|"]
         for s in summary["stages"]:
-            lines.append(f"| {s['experiment']} | {s['n']} | {_pct(s['source_acc_mean'], s['source_acc_ci'])} | "
+            lines.append(f"| {s['experiment']} | {s['n']} | {s.get('checkpoint') or ''} | "
+                         f"{_pct(s['source_acc_mean'], s['source_acc_ci'])} | "
                          f"{_pct(s['target_acc_mean'], s['target_acc_ci'])} |")
     if summary["notes"]:
         lines += [""] + [f"- note: {n}" for n in summary["notes"]]
@@ -429,10 +435,11 @@ def html_report(summary: dict, images: Iterable[Path], source: str) -> str:
         "<table><tr>" + "".join(f"<th>{esc(h)}</th>" for h in header) + "</tr>" + rows_html + "</table>",
     ]
     if summary["stages"]:
-        parts.append("<h2>Source stage</h2><table><tr><th>experiment</th><th>n</th><th>source acc %</th>"
+        parts.append("<h2>Source stage</h2><p>Its checkpoint is the one target runs load.</p><table><tr>"
+                     "<th>experiment</th><th>n</th><th>checkpoint</th><th>source acc %</th>"
                      "<th>target acc % (no target training)</th></tr>")
         for s in summary["stages"]:
-            parts.append(f"<tr><td>{esc(s['experiment'])}</td><td>{s['n']}</td>"
+            parts.append(f"<tr><td>{esc(s['experiment'])}</td><td>{s['n']}</td><td>{esc(s.get('checkpoint') or '')}</td>"
                          f"<td>{_pct(s['source_acc_mean'], s['source_acc_ci'])}</td>"
                          f"<td>{_pct(s['target_acc_mean'], s['target_acc_ci'])}</td></tr>")
         parts.append("</table>")

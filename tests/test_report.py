@@ -70,7 +70,7 @@ def results_dir(tmp_path):
         _result(tmp_path, f"lp{s}", "linear_probe", s, 5, scratch[s] - loss)
     _result(tmp_path, "lp3", "linear_probe", 3, 5, 0.3)  # no scratch pair at all
     _result(tmp_path, "lp2b", "linear_probe", 2, 5, 0.9, split="other")  # same seed, different split
-    stage = _result(tmp_path, "stage-abc", "source", 0, None, 0.3,
+    stage = _result(tmp_path, "stage-abc", "source", 0, None, 0.3, checkpoint="/x/stage-abc/checkpoints/best.ckpt",
                     metrics={"source/test_acc": 0.97, "target/test_acc": 0.3})
     # a run that loaded the stage's checkpoint: forgetting = stage's source acc - this run's source acc
     for s, acc in {0: 0.55, 1: 0.60, 2: 0.65}.items():
@@ -89,6 +89,8 @@ def test_summarise_hand_made_results(results_dir):
     assert [r["strategy"] for r in summary["rows"]][0] == "scratch"  # baseline first
     assert "source" not in rows
     assert summary["stages"][0]["source_acc_mean"] == pytest.approx(0.97)
+    assert summary["stages"][0]["checkpoint"] == "best.ckpt"  # the file it was tested with, named
+    assert "| digits_shift | 1 | best.ckpt | 97.0 |" in report.markdown(summary)
 
     sc = rows["scratch"]
     assert sc["n"] == 3 and sc["acc_mean"] == pytest.approx(0.55)
