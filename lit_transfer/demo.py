@@ -2,9 +2,11 @@
 
     python -m lit_transfer.demo [--workers 2] [--out demo_runs/digits_strategies]
 
-Runs sweeps/digits_strategies.yaml (source model trained once; scratch, linear_probe, finetune,
-gradual_unfreeze, lp_ft and l2sp on rotated+inverted digits, 5 and 20 labels per class, 3 seeds) and prints
-the comparison table and the path of the HTML report. Re-running resumes where it stopped.
+Runs sweeps/digits_strategies.yaml under the fair protocol (docs/protocol.md): the source model trained once;
+scratch, linear_probe, finetune, lp_ft and l2sp on rotated+inverted digits, 5 and 20 labels per class, 3 seeds
+(each drawing its own labelled examples), each strategy at the same 200-step budget and on the same lr grid,
+the lr chosen per seed on validation. Prints the comparison table and the path of the HTML report.
+Re-running resumes where it stopped (and prints the identical table).
 """
 
 from __future__ import annotations
