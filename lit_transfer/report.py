@@ -310,6 +310,20 @@ def markdown(summary: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+def slug_of(name: str) -> str:
+    """A file-name-safe form of an experiment or strategy name."""
+    return "".join(c if c.isalnum() or c in "-_" else "_" for c in name)
+
+
+def save_figure(fig, path: Path) -> Path:
+    import matplotlib.pyplot as plt
+
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
 def plots(summary: dict, out: Path) -> list[Path]:
     """Accuracy vs labelled examples per class (log x, CI bands) and gain over the baseline, per experiment."""
     import matplotlib
@@ -322,7 +336,7 @@ def plots(summary: dict, out: Path) -> list[Path]:
     for r in summary["rows"]:
         rows_by_exp[r["experiment"]].append(r)
     for exp, rows in rows_by_exp.items():
-        slug = "".join(c if c.isalnum() or c in "-_" else "_" for c in exp)
+        slug = slug_of(exp)
         fig, ax = plt.subplots(figsize=(6.5, 4.2))
         all_shots: set = set()
         for strategy in dict.fromkeys(r["strategy"] for r in rows):
@@ -347,10 +361,7 @@ def plots(summary: dict, out: Path) -> list[Path]:
         ax.set_title(f"{exp}: accuracy vs labels ({round(100 * summary['conf'])}% CI)")
         ax.grid(True, which="both", alpha=0.3)
         ax.legend(fontsize=8)
-        fig.tight_layout()
-        paths.append(out / f"accuracy_vs_shots_{slug}.png")
-        fig.savefig(paths[-1], dpi=110)
-        plt.close(fig)
+        paths.append(save_figure(fig, out / f"accuracy_vs_shots_{slug}.png"))
 
         gains = [r for r in rows if r.get("gain_mean") is not None]
         if not gains:
@@ -379,10 +390,7 @@ def plots(summary: dict, out: Path) -> list[Path]:
         ax.legend(fontsize=8)
         for bar, hatch in hatched:  # after the legend, whose swatches would copy the first bar's hatch
             bar.set_hatch(hatch)
-        fig.tight_layout()
-        paths.append(out / f"gain_over_{summary['baseline']}_{slug}.png")
-        fig.savefig(paths[-1], dpi=110)
-        plt.close(fig)
+        paths.append(save_figure(fig, out / f"gain_over_{summary['baseline']}_{slug}.png"))
     paths += curve_plots(summary, out)
     return paths
 
@@ -409,11 +417,7 @@ def curve_plots(summary: dict, out: Path) -> list[Path]:
             ax.legend(fontsize=7)
         axes[0][0].set_ylabel("target val accuracy (%)")
         fig.suptitle(f"{exp}: accuracy vs training budget")
-        fig.tight_layout()
-        slug = "".join(ch if ch.isalnum() or ch in "-_" else "_" for ch in exp)
-        paths.append(out / f"accuracy_vs_steps_{slug}.png")
-        fig.savefig(paths[-1], dpi=110)
-        plt.close(fig)
+        paths.append(save_figure(fig, out / f"accuracy_vs_steps_{slug_of(exp)}.png"))
     return paths
 
 

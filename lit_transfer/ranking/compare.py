@@ -171,11 +171,9 @@ def plot(section: dict, out: Path) -> list[Path]:
             ax.set_xlabel(f"{m} (label: predicted rank)")
             ax.grid(True, alpha=0.3)
         axes[0][0].set_ylabel(f"fine-tuned target acc % ({strategy})")
-        fig.tight_layout()
-        slug = "".join(ch if ch.isalnum() or ch in "-_" else "_" for ch in strategy)
-        paths.append(out / f"rank_vs_accuracy_{slug}.png")
-        fig.savefig(paths[-1], dpi=110)
-        plt.close(fig)
+        from lit_transfer.report import save_figure, slug_of  # report imports this module lazily: no cycle
+
+        paths.append(save_figure(fig, out / f"rank_vs_accuracy_{slug_of(strategy)}.png"))
     return paths
 
 
