@@ -93,7 +93,8 @@ def _val_score(r: dict) -> float:
 
 def select_tuned(results: list[dict]) -> tuple[list[dict], list[str]]:
     """Hyper-parameter selection on validation only: of the runs of one strategy that share experiment, shots,
-    selection, seed and labelled examples (``split_hash``) but differ in config (an lr grid), keep the one whose
+    selection, seed, labelled examples (``split_hash``), backbone and transferred weights but differ in config
+    (an lr grid), keep the one whose
     own selection metric was best. Every strategy is tuned the same way, on the same val labels it already
     counts; ties go to the first run in path order, so the choice does not depend on how the sweep ran."""
     cells: dict[tuple, list[dict]] = defaultdict(list)
@@ -102,8 +103,9 @@ def select_tuned(results: list[dict]) -> tuple[list[dict], list[str]]:
         if r.get("strategy") == SOURCE_STAGE:
             out.append(r)
             continue
+        # The model (backbone, transferred weights) is what is compared, never a hyper-parameter to pick.
         cells[(str(r.get("experiment")), str(r.get("strategy")), r.get("target_shots"), selection_label(r),
-               r.get("seed"), r.get("split_hash"))].append(r)
+               r.get("seed"), r.get("split_hash"), r.get("backbone"), r.get("weights"))].append(r)
     tuned = 0
     for key in sorted(cells, key=str):
         rs = sorted(cells[key], key=lambda r: str(r.get("_path", r.get("run_dir", ""))))

@@ -191,6 +191,13 @@ def test_hyper_parameters_are_chosen_per_seed_on_validation_only(tmp_path):
     assert row["labels_target_train"] == 50 and row["labels_target_val"] == 50 and row["labels_total"] == 100
     assert "50+50" in report.markdown(summary)
     assert summary["curves"] == []  # no logged curves in these results: nothing to plot
+    # another backbone or other transferred weights are another model to compare, never a value to pick
+    _result(tmp_path, "ft0-other", "finetune", 0, 5, 0.99, lr=0.01, backbone="resnet10t",
+            metrics={"target/test_acc": 0.99, "val_acc_best": 0.99})
+    tuned, _ = report.select_tuned(report.collect(tmp_path / "runs")[0])
+    assert sorted((r["seed"], r.get("backbone") or "", r["lr"]) for r in tuned) == [
+        (0, "", 0.01), (0, "resnet10t", 0.01), (1, "", 0.001)]
+    (tmp_path / "runs" / "ft0-other" / "result.json").unlink()
     # without tuning the grid is pooled (the old behaviour, never the default)
     assert report.summarise(report.collect(tmp_path / "runs")[0], tune=False)["rows"][0]["n"] == 4
 
