@@ -291,13 +291,21 @@ def test_ctrl_c_stops_trials_and_resume_finishes(tmp_path, fake):
     path = write_sweep(tmp_path, {"seed_everything": {"values": [0, 1, 2]}, "sleep": {"value": 30}})
     out = tmp_path / "out"
     cmd = [sys.executable, "-m", "lit_transfer.sweep", str(path), "--out", str(out), "--workers", "2"]
-    proc = subprocess.Popen(cmd, stderr=subprocess.PIPE, text=True)
+    # stderr to a file, not a pipe: a process the runner started (e.g. W&B's service) may keep an inherited pipe
+    # open long after the runner exited, and reading the pipe to EOF would then wait for it
+    err_file = open(tmp_path / "runner.err", "w+")
+    proc = subprocess.Popen(cmd, stderr=err_file, text=True)
     deadline = time.time() + 20
     while time.time() < deadline and len(list(out.glob("trials/*/trial.log"))) < 2:
         time.sleep(0.05)
     time.sleep(0.3)  # let the fakes start sleeping
     proc.send_signal(signal.SIGINT)
-    _, err = proc.communicate(timeout=60)  # a hang guard; a loaded machine needs more than the 10 s grace
+    try:
+        proc.wait(timeout=60)  # a hang guard; a loaded machine needs more than the 10 s grace
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        pytest.fail("the runner did not stop after Ctrl-C; its stderr:\n" + (tmp_path / "runner.err").read_text())
+    err = (tmp_path / "runner.err").read_text()
     assert proc.returncode == 130, err
     assert "Re-run the same command to resume" in err
     infos = trial_infos(out)
@@ -309,8 +317,8 @@ def test_ctrl_c_stops_trials_and_resume_finishes(tmp_path, fake):
 
     # the same command again: interrupted trials start over in fresh dirs and everything finishes
     env = {**os.environ, "FAKE_FIXED": "1"}  # the fake then finishes at once
-    done = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=60)
-    assert done.returncode == 0, done.stderr
+    done = subprocess.run(cmd, stdout=subprocess.DEVNULL, stderr=err_file, text=True, env=env, timeout=60)
+    assert done.returncode == 0, (tmp_path / "runner.err").read_text()
     assert len(list(out.glob("trials/*/result.json"))) == 3
     assert len(list((out / "attic").iterdir())) == 2
 
