@@ -294,7 +294,10 @@ def test_ctrl_c_stops_trials_and_resume_finishes(tmp_path, fake):
     # stderr to a file, not a pipe: a process the runner started (e.g. W&B's service) may keep an inherited pipe
     # open long after the runner exited, and reading the pipe to EOF would then wait for it
     err_file = open(tmp_path / "runner.err", "w+")
-    proc = subprocess.Popen(cmd, stderr=err_file, text=True)
+    # Ctrl-C reaches the runner even when this test runs as a background job (whose shell ignores SIGINT, and
+    # an ignored signal stays ignored across exec)
+    proc = subprocess.Popen(cmd, stderr=err_file, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     deadline = time.time() + 20
     while time.time() < deadline and len(list(out.glob("trials/*/trial.log"))) < 2:
         time.sleep(0.05)
