@@ -136,7 +136,7 @@ def test_digits_m_source_and_target_are_disjoint_halves_of_the_digits():
     from lit_transfer.data.domains import DomainSpec, half_indices, load_domain
     from pathlib import Path
 
-    cfg = yaml.safe_load((Path(__file__).parent.parent / "configs/data/digits_to_digits_m.yaml").read_text())["data"]
+    cfg = yaml.safe_load((Path(__file__).resolve().parents[2] / "configs/data/digits_to_digits_m.yaml").read_text())["data"]
     src, tgt = (load_domain(DomainSpec(**cfg[r]), 0) for r in ("source", "target"))
     assert src.images.shape[1:] == tgt.images.shape[1:] == (3, 28, 28)
     assert set(src.origin.tolist()).isdisjoint(tgt.origin.tolist())
@@ -173,7 +173,7 @@ def test_mnist_to_mnist_m_config_loads_real_mnist_files_into_disjoint_blended_ha
     from lit_transfer.data.domains import DomainSpec, load_domain
 
     write_mnist(tmp_path)
-    cfg = yaml.safe_load((Path(__file__).parent.parent / "configs/data/mnist_to_mnist_m.yaml").read_text())["data"]
+    cfg = yaml.safe_load((Path(__file__).resolve().parents[2] / "configs/data/mnist_to_mnist_m.yaml").read_text())["data"]
     for role in ("source", "target"):
         cfg[role].update(root=str(tmp_path), download=False)
     dm = DomainPairDataModule(**{**cfg, "train_on": "source", "unlabeled_target": True})

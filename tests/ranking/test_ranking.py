@@ -296,7 +296,7 @@ def test_rank_benchmark_sweep_builds_one_source_stage_per_candidate():
     from lit_transfer.stages import source_stage_args
     from lit_transfer.sweep import build_command, load_sweep, plan_trials
 
-    cfg = load_sweep(Path(__file__).resolve().parent.parent / "sweeps" / "rank_digits.yaml")
+    cfg = load_sweep(Path(__file__).resolve().parents[2] / "sweeps" / "rank_digits.yaml")
     trials = plan_trials(cfg)
     assert len(trials) == 6 * 3 * 3
     candidates = {(json.dumps(t["data.source.shifts"]), t["model.backbone"]) for t in trials}
