@@ -21,7 +21,6 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
-from pathlib import Path
 from typing import Any, Optional
 from weakref import proxy
 
@@ -29,6 +28,8 @@ import torch
 from lightning.fabric.utilities.cloud_io import get_filesystem
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.plugins.io import TorchCheckpointIO
+
+from lit_transfer.atomic import atomic_path
 
 __all__ = ["AtomicCheckpointIO", "Checkpoint"]
 
@@ -54,16 +55,8 @@ class AtomicCheckpointIO(TorchCheckpointIO):
     def save_checkpoint(self, checkpoint: dict[str, Any], path, storage_options: Optional[Any] = None) -> None:
         if storage_options is not None or not _is_local(path):
             return super().save_checkpoint(checkpoint, path, storage_options)
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-        try:
-            with _crc32(self.crc32):
-                torch.save(checkpoint, tmp)
-            os.replace(tmp, path)
-        except BaseException:
-            tmp.unlink(missing_ok=True)
-            raise
+        with atomic_path(path) as tmp, _crc32(self.crc32):
+            torch.save(checkpoint, tmp)
 
 
 class Checkpoint(ModelCheckpoint):
@@ -113,12 +106,12 @@ class Checkpoint(ModelCheckpoint):
             return
         source = self._same_step_file[1]
         if trainer.is_global_zero and os.path.abspath(source) != os.path.abspath(filepath):
-            tmp = f"{filepath}.{os.getpid()}.link"
-            try:
-                os.link(source, tmp)
-            except OSError:  # no hard links on this filesystem
-                shutil.copyfile(source, tmp)
-            os.replace(tmp, filepath)
+            with atomic_path(filepath) as tmp:
+                tmp.unlink()
+                try:
+                    os.link(source, tmp)
+                except OSError:  # no hard links on this filesystem
+                    shutil.copyfile(source, tmp)
         trainer.strategy.barrier("Checkpoint.link_last")
         self._last_global_step_saved = trainer.global_step
         self._last_checkpoint_saved = filepath

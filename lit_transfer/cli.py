@@ -183,7 +183,9 @@ class TransferCLI(LightningCLI):
             from lit_transfer.stages import resolve_source_stage
 
             cfg.model.weights = str(resolve_source_stage(self, cfg))
-        self._configure_logger(cfg, run_dir)
+        from lit_transfer.tracking import configure_loggers
+
+        configure_loggers(cfg, run_dir)
 
     @staticmethod
     def _fix_threads_and_shots_seed(cfg) -> None:
@@ -214,24 +216,6 @@ class TransferCLI(LightningCLI):
         _created.extend(reversed(new))  # parents first, so popping removes the deepest first
         os.environ[RUN_DIR_ENV] = str(run_dir)
         return run_dir
-
-    def _configure_logger(self, cfg, run_dir: Path) -> None:
-        logger = cfg.trainer.logger
-        if logger is None or logger is True:
-            cfg.trainer.logger = {
-                "class_path": "lightning.pytorch.loggers.CSVLogger",
-                "init_args": {"save_dir": str(run_dir), "name": "logs", "version": ""},
-            }
-            return
-        for entry in logger if isinstance(logger, list) else [logger]:
-            if isinstance(entry, dict) or hasattr(entry, "class_path"):
-                init = entry["init_args"] if isinstance(entry, dict) else entry.init_args
-                if "WandbLogger" in str(entry["class_path"] if isinstance(entry, dict) else entry.class_path):
-                    from lit_transfer.tracking import configure_wandb_init
-
-                    configure_wandb_init(init, cfg, run_dir)
-                elif hasattr(init, "save_dir") or (isinstance(init, dict) and "save_dir" in init):
-                    init["save_dir"] = str(run_dir)
 
     # ---------------------------------------------------------------- after fit
     def before_fit(self) -> None:

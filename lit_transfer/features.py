@@ -36,6 +36,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from lit_transfer.atomic import atomic_path
+
 __all__ = ["FeatureCache", "default_cache", "tensor_digest", "module_digest", "backbone_is_deterministic",
            "is_feature_batch", "FEATURE_DTYPES"]
 
@@ -164,13 +166,12 @@ class FeatureCache:
             self._remember(key, out)
             return out
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.stem}.{os.getpid()}.{threading.get_ident()}.tmp.npy")
-        arr = np.lib.format.open_memmap(tmp, mode="w+", dtype=_NP[dtype], shape=(n, dim))
-        for lo, hi, rows in compute_chunks():  # chunk by chunk: the whole set is never in memory
-            arr[lo:hi] = rows.to(dtype).numpy()
-        arr.flush()
-        del arr
-        os.replace(tmp, path)  # atomic: a concurrent reader sees a whole file or none
+        with atomic_path(path) as tmp:  # a concurrent reader sees a whole file or none
+            arr = np.lib.format.open_memmap(tmp, mode="w+", dtype=_NP[dtype], shape=(n, dim))
+            for lo, hi, rows in compute_chunks():  # chunk by chunk: the whole set is never in memory
+                arr[lo:hi] = rows.to(dtype).numpy()
+            arr.flush()
+            del arr
         return self._load(path)
 
     def _remember(self, key: str, t: torch.Tensor) -> None:

@@ -21,6 +21,7 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any, Iterable
 
+from lit_transfer import atomic
 from lit_transfer.stats import mean_ci, paired_gain
 
 PROG = "lit-transfer report"
@@ -459,27 +460,21 @@ def html_report(summary: dict, images: Iterable[Path], source: str) -> str:
     return "\n".join(parts)
 
 
-def _write_text_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
-
-
 def write_report(summary: dict, out: Path, source: str) -> dict[str, Path]:
     out.mkdir(parents=True, exist_ok=True)
     images = plots(summary, out)
     files = {"md": out / "report.md", "html": out / "report.html", "csv": out / "summary.csv",
              "json": out / "summary.json"}
-    _write_text_atomic(files["md"], f"# Transfer report\n\n{source}\n\n" + markdown(summary)
+    atomic.write_text(files["md"], f"# Transfer report\n\n{source}\n\n" + markdown(summary)
                        + "".join(f"\n![{p.stem}]({p.name})\n" for p in images))
-    _write_text_atomic(files["html"], html_report(summary, images, source))
-    _write_text_atomic(files["json"], json.dumps(summary, indent=2, default=str) + "\n")
+    atomic.write_text(files["html"], html_report(summary, images, source))
+    atomic.write_text(files["json"], json.dumps(summary, indent=2, default=str) + "\n")
     keys = list(dict.fromkeys(k for r in summary["rows"] for k in r))
     buf = io.StringIO()
     writer = csv.DictWriter(buf, fieldnames=keys)
     writer.writeheader()
     writer.writerows(summary["rows"])
-    _write_text_atomic(files["csv"], buf.getvalue())
+    atomic.write_text(files["csv"], buf.getvalue())
     return files
 
 

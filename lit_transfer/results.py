@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import hashlib
-import json
-import os
-import tempfile
 from pathlib import Path
 from typing import Any, Mapping
 
 import torch
+
+from lit_transfer import atomic
 
 __all__ = ["scalar_metrics", "config_hash", "build_result", "write_result", "write_json_atomic", "SCHEMA"]
 
@@ -97,21 +96,8 @@ def build_result(*, cfg, config_hash: str, split_hash: str, metrics: dict, param
 
 
 def write_json_atomic(path: Path, payload) -> Path:
-    """Write to a temp file in the same folder, then rename: readers never see half a file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as fh:
-            json.dump(payload, fh, indent=2, default=str)
-            fh.write("\n")
-            fh.flush()
-            os.fsync(fh.fileno())  # a killed machine leaves the old file or the new one, never half of one
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    """JSON written atomically (:mod:`lit_transfer.atomic`): readers never see half a file."""
+    return atomic.write_json(path, payload)
 
 
 def write_result(run_dir: Path, result: dict) -> Path:

@@ -19,7 +19,6 @@ import os
 import random
 import re
 import shlex
-import shutil
 import signal
 import subprocess
 import sys
@@ -30,6 +29,7 @@ from typing import Any, Callable, Iterator
 
 import yaml
 
+from lit_transfer import atomic
 from lit_transfer.results import write_json_atomic
 
 PROG = "lit-transfer sweep"
@@ -745,8 +745,7 @@ def run_sweep(path: str | os.PathLike, out: str | os.PathLike | None = None, wor
         fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
         raise SweepError(f"another sweep is already running in {out}") from None
-    shutil.copyfile(path, out / ".sweep.yaml.tmp")
-    os.replace(out / ".sweep.yaml.tmp", out / "sweep.yaml")
+    atomic.write_text(out / "sweep.yaml", Path(path).read_text())
 
     progress = Progress(name, total, workers, stream)
     progress.ok, progress.failed = skipped, len(old_failed)

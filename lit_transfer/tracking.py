@@ -141,6 +141,24 @@ def push_summary(logger, result: Mapping, baseline: Mapping | str | os.PathLike 
 
 
 # ------------------------------------------------------------------ the CLI's hooks
+def configure_loggers(cfg, run_dir: Path) -> None:
+    """The run's ``trainer.logger`` config, pointed at its run directory (a CSVLogger when none is given)."""
+    logger = cfg.trainer.logger
+    if logger is None or logger is True:
+        cfg.trainer.logger = {
+            "class_path": "lightning.pytorch.loggers.CSVLogger",
+            "init_args": {"save_dir": str(run_dir), "name": "logs", "version": ""},
+        }
+        return
+    for entry in logger if isinstance(logger, list) else [logger]:
+        if isinstance(entry, dict) or hasattr(entry, "class_path"):
+            init = entry["init_args"] if isinstance(entry, dict) else entry.init_args
+            if "WandbLogger" in str(entry["class_path"] if isinstance(entry, dict) else entry.class_path):
+                configure_wandb_init(init, cfg, run_dir)
+            elif hasattr(init, "save_dir") or (isinstance(init, dict) and "save_dir" in init):
+                init["save_dir"] = str(run_dir)
+
+
 def configure_wandb_init(init_args, cfg, run_dir: Path) -> None:
     """Fill a WandbLogger's init args: offline when not logged in, group/job_type/tags from the run."""
     get = init_args.get if hasattr(init_args, "get") else lambda k, d=None: getattr(init_args, k, d)
@@ -154,10 +172,6 @@ def configure_wandb_init(init_args, cfg, run_dir: Path) -> None:
             init_args[key] = info[key]
     if not get("project"):
         init_args["project"] = "lit_transfer"
-
-
-def _plain(cfg) -> dict:
-    return cfg.as_dict() if hasattr(cfg, "as_dict") else dict(cfg)
 
 
 def _wandb_loggers(trainer: Trainer) -> list:

@@ -1,0 +1,59 @@
+"""Where the shipped configs and sweep files are: inside the installed package, or the repo in a checkout.
+
+``pip install lit-transfer`` ships ``configs/`` and ``sweeps/`` as package data (``lit_transfer/configs``,
+``lit_transfer/sweeps``); an editable install or a checkout reads the repo's top-level folders. A path that
+does not exist relative to the working directory but names a shipped file (``configs/data/digits_shift.yaml``
+or ``data/digits_shift.yaml``) resolves to the shipped file, so configs and sweeps work from any directory.
+"""
+
+from __future__ import annotations
+
+import os
+from importlib import resources
+from pathlib import Path
+
+__all__ = ["shipped_root", "resolve", "strategy_names", "strategy_config"]
+
+_KINDS = ("configs", "sweeps")
+
+
+def shipped_root(kind: str = "configs") -> Path | None:
+    """The folder of shipped ``configs`` or ``sweeps``; ``None`` if this installation has none."""
+    if kind not in _KINDS:
+        raise ValueError(f"kind must be one of {_KINDS}, got {kind!r}")
+    packaged = Path(str(resources.files("lit_transfer") / kind))  # a wheel install
+    if packaged.is_dir():
+        return packaged
+    checkout = Path(__file__).resolve().parent.parent / kind  # an editable install or a source checkout
+    return checkout if checkout.is_dir() else None
+
+
+def resolve(path: str | os.PathLike, kind: str = "configs") -> str:
+    """``path`` itself if it exists, else the shipped file it names (``[configs/]data/x.yaml``), else ``path``."""
+    text = str(path)
+    if Path(text).expanduser().exists():
+        return text
+    root = shipped_root(kind)
+    if root is None:
+        return text
+    relative = Path(text)
+    if relative.parts and relative.parts[0] == kind:
+        relative = Path(*relative.parts[1:])
+    candidate = root / relative
+    return str(candidate) if not relative.is_absolute() and candidate.is_file() else text
+
+
+def strategy_names() -> list[str]:
+    root = shipped_root("configs")
+    return sorted(p.stem for p in (root / "strategy").glob("*.yaml")) if root else []
+
+
+def strategy_config(name: str) -> Path:
+    """The shipped ``configs/strategy/<name>.yaml``; a one-line error naming the known strategies."""
+    from lit_transfer.errors import TransferConfigError
+
+    root = shipped_root("configs")
+    path = root / "strategy" / f"{name}.yaml" if root else None
+    if path is None or not path.is_file():
+        raise TransferConfigError(f"unknown strategy '{name}'; known: {', '.join(strategy_names())}")
+    return path
