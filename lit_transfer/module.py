@@ -26,6 +26,8 @@ from lit_transfer.errors import TransferConfigError
 from lit_transfer.models.backbone import Backbone
 from lit_transfer.models.heads import HeadCallable, LinearHead
 from lit_transfer.models.weights import read_state_dict
+from lit_transfer.strategies.l2sp import Regularizer
+from lit_transfer.strategies.objective import Objective
 from lit_transfer.validation import check_model_args
 
 __all__ = ["TransferClassifier"]
@@ -167,9 +169,9 @@ class TransferClassifier(LightningModule):
         backbone_lr_scale: float = 1.0,
         layer_decay: float = 1.0,
         freeze_bn_stats: bool = True,
-        regularizer: Optional[nn.Module] = None,
+        regularizer: Optional[Regularizer] = None,
         label_smoothing: float = 0.0,
-        objective: Optional[Union[nn.Module, list[nn.Module]]] = None,
+        objective: Optional[Union[Objective, list[Objective]]] = None,
         selection: str = "auto",
         feature_cache: bool = True,
         feature_cache_dtype: str = "float32",

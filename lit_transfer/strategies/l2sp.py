@@ -11,10 +11,23 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-__all__ = ["L2SP"]
+__all__ = ["Regularizer", "L2SP"]
 
 
-class L2SP(nn.Module):
+class Regularizer(nn.Module):
+    """What ``model.regularizer`` takes: ``forward(model)`` → a scalar added to the training loss.
+
+    ``bind(model)`` (optional) runs once the transferred weights are loaded, e.g. to snapshot them.
+    """
+
+    def bind(self, model: nn.Module) -> None:
+        pass
+
+    def forward(self, model: nn.Module) -> torch.Tensor:
+        raise NotImplementedError
+
+
+class L2SP(Regularizer):
     def __init__(self, alpha: float = 0.01, beta: float = 0.01):
         super().__init__()
         self.alpha, self.beta = alpha, beta
