@@ -197,12 +197,12 @@ def report_section(rank_file: Path, results: list[dict], out: Path, files: dict)
             fh.write("\n" + text + "".join(f"\n![{p.stem}]({p.name})\n" for p in images))
     page = files.get("html")
     if page and Path(page).exists():
-        from lit_transfer.report import _write_text_atomic
+        from lit_transfer.atomic import write_text
 
         body = "<h2>Transferability ranking vs fine-tuned accuracy</h2><pre>" + html.escape(text) + "</pre>" + "".join(
             f"<img alt='{p.stem}' src='data:image/png;base64,{base64.b64encode(p.read_bytes()).decode()}'>"
             for p in images)
         old = Path(page).read_text()
-        _write_text_atomic(Path(page), old.replace("</body>", body + "</body>", 1) if "</body>" in old
-                           else old + body)
+        write_text(Path(page), old.replace("</body>", body + "</body>", 1) if "</body>" in old
+                   else old + body)
     return text

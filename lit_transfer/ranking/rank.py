@@ -334,9 +334,9 @@ def main(argv: Optional[list[str]] = None) -> int:
         return 2
     payload["configs"] = list(args.config)
     out = Path(args.out)
-    from lit_transfer.results import write_json_atomic
+    from lit_transfer.atomic import write_json
 
-    write_json_atomic(out, payload)
+    write_json(out, payload)
     t = payload["target"]
     print(f"target: {t['domain']['name']} {_describe_shifts(t['domain']['shifts'])}, {t['examples']} labelled "
           f"examples ({t['target_shots']} per class, draws {t['shots_seeds']}); sorted by {args.metric} (higher is "
