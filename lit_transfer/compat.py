@@ -13,7 +13,6 @@ from __future__ import annotations
 
 from typing import Any, Optional
 
-import torch
 from lightning.pytorch.callbacks import ModelCheckpoint
 from torch import nn
 

@@ -149,7 +149,7 @@ def test_frozen_means_frozen_weights_and_batchnorm_statistics(tmp_path, phases):
     before = snapshot(module)
     make_trainer(tmp_path, max_epochs=2, callbacks=[FinetuningSchedule(phases)]).fit(module, make_dm())
     after = module.state_dict()
-    frozen = module.frozen_groups
+    frozen = module.freezing.frozen_groups
     for i in range(module.num_groups):
         keys = group_keys(module, i)
         stats = [k for k in keys if k.endswith(("running_mean", "running_var"))]
@@ -158,7 +158,7 @@ def test_frozen_means_frozen_weights_and_batchnorm_statistics(tmp_path, phases):
         assert same == (i < frozen), f"group {i}: unchanged={same}, frozen={i < frozen}"
     # the frozen groups' BatchNorm layers are in eval mode while the module trains
     module.train()
-    assert module.frozen_norm_modules() and all(not m.training for m in module.frozen_norm_modules())
+    assert module.freezing.frozen_norm_modules() and all(not m.training for m in module.freezing.frozen_norm_modules())
 
 
 def test_frozen_batchnorm_stays_in_eval_mode_after_validation(tmp_path):
@@ -166,7 +166,7 @@ def test_frozen_batchnorm_stays_in_eval_mode_after_validation(tmp_path):
 
     class Record(L.Callback):
         def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
-            modes.append([m.training for m in pl_module.frozen_norm_modules()])
+            modes.append([m.training for m in pl_module.freezing.frozen_norm_modules()])
 
     module = make_module()
     make_trainer(tmp_path, max_epochs=3, callbacks=[FinetuningSchedule([{"epoch": 0, "frozen": "all"}]), Record()]).fit(
