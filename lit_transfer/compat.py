@@ -16,7 +16,8 @@ from typing import Any, Optional
 from lightning.pytorch.callbacks import ModelCheckpoint
 from torch import nn
 
-__all__ = ["attached_trainer", "should_update_logs", "set_scheduler_last_lr", "is_compiled", "NORM_LAYERS",
+__all__ = ["attached_trainer", "should_update_logs", "set_scheduler_last_lr", "is_compiled", "tensor_version",
+           "NORM_LAYERS",
            "BATCH_NORM", "DROPOUT", "find_unused_parameters", "CheckpointHooks"]
 
 
@@ -53,6 +54,16 @@ def is_compiled(module: nn.Module) -> bool:
     """Whether ``module.compile()`` already ran (it sets ``_compiled_call_impl``; there is no public flag), so
     ``configure_model`` — called at every fit/validate/test start — compiles once."""
     return getattr(module, "_compiled_call_impl", None) is not None
+
+
+def tensor_version(t) -> int:
+    """A tensor's in-place modification counter (autograd's ``_version``; no public equivalent).
+
+    The feature cache memoises weight digests per live tensor and re-hashes only when this changes: an
+    optimizer step or ``load_state_dict`` bumps it, so a stale digest (hence stale cached features) is
+    impossible without hashing every weight on every epoch.
+    """
+    return t._version
 
 
 #: BatchNorm of every dimensionality (1d/2d/3d, SyncBatchNorm, lazy ones) share only the private base.

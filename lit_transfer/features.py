@@ -37,7 +37,7 @@ import torch
 from torch import nn
 
 from lit_transfer.atomic import atomic_path
-from lit_transfer.compat import BATCH_NORM, DROPOUT
+from lit_transfer.compat import BATCH_NORM, DROPOUT, tensor_version
 
 __all__ = ["FeatureCache", "default_cache", "tensor_digest", "module_digest", "backbone_is_deterministic",
            "is_feature_batch", "FEATURE_DTYPES"]
@@ -73,7 +73,7 @@ _DIGESTS_LOCK = threading.Lock()
 
 def tensor_digest(t: torch.Tensor) -> str:
     """sha256 of a tensor's shape, dtype and content; memoised per live tensor until it is modified in place."""
-    stamp = (t.data_ptr(), tuple(t.shape), t.stride(), t.dtype, t._version, t.device.type)
+    stamp = (t.data_ptr(), tuple(t.shape), t.stride(), t.dtype, tensor_version(t), t.device.type)
     with _DIGESTS_LOCK:
         hit = _DIGESTS.get(id(t))
     if hit is not None and hit[0]() is t and hit[1] == stamp:
