@@ -120,8 +120,7 @@ def run_loop(case: str, root: str, validate: bool) -> tuple[float, int]:
     # A script without Lightning does not have Lightning's NVML-based CUDA check (set when lightning is
     # imported), which AdamW runs on every step (~40 µs on a CPU). lit-transfer no longer edits the process
     # environment; this bench process drops it for all contenders alike (they share the process), so the rows
-    # compare framework overhead, not that import side effect. Export PYTORCH_NVML_BASED_CUDA_CHECK=0 in a
-    # CPU-only shell for the same effect in real runs.
+    # compare framework overhead, not that import side effect (Lightning sets it unconditionally on import).
     os.environ.pop("PYTORCH_NVML_BASED_CUDA_CHECK", None)
     cli, epochs, limit = build_cli(case, root, validate)
     model, dm = copy.deepcopy(cli.model), cli.datamodule
