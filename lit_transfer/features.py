@@ -13,8 +13,9 @@ The key is a sha256 of everything the embeddings depend on: the backbone's weigh
 and the model's preprocessing, the numeric context (autocast dtype, channels_last) and the storage dtype.
 Change any of them and the key changes: the cache never serves stale features.
 
-Memory is bounded: sets are kept in an LRU dict up to ``LIT_TRANSFER_FEATURE_CACHE_MB`` (default 1024 MiB);
-a larger set, or any set when a cache directory is given, is written chunk by chunk to a ``.npy`` file and
+Memory is bounded: sets are kept in an LRU dict up to ``model.feature_cache_mb`` (default 1024 MiB; a model
+argument, not an environment variable, so it is in the run's config); a larger set, or any set when a cache
+directory (``model.feature_cache_dir``) is given, is written chunk by chunk to a ``.npy`` file and
 served as a memory map (cross-process reuse: sweep trials over the same frozen backbone share it).
 ``dtype="float16"`` halves the footprint at the cost of exactness (the head then sees rounded features).
 """
@@ -24,7 +25,6 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import logging
-import os
 import tempfile
 import threading
 import weakref
@@ -37,6 +37,7 @@ import torch
 from torch import nn
 
 from lit_transfer.atomic import atomic_path
+from lit_transfer.compat import BATCH_NORM, DROPOUT, tensor_version
 
 __all__ = ["FeatureCache", "default_cache", "tensor_digest", "module_digest", "backbone_is_deterministic",
            "is_feature_batch", "FEATURE_DTYPES"]
@@ -45,8 +46,7 @@ log = logging.getLogger(__name__)
 
 FEATURE_DTYPES = {"float32": torch.float32, "float16": torch.float16}
 _NP = {torch.float32: np.float32, torch.float16: np.float16}
-CACHE_MB_ENV = "LIT_TRANSFER_FEATURE_CACHE_MB"
-CACHE_DIR_ENV = "LIT_TRANSFER_FEATURE_CACHE_DIR"
+DEFAULT_CACHE_MB = 1024.0
 _VERSION = "features-v1"  # bump when what a key covers changes
 
 
@@ -73,7 +73,7 @@ _DIGESTS_LOCK = threading.Lock()
 
 def tensor_digest(t: torch.Tensor) -> str:
     """sha256 of a tensor's shape, dtype and content; memoised per live tensor until it is modified in place."""
-    stamp = (t.data_ptr(), tuple(t.shape), t.stride(), t.dtype, t._version, t.device.type)
+    stamp = (t.data_ptr(), tuple(t.shape), t.stride(), t.dtype, tensor_version(t), t.device.type)
     with _DIGESTS_LOCK:
         hit = _DIGESTS.get(id(t))
     if hit is not None and hit[0]() is t and hit[1] == stamp:
@@ -108,9 +108,9 @@ def backbone_is_deterministic(backbone: nn.Module) -> bool:
     for m in backbone.modules():
         if not m.training:
             continue
-        if isinstance(m, nn.modules.batchnorm._BatchNorm):
+        if isinstance(m, BATCH_NORM):
             return False
-        if isinstance(m, nn.modules.dropout._DropoutNd) and m.p > 0:
+        if isinstance(m, DROPOUT) and m.p > 0:
             return False
         if "drop" in type(m).__name__.lower() and float(getattr(m, "drop_prob", getattr(m, "p", 0.0)) or 0.0) > 0:
             return False
@@ -121,13 +121,16 @@ def backbone_is_deterministic(backbone: nn.Module) -> bool:
 class FeatureCache:
     """Embeddings by key: an LRU dict bounded in bytes, spilling to ``.npy`` memory maps on disk."""
 
-    def __init__(self, max_memory_mb: Optional[float] = None) -> None:
-        if max_memory_mb is None:
-            max_memory_mb = float(os.environ.get(CACHE_MB_ENV, "1024"))
+    def __init__(self, max_memory_mb: float = DEFAULT_CACHE_MB) -> None:
         self.max_memory_bytes = int(max_memory_mb * 2**20)
         self._mem: OrderedDict[str, torch.Tensor] = OrderedDict()
         self._spill_dir: Optional[Path] = None
         self.hits = self.misses = 0
+
+    def set_budget(self, max_memory_mb: float) -> None:
+        """Bound the in-memory sets to ``max_memory_mb`` MiB from now on (least recently used evicted first)."""
+        self.max_memory_bytes = int(max_memory_mb * 2**20)
+        self._evict()
 
     @property
     def memory_bytes(self) -> int:
@@ -149,7 +152,6 @@ class FeatureCache:
             self._mem.move_to_end(key)
             self.hits += 1
             return self._mem[key]
-        cache_dir = cache_dir or os.environ.get(CACHE_DIR_ENV) or None
         path = Path(cache_dir).expanduser() / f"{key}.npy" if cache_dir else None
         if path is not None and path.is_file():
             self.hits += 1
@@ -176,6 +178,9 @@ class FeatureCache:
 
     def _remember(self, key: str, t: torch.Tensor) -> None:
         self._mem[key] = t
+        self._evict()
+
+    def _evict(self) -> None:
         while len(self._mem) > 1 and self.memory_bytes > self.max_memory_bytes:
             self._mem.popitem(last=False)
 

@@ -124,13 +124,19 @@ def test_cli_trainer_uses_the_linking_checkpoint_and_atomic_io(repo, tmp_path):
     assert isinstance(cli.trainer.strategy.checkpoint_io, AtomicCheckpointIO)
 
 
-@pytest.mark.parametrize("crc32", [False, True])
-def test_crc32_is_optional_because_torch_load_never_checks_it(tmp_path, crc32):
+@pytest.mark.parametrize("crc32", [None, True, False], ids=["default", "on", "opt-out"])
+def test_crc32_is_written_by_default_and_opt_out_is_explicit(tmp_path, crc32):
+    """CRC32 on by default (zip tools can verify the archive); ``crc32=False`` skips it. torch.load checks
+    neither way, which is why the opt-out exists at all."""
     import zipfile
 
     path = tmp_path / "model.ckpt"
     weights = torch.arange(1000, dtype=torch.float32)
-    AtomicCheckpointIO(crc32=crc32).save_checkpoint({"w": weights}, path)
+    io = AtomicCheckpointIO() if crc32 is None else AtomicCheckpointIO(crc32=crc32)
+    io.save_checkpoint({"w": weights}, path)
+    if crc32 is None:
+        assert io.crc32 is True  # on unless a config opts out
+    crc32 = io.crc32
     assert torch.equal(torch.load(path)["w"], weights)
     with zipfile.ZipFile(path) as archive:  # testzip: the first entry whose CRC does not match, or None
         assert (archive.testzip() is None) == crc32

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import functools
-import os
 
 import lightning as L
 import pytest
@@ -11,6 +10,7 @@ import torch
 import torch.nn.functional as F
 
 from conftest import REPO, make_dm, make_module, make_trainer
+from lit_transfer import compat
 
 
 def _batch(n=8, seed=0):
@@ -64,7 +64,7 @@ def test_compile_matches_eager_with_a_fast_backend():
     # aot_eager runs dynamo's graph capture and AOT autograd without generating C++: seconds on a CPU.
     ref, compiled = _pair(compile=True, compile_options={"backend": "aot_eager"})
     compiled.configure_model()  # what Lightning calls at fit/validate/test start
-    assert getattr(compiled.backbone.model, "_compiled_call_impl", None) is not None
+    assert compat.is_compiled(compiled.backbone.model)
     compiled.configure_model()  # idempotent
     x, y = _batch()
     a, b = _outputs_and_grads(ref, x, y), _outputs_and_grads(compiled, x, y)
@@ -166,25 +166,3 @@ def test_throttled_progress_bar_redraws_at_most_every_interval(monkeypatch):
     assert bar._should_update(100, 100)  # the last batch of an epoch always draws
     bar.disable()
     assert not bar._should_update(100, 100)
-
-
-@pytest.mark.parametrize("gpus_present", [False, True])
-def test_nvml_cuda_check_dropped_unless_a_cpu_run_shares_the_machine_with_gpus(monkeypatch, gpus_present):
-    """Lightning sets PYTORCH_NVML_BASED_CUDA_CHECK=1 (fork safety); Adam then queries NVML every step."""
-    from lit_transfer.module import NVML_CHECK_ENV, drop_nvml_cuda_check
-
-    monkeypatch.setenv(NVML_CHECK_ENV, "1")
-    monkeypatch.setattr(torch.cuda, "is_available", lambda: gpus_present)
-    assert drop_nvml_cuda_check(torch.device("cpu")) is not gpus_present
-    assert (os.environ.get(NVML_CHECK_ENV) == "1") is gpus_present
-    if gpus_present:  # a GPU run has initialised CUDA itself: nothing left to protect
-        assert drop_nvml_cuda_check(torch.device("cuda", 0)) and NVML_CHECK_ENV not in os.environ
-
-
-def test_fit_drops_the_nvml_check_on_a_cpu_run_without_gpus(tmp_path, monkeypatch):
-    from lit_transfer.module import NVML_CHECK_ENV
-
-    monkeypatch.setenv(NVML_CHECK_ENV, "1")
-    gpus = torch.cuda.is_available()  # False in CI; with GPUs a CPU run keeps the check
-    make_trainer(tmp_path, max_epochs=1, limit_train_batches=1, limit_val_batches=1).fit(make_module(), make_dm())
-    assert (os.environ.get(NVML_CHECK_ENV) == "1") is gpus

@@ -13,13 +13,13 @@ from pathlib import Path
 import timm
 import torch
 from torch import nn
-from timm.models._manipulate import group_parameters
+from timm.models import group_parameters
 
 from lit_transfer.errors import TransferConfigError
 from lit_transfer.models import small_cnn as _register_small_cnn  # noqa: F401 - registers small_cnn with timm
 from lit_transfer.models.weights import WEIGHT_SUFFIXES, backbone_state_dict, hub_reachable, load_into, read_state_dict
 
-__all__ = ["Backbone", "LayerGroup", "create_backbone_model", "HUB_WEIGHTS"]
+__all__ = ["Backbone", "LayerGroup", "create_backbone_model", "normalization", "HUB_WEIGHTS"]
 
 log = logging.getLogger(__name__)
 
@@ -181,3 +181,12 @@ class Backbone(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.model(x)
+
+
+def normalization(data_config: dict, in_chans: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(mean, std)`` as ``[1, C, 1, 1]`` tensors from a timm data config, for ``in_chans`` input channels."""
+    mean = torch.tensor(data_config["mean"], dtype=torch.float32)
+    std = torch.tensor(data_config["std"], dtype=torch.float32)
+    if in_chans != len(mean):  # grayscale data on an RGB-pretrained model (or the reverse)
+        mean, std = mean.mean().repeat(in_chans), std.mean().repeat(in_chans)
+    return mean.view(1, -1, 1, 1), std.view(1, -1, 1, 1)

@@ -10,13 +10,16 @@ Select one from config with ``class_path``; the module calls it with ``(in_featu
 
 from __future__ import annotations
 
-from typing import Callable, Sequence
+import logging
+from typing import Callable, Optional, Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["Head", "LinearHead", "MLPHead", "CosineHead", "HeadCallable"]
+__all__ = ["Head", "LinearHead", "MLPHead", "CosineHead", "HeadCallable", "make_bottleneck", "rebuild_source_head"]
+
+log = logging.getLogger(__name__)
 
 
 class Head(nn.Module):
@@ -78,3 +81,27 @@ class CosineHead(Head):
 
 # What the CLI accepts for ``model.head``: a Head class whose first two arguments are given by the module.
 HeadCallable = Callable[[int, int], Head]
+
+
+def make_bottleneck(in_features: int, width: int) -> nn.Module:
+    """Linear → BatchNorm → ReLU between the pooled features and the head (DANN/CDAN/MCC use 256)."""
+    return nn.Sequential(nn.Linear(in_features, int(width)), nn.BatchNorm1d(int(width)), nn.ReLU())
+
+
+def rebuild_source_head(weights, head_factory, in_features: int) -> Optional[tuple[nn.Module, int]]:
+    """``(frozen source head, num_classes)`` rebuilt from a lit_transfer checkpoint's head, else ``None``
+    (not such a checkpoint, or a head this model's head class cannot load: then no forgetting metrics)."""
+    from lit_transfer.models.weights import source_head_state
+
+    found = source_head_state(weights)
+    if found is None:
+        return None
+    state, n = found
+    try:
+        head = head_factory(in_features, n)
+        head.load_state_dict(state)
+    except (RuntimeError, TypeError, ValueError) as err:
+        log.warning("cannot rebuild the source head of %s with this model's head (%s); no forgetting metrics",
+                    weights, err)
+        return None
+    return head.requires_grad_(False), n

@@ -14,11 +14,11 @@ from typing import Mapping
 
 import torch
 from torch import nn
-from timm.models._manipulate import adapt_input_conv
+from timm.models import adapt_input_conv
 
 from lit_transfer.errors import TransferConfigError
 
-__all__ = ["read_state_dict", "backbone_state_dict", "load_into", "hub_reachable", "WEIGHT_SUFFIXES"]
+__all__ = ["read_state_dict", "backbone_state_dict", "load_into", "hub_reachable", "source_head_state", "WEIGHT_SUFFIXES"]
 
 WEIGHT_SUFFIXES = (".safetensors", ".pth", ".pt", ".bin", ".ckpt")
 # Prefixes that wrappers add around a model's own keys (DDP, EMA, Lightning modules, timm train scripts).
@@ -138,3 +138,25 @@ def hub_reachable(host: str = "huggingface.co", timeout: float = 3.0) -> bool:
             return True
     except OSError:
         return False
+
+
+def source_head_state(weights) -> "tuple[dict[str, torch.Tensor], int] | None":
+    """``(head state_dict, num_classes)`` of the source head in a lit_transfer checkpoint, else ``None``.
+
+    A checkpoint that itself carries a ``source_head`` (a target run) passes that one on; otherwise its
+    ``head`` is the source head (a source run).
+    """
+    if not isinstance(weights, (str, os.PathLike)) or not str(weights).endswith(".ckpt"):
+        return None
+    path = Path(weights).expanduser()
+    if not path.is_file():
+        return None
+    state = read_state_dict(path)
+    if not any(k.startswith(_LIT_BACKBONE_PREFIX) for k in state):
+        return None  # not a lit_transfer checkpoint
+    for prefix in ("source_head.", "head."):
+        sub = {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
+        matrices = [v for v in sub.values() if v.ndim == 2]
+        if matrices:
+            return sub, int(matrices[-1].shape[0])
+    return None

@@ -19,6 +19,8 @@ from typing import Optional
 import torch
 from torch.optim.lr_scheduler import LambdaLR
 
+from lit_transfer.compat import set_scheduler_last_lr
+
 __all__ = ["InverseDecayLR", "inverse_decay"]
 
 
@@ -45,4 +47,4 @@ class InverseDecayLR(LambdaLR):
         factor = self._factor(self.last_epoch)
         for group, base in zip(self.optimizer.param_groups, self.base_lrs):
             group["lr"] = base * factor
-        self._last_lr = [g["lr"] for g in self.optimizer.param_groups]
+        set_scheduler_last_lr(self, [g["lr"] for g in self.optimizer.param_groups])

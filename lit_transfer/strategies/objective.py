@@ -47,7 +47,7 @@ from torch import nn
 
 from lit_transfer.errors import TransferConfigError
 
-__all__ = ["Objective", "LossTerm", "Step", "training_loss", "as_objectives", "Frozen", "labelled", "unlabeled",
+__all__ = ["Objective", "LossTerm", "Step", "training_loss", "as_objectives", "check_streams", "Frozen", "labelled", "unlabeled",
            "kd_loss", "training_progress"]
 
 
@@ -168,6 +168,20 @@ class Step:
         return self.model.task_loss(self.logits(domain), self.labels(domain))
 
 
+def check_streams(model: nn.Module, datamodule) -> None:
+    """At fit start: a multi-stream batch needs an objective that reads both streams; each objective checks
+    the streams it ``requires``."""
+    streams = getattr(datamodule, "train_streams", [model.train_domain()])
+    objectives = as_objectives(model.objective)
+    whole = [o for o in objectives if getattr(o, "replaces_task_loss", True)]
+    if not whole and len([s for s in streams if s != "unlabeled"]) > 1:
+        raise TransferConfigError("data.train_on: source+target needs a model.objective that uses both "
+                                  "streams, e.g. lit_transfer.strategies.MultiTask")
+    for obj in objectives:
+        if hasattr(obj, "check_data"):
+            obj.check_data(model, datamodule)
+
+
 def as_objectives(objective) -> list[Objective]:
     """``model.objective`` (``None``, one objective, or a list of them) as a list."""
     if objective is None:
@@ -245,7 +259,9 @@ def kd_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, temperat
 
 def training_progress(model: nn.Module) -> float:
     """``p`` in [0, 1]: ``global_step / estimated_stepping_batches`` (1.0 outside a fit)."""
-    trainer = getattr(model, "_trainer", None)
+    from lit_transfer.compat import attached_trainer
+
+    trainer = attached_trainer(model)
     if trainer is None:
         return 1.0
     total = trainer.estimated_stepping_batches

@@ -16,6 +16,14 @@ or, budget-relative (phases that scale with a step budget, so doubling the budge
               - {progress: 0.0, frozen: all}
               - {progress: 0.25, frozen: 0, lr_scale: 0.2}  # from a quarter of the training budget on
 
+A phase can also select weights by name (``freeze`` / ``trainable``: fnmatch or ``re:`` patterns over
+``model.named_parameters()`` names, see :mod:`lit_transfer.freezing`), e.g. BitFit::
+
+              - {epoch: 0, frozen: all, trainable: ["*.bias"]}    # configs/strategy/bitfit.yaml
+
+The schedule only states each phase; :class:`lit_transfer.freezing.Freezing` (``model.freezing``) applies it, so
+weights frozen by ``model.frozen_params`` stay frozen through every phase.
+
 Unlike Lightning's ``BackboneFinetuning`` it never adds param groups (the module creates them all up front),
 it re-derives the trainable set from the epoch on resume instead of re-freezing, its LR changes survive
 resume (``state_dict``), frozen BatchNorm stays frozen, and it keeps DDP ranks in sync across unfreezes.
@@ -23,12 +31,13 @@ resume (``state_dict``), frozen BatchNorm stays frozen, and it keeps DDP ranks i
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import Optional, Union
 
 from lightning.pytorch import Callback, LightningModule, Trainer
 from lightning.pytorch.strategies import DDPStrategy
 
+from lit_transfer.compat import find_unused_parameters
 from lit_transfer.errors import TransferConfigError
 
 __all__ = ["Phase", "FinetuningSchedule", "GradualUnfreezing"]
@@ -42,13 +51,16 @@ class Phase:
     ``frozen`` is a count, ``"all"`` (the whole backbone) or negative (all but the last ``-frozen``).
     ``lr_scale`` multiplies every configured learning rate while the phase lasts. Phases are entered at epoch
     starts; with ``progress``, at the first epoch start at or past that fraction of
-    ``trainer.estimated_stepping_batches``.
+    ``trainer.estimated_stepping_batches``. ``freeze`` patterns freeze matching parameters too; ``trainable``
+    patterns keep matching parameters training although their group (or a ``freeze`` pattern) is frozen.
     """
 
     epoch: int = 0
     frozen: Union[int, str] = 0
     lr_scale: float = 1.0
     progress: Optional[float] = None
+    freeze: list[str] = field(default_factory=list)
+    trainable: list[str] = field(default_factory=list)
 
     @property
     def start(self) -> float:
@@ -95,21 +107,25 @@ class FinetuningSchedule(Callback):
     def setup(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
         if stage != "fit":
             return
+        from lit_transfer.freezing import select_parameters
+
         self.phases = self.build_phases(pl_module.num_groups)
-        for phase in self.phases:
-            self.frozen_count(phase, pl_module.num_groups)  # fail before training, not mid-run
+        for phase in self.phases:  # fail before training, not mid-run
+            self.frozen_count(phase, pl_module.num_groups)
+            select_parameters(pl_module, [*phase.freeze, *phase.trainable])
         if isinstance(trainer.strategy, DDPStrategy):
             # DDP all-reduces only the parameters that required grad when it wrapped the model; one unfrozen
             # later is updated from its local gradient alone and ranks silently diverge. So wrap with
             # everything trainable and let DDP skip the frozen ones each step.
             pl_module.set_frozen(0)
-            trainer.strategy._ddp_kwargs["find_unused_parameters"] = True
+            find_unused_parameters(trainer.strategy)
 
     def on_train_epoch_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
         # Derived from the epoch on every start, resumed runs included: never "re-freeze on resume".
         progress = trainer.global_step / max(1, trainer.estimated_stepping_batches) if self.by_progress else 0.0
         phase = self.phase_at(trainer.current_epoch, progress)
-        pl_module.set_frozen(self.frozen_count(phase, pl_module.num_groups))
+        pl_module.set_frozen(self.frozen_count(phase, pl_module.num_groups), freeze=phase.freeze,
+                             trainable=phase.trainable)
         if phase.lr_scale != self.lr_scale:
             pl_module.scale_lr(phase.lr_scale / self.lr_scale)
             self.lr_scale = phase.lr_scale

@@ -149,7 +149,7 @@ def test_frozen_means_frozen_weights_and_batchnorm_statistics(tmp_path, phases):
     before = snapshot(module)
     make_trainer(tmp_path, max_epochs=2, callbacks=[FinetuningSchedule(phases)]).fit(module, make_dm())
     after = module.state_dict()
-    frozen = module.frozen_groups
+    frozen = module.freezing.frozen_groups
     for i in range(module.num_groups):
         keys = group_keys(module, i)
         stats = [k for k in keys if k.endswith(("running_mean", "running_var"))]
@@ -158,7 +158,7 @@ def test_frozen_means_frozen_weights_and_batchnorm_statistics(tmp_path, phases):
         assert same == (i < frozen), f"group {i}: unchanged={same}, frozen={i < frozen}"
     # the frozen groups' BatchNorm layers are in eval mode while the module trains
     module.train()
-    assert module.frozen_norm_modules() and all(not m.training for m in module.frozen_norm_modules())
+    assert module.freezing.frozen_norm_modules() and all(not m.training for m in module.freezing.frozen_norm_modules())
 
 
 def test_frozen_batchnorm_stays_in_eval_mode_after_validation(tmp_path):
@@ -166,7 +166,7 @@ def test_frozen_batchnorm_stays_in_eval_mode_after_validation(tmp_path):
 
     class Record(L.Callback):
         def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
-            modes.append([m.training for m in pl_module.frozen_norm_modules()])
+            modes.append([m.training for m in pl_module.freezing.frozen_norm_modules()])
 
     module = make_module()
     make_trainer(tmp_path, max_epochs=3, callbacks=[FinetuningSchedule([{"epoch": 0, "frozen": "all"}]), Record()]).fit(
@@ -268,3 +268,58 @@ def test_param_counts_logged_at_fit_start_and_every_freeze_change(tmp_path):
     head = sum(p.numel() for p in module.head.parameters())
     stem = sum(p.numel() for p in module.backbone.group_parameters(0))
     assert counts == [total, head, total - stem]  # fit start, frozen all, frozen 1
+
+
+# ------------------------------------------------------------------------ unfreezing vs linear probe
+class RecordStates(L.Callback):
+    """The whole state at each train epoch start, and at the end of training."""
+
+    def __init__(self):
+        self.at_epoch_start: list[dict[str, torch.Tensor]] = []
+        self.final: dict[str, torch.Tensor] = {}
+
+    def on_train_epoch_start(self, trainer, pl_module):
+        self.at_epoch_start.append(snapshot(pl_module))
+
+    def on_train_end(self, trainer, pl_module):
+        self.final = snapshot(pl_module)
+
+
+def fit_strategy(root, name, epochs=4):
+    cfg, callbacks = schedule_from_yaml(name)
+    model_cfg = cfg.get("model", {})
+    L.seed_everything(0)
+    module = make_module(lr=0.05, **{k: model_cfg[k] for k in ("backbone_lr_scale",) if k in model_cfg})
+    record = RecordStates()
+    make_trainer(root, max_epochs=epochs, callbacks=[*callbacks, record]).fit(module, make_dm())
+    return module, record
+
+
+def backbone_keys(module) -> list[str]:
+    return [k for k in module.state_dict() if k.startswith("backbone.model.")]
+
+
+@pytest.mark.parametrize("strategy, unfreeze_epoch, groups_trained", [
+    ("freeze_unfreeze", 1, [0, 1, 2]),  # progress 0.2 of 12 steps: the first epoch start at step >= 2.4
+    ("lp_ft", 2, [0, 1, 2]),  # progress 0.5: step 6
+    ("gradual_unfreeze", 2, [1, 2]),  # group 2 from epoch 2, group 1 from epoch 3, the stem from epoch 4
+])
+def test_unfreezing_strategies_equal_linear_probe_until_the_unfreeze_then_differ(
+        tmp_path, strategy, unfreeze_epoch, groups_trained):
+    lp_module, lp = fit_strategy(tmp_path / "lp", "linear_probe")
+    module, run = fit_strategy(tmp_path / strategy, strategy)
+    keys = backbone_keys(module)
+    initial = lp.at_epoch_start[0]
+    # the linear probe never changes its backbone (weights and BatchNorm statistics)
+    assert all(torch.equal(lp.final[k], initial[k]) for k in keys)
+    # up to the unfreeze point the strategy *is* a linear probe: same head, same (unchanged) backbone
+    for epoch in range(unfreeze_epoch + 1):
+        for k, v in lp.at_epoch_start[epoch].items():
+            assert torch.equal(run.at_epoch_start[epoch][k], v), (epoch, k)
+    # after it, the backbone trained: its weights moved away from the linear probe's (= the initial ones)
+    for i in range(module.num_groups):
+        moved = [k for k in group_keys(module, i) if not torch.equal(run.final[k], initial[k])]
+        assert bool(moved) == (i in groups_trained), f"group {i}: changed {moved}"
+    # and the epoch right after the unfreeze already differs from the linear probe's
+    after = run.at_epoch_start[unfreeze_epoch + 1]
+    assert any(not torch.equal(after[k], lp.at_epoch_start[unfreeze_epoch + 1][k]) for k in keys)
