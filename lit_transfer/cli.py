@@ -125,8 +125,10 @@ def expand_strategy(argv: list[str]) -> list[str]:
 
 def _strategy_help() -> str:
     names = ", ".join(configs.strategy_names()) or "none shipped"
-    return ("Strategy: applies configs/strategy/NAME.yaml first, so every other --config and --key=value overrides "
-            f"it whatever the order; also a path to a YAML, or 'strategy: NAME' in a --config file. Shipped: {names}.")
+    # one sentence: the help formatter keeps the first sentence of every option's help
+    return (f"Strategy (shipped: {names}; or a path to a strategy YAML; or 'strategy: NAME' in a --config "
+            "file): its configs/strategy/NAME.yaml is applied first, so every other --config and --key=value "
+            "overrides it, whatever the argument order.")
 
 
 class RunConfigSaver(SaveConfigCallback):
