@@ -294,6 +294,11 @@ class TransferCLI(LightningCLI):
         cfg.trainer.default_root_dir = str(run_dir)  # Lightning's logs and checkpoints go into the run dir
         cfg.checkpoint.dirpath = str(run_dir / "checkpoints")
         self._fix_threads_and_shots_seed(cfg)
+        if cfg.run.strategy == "scratch" and cfg.model.weights:
+            # explicit flags win over the strategy config (whatever the order): say so where it contradicts it
+            rank_zero_info(f"[lit_transfer] warning: run.strategy=scratch but model.weights={cfg.model.weights} "
+                           "(given explicitly, so it wins over configs/strategy/scratch.yaml): this run does not "
+                           "train from scratch")
         if cfg.model.weights == "source":
             argv = self.argv[1:] if self.argv[:1] == [self.subcommand] else self.argv
             cfg.model.weights = str(resolve_source_stage(argv, self.fit_parser, cfg))
