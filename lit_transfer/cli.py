@@ -119,8 +119,13 @@ def expand_strategy(argv: list[str]) -> list[str]:
     if name is None:
         return argv
     path = configs.strategy_config(name, configs_dir)
-    at = next((i + 1 for i, arg in enumerate(argv) if arg in SUBCOMMANDS), 0)
+    at = next((i + 1 for i, arg in enumerate(argv) if arg in SUBCOMMANDS and not _is_value(argv, i)), 0)
     return [*argv[:at], "--config", str(path), *argv[at:]]
+
+
+def _is_value(argv: list[str], i: int) -> bool:
+    """Whether ``argv[i]`` is the value of the option before it (``--run.experiment test``)."""
+    return i > 0 and argv[i - 1].startswith("-") and "=" not in argv[i - 1]
 
 
 def _strategy_help() -> str:

@@ -124,6 +124,9 @@ def test_known_strategy_config_goes_first_wherever_the_flag_is():
         out = expand_strategy(argv)
         assert out[:2] == ["fit", "--config"] and out[2].endswith(os.path.join("strategy", "finetune.yaml"))
         assert out[3:] == argv[1:]  # the flag stays: --strategy is a real option, recorded in the config
+    # no subcommand (TransferCLI(run=False)): first of all; a value that looks like a subcommand is no subcommand
+    out = expand_strategy(["--run.experiment", "test", "--strategy=finetune"])
+    assert out[0] == "--config" and out[2:] == ["--run.experiment", "test", "--strategy=finetune"]
 
 
 # --- through the CLI -------------------------------------------------------------------------------------------
