@@ -45,6 +45,7 @@ SUBCOMMANDS = ("fit", "validate", "test", "predict")
 DEFAULT_RUNS_ROOT = "runs"
 DEFAULT_STAGE_CACHE = "~/.cache/lit_transfer/stages"
 _CONFIG_FLAGS = ("--config", "-c")
+_TOOLS = ("sweep", "report", "rank")  # lit-transfer subcommands that lit_transfer.entry dispatches
 
 
 def _options(argv: list[str]):
@@ -475,6 +476,10 @@ def _user_error(err: BaseException, kind: type = TransferConfigError) -> Optiona
 def main(argv: Optional[list[str]] = None) -> None:
     """``lit-transfer fit|validate|test|predict ...`` (sweep trials call this directly)."""
     argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and argv[0] in _TOOLS:  # this module sits below them (a sweep trial runs it): no import of them here
+        print(f"lit-transfer: error: '{argv[0]}' is dispatched by lit_transfer.entry.main (the lit-transfer "
+              "command), not lit_transfer.cli.main", file=sys.stderr)
+        raise SystemExit(2)
     try:
         TransferCLI(args=argv)
     except (KeyboardInterrupt, SystemExit):

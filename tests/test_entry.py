@@ -151,3 +151,8 @@ def test_entry_dispatches_tools_and_python_m_runs_it(tmp_path):
     report = subprocess.run([sys.executable, "-m", "lit_transfer", "report", "--help"], cwd=tmp_path, env=env,
                             capture_output=True, text=True, timeout=120)
     assert report.returncode == 0 and "usage" in report.stdout.lower(), report.stderr[-2000:]
+
+
+def test_cli_main_points_tools_to_the_entry(capfd):
+    last = user_error(capfd, "rank", "--help")
+    assert "lit_transfer.entry.main" in last
