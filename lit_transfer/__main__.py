@@ -1,4 +1,4 @@
-from lit_transfer.cli import main
+from lit_transfer.entry import main
 
 if __name__ == "__main__":
     main()

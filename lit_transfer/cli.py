@@ -1,13 +1,16 @@
-"""``lit-transfer``: the Lightning CLI that runs every experiment from stacked YAML configs.
+"""The ``fit``/``validate``/``test``/``predict`` subcommands of ``lit-transfer``: a Lightning CLI that runs every
+experiment from stacked YAML configs.
 
     lit-transfer fit --config configs/data/digits_shift.yaml --config configs/model/small_cnn.yaml \\
                      --strategy finetune --model.weights=runs/.../checkpoints/last.ckpt
-    lit-transfer sweep sweeps/digits_strategies.yaml      # offline runner for W&B sweep files
-    lit-transfer report sweep_runs/digits_strategies      # tables and plots: gain over scratch
-    lit-transfer rank --config configs/data/digits_shift.yaml --candidates DIR_OR_CKPT ...  # before fine-tuning
 
-Each run gets its own directory (config, checkpoints, logs, ``result.json``) — concurrent sweep trials never
-collide. After ``fit`` the best checkpoint is tested on both domains and ``result.json`` is written.
+``--strategy NAME`` (or ``strategy: NAME`` in a ``--config`` file) applies ``configs/strategy/NAME.yaml`` before
+everything else, so every other ``--config`` and ``--key=value`` wins whatever the argument order. Each run gets
+its own directory (config, checkpoints, logs, ``result.json``): concurrent sweep trials never collide. After
+``fit`` the best checkpoint is tested on both domains and ``result.json`` is written.
+
+The ``sweep``, ``report`` and ``rank`` subcommands live in :mod:`lit_transfer.entry`, which dispatches to this
+module; this module never imports them (a sweep trial runs this CLI).
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ import os
 import sys
 import time
 import uuid
+import warnings
 from pathlib import Path
 from typing import Optional
 
@@ -24,49 +28,113 @@ from lightning.pytorch.callbacks import ProgressBar, TQDMProgressBar
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI, SaveConfigCallback
 from lightning.pytorch.utilities import rank_zero_info
 
-from lit_transfer import results
+from lit_transfer import configs, results
 from lit_transfer.checkpointing import AtomicCheckpointIO, Checkpoint
 from lit_transfer.convergence import ValidationCurve
 from lit_transfer.data import DomainPairDataModule
 from lit_transfer.divergence import DivergenceGuard
 from lit_transfer.errors import DIVERGED_EXIT_CODE, TrainingDiverged, TransferConfigError
 from lit_transfer.module import TransferClassifier
+from lit_transfer.stages import resolve_source_stage
 
-__all__ = ["TransferCLI", "main"]
+__all__ = ["TransferCLI", "main", "expand_strategy", "resolve_config_paths", "SUBCOMMANDS"]
 
 _created: list[Path] = []  # run dirs this process made: removed again if the run fails before writing anything
 RUN_DIR_ENV = "LIT_TRANSFER_RUN_DIR"  # shared with DDP worker processes, which re-run the same command
-CONFIGS_ENV = "LIT_TRANSFER_CONFIGS"
+SUBCOMMANDS = ("fit", "validate", "test", "predict")
+DEFAULT_RUNS_ROOT = "runs"
+DEFAULT_STAGE_CACHE = "~/.cache/lit_transfer/stages"
+_CONFIG_FLAGS = ("--config", "-c")
+_TOOLS = ("sweep", "report", "rank")  # lit-transfer subcommands that lit_transfer.entry dispatches
 
 
-def configs_root() -> Path:
-    """Where ``--strategy NAME`` looks for ``strategy/NAME.yaml``: $LIT_TRANSFER_CONFIGS, ./configs, or the repo's."""
-    for candidate in (os.environ.get(CONFIGS_ENV), "configs", Path(__file__).resolve().parent.parent / "configs"):
-        if candidate and Path(candidate, "strategy").is_dir():
-            return Path(candidate)
-    raise TransferConfigError(f"no configs/strategy folder found; set {CONFIGS_ENV} to your configs folder")
+def _options(argv: list[str]):
+    """``(index, key, value)`` of every ``--key value`` / ``--key=value`` (value ``None`` for a bare flag)."""
+    i = 0
+    while i < len(argv):
+        arg = argv[i]
+        if arg.startswith("-"):
+            key, eq, value = arg.partition("=")
+            if not eq:
+                nxt = argv[i + 1] if i + 1 < len(argv) else None
+                value = None if nxt is None or nxt.startswith("--") else nxt
+                if value is not None:
+                    yield i, key, value
+                    i += 2
+                    continue
+            yield i, key, value if eq else None
+        i += 1
+
+
+def resolve_config_paths(argv: list[str]) -> list[str]:
+    """``--config`` values that do not exist relative to the working directory but name a shipped file
+    (``configs/data/digits_shift.yaml``) point to the shipped file: configs and sweeps work from any directory."""
+    out = list(argv)
+    for i, key, value in _options(argv):
+        if key in _CONFIG_FLAGS and value is not None:
+            if out[i] == key:
+                out[i + 1] = configs.resolve(value)
+            else:
+                out[i] = f"{key}={configs.resolve(value)}"
+    return out
+
+
+def _yaml_mapping(path: str) -> dict:
+    """A config file's top level, or ``{}`` when it cannot be read (the parser then reports the problem)."""
+    import yaml
+
+    try:
+        data = yaml.safe_load(Path(path).expanduser().read_text())
+    except (OSError, yaml.YAMLError, UnicodeDecodeError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def chosen_strategy(argv: list[str]) -> tuple[Optional[str], Optional[str]]:
+    """The strategy (``--strategy`` or ``strategy:`` of a ``--config`` file; the last one given wins) and the
+    configs folder to look it up in (``--run.configs``, or ``run: {configs: ...}`` of a ``--config`` file)."""
+    name = configs_dir = None
+    for _, key, value in _options(argv):
+        if key == "--strategy":
+            name = value
+        elif key == "--run.configs":
+            configs_dir = value
+        elif key in _CONFIG_FLAGS and value is not None:
+            data = _yaml_mapping(value)
+            if "strategy" in data:
+                name = data["strategy"]
+            run = data.get("run")
+            if isinstance(run, dict) and run.get("configs") is not None:
+                configs_dir = run["configs"]
+    if name is not None and str(name).lower() in ("null", "none", ""):
+        name = None
+    return (None if name is None else str(name)), (None if configs_dir is None else str(configs_dir))
 
 
 def expand_strategy(argv: list[str]) -> list[str]:
-    """``--strategy NAME`` → ``--config <configs>/strategy/NAME.yaml`` (so a W&B sweep can pick strategies)."""
-    out, i = [], 0
-    while i < len(argv):
-        arg = argv[i]
-        name = None
-        if arg == "--strategy" and i + 1 < len(argv):
-            name, i = argv[i + 1], i + 1
-        elif arg.startswith("--strategy="):
-            name = arg.split("=", 1)[1]
-        if name is None:
-            out.append(arg)
-        else:
-            path = configs_root() / "strategy" / f"{name}.yaml"
-            if not path.is_file():
-                known = sorted(p.stem for p in path.parent.glob("*.yaml"))
-                raise TransferConfigError(f"unknown strategy '{name}'; known: {', '.join(known)}")
-            out += ["--config", str(path)]
-        i += 1
-    return out
+    """The chosen strategy's config (``configs/strategy/NAME.yaml``) inserted as the FIRST ``--config`` of the
+    subcommand, so every other config file and flag overrides it whatever the argument order (``wandb agent``
+    passes parameters alphabetically: ``--model.lr`` before ``--strategy``). Unknown name: a one-line error."""
+    argv = list(argv)
+    name, configs_dir = chosen_strategy(argv)
+    if name is None:
+        return argv
+    path = configs.strategy_config(name, configs_dir)
+    at = next((i + 1 for i, arg in enumerate(argv) if arg in SUBCOMMANDS and not _is_value(argv, i)), 0)
+    return [*argv[:at], "--config", str(path), *argv[at:]]
+
+
+def _is_value(argv: list[str], i: int) -> bool:
+    """Whether ``argv[i]`` is the value of the option before it (``--run.experiment test``)."""
+    return i > 0 and argv[i - 1].startswith("-") and "=" not in argv[i - 1]
+
+
+def _strategy_help() -> str:
+    names = ", ".join(configs.strategy_names()) or "none shipped"
+    # one sentence: the help formatter keeps the first sentence of every option's help
+    return (f"Strategy (shipped: {names}; or a path to a strategy YAML; or 'strategy: NAME' in a --config "
+            "file): its configs/strategy/NAME.yaml is applied first, so every other --config and --key=value "
+            "overrides it, whatever the argument order.")
 
 
 class RunConfigSaver(SaveConfigCallback):
@@ -79,8 +147,12 @@ class RunConfigSaver(SaveConfigCallback):
         if path.exists():  # a resumed run keeps the config it started with and records the new one beside it
             path = path.with_name(f"{path.stem}.{time.strftime('%Y%m%d-%H%M%S')}{path.suffix}")
         path.parent.mkdir(parents=True, exist_ok=True)
+        # The trainer's default_root_dir is this run's dir only inside the run; the file keeps the runs root as
+        # run.root, so the saved config, given again, starts a sibling run instead of one nested in this run.
+        config = self.config.clone()
+        config["trainer.default_root_dir"] = None
         # skip_check: the config was validated when parsed; re-checking costs more than writing it.
-        self.parser.save(self.config, str(path), skip_none=False, overwrite=True, multifile=False, skip_check=True)
+        self.parser.save(config, str(path), skip_none=False, overwrite=True, multifile=False, skip_check=True)
         self.already_saved = True
 
 
@@ -110,13 +182,31 @@ class ThrottledProgressBar(TQDMProgressBar):
         return True
 
 
+_SUBCOMMAND_KWARG = "lit_transfer_subcommand"  # our marker in parser_kwargs: which subcommand a parser serves
+
+
 class TransferCLI(LightningCLI):
+    """The Lightning CLI of lit_transfer. Public additions: ``argv`` (the arguments, ``--config`` paths resolved),
+    ``subcommand_parsers`` (name → parser) and ``fit_parser`` (what config and stage hashes are computed with)."""
+
     def __init__(self, *args, **kwargs):
+        from lit_transfer.compat_cli import CompactHelpFormatter
+
         kwargs.setdefault("seed_everything_default", 0)
-        kwargs.setdefault("parser_kwargs", {"description": "lit_transfer: transfer-learning experiments. Besides "
-                          "fit/validate/test/predict: `lit-transfer sweep FILE` runs a W&B sweep file offline, "
-                          "`lit-transfer report DIR` compares strategies with scratch, "
-                          "`lit-transfer rank` scores candidate sources before fine-tuning."})
+        parser_kwargs = dict(kwargs.pop("parser_kwargs", None) or {})
+        parser_kwargs.setdefault("description", "lit_transfer: transfer-learning experiments. Besides "
+                                 "fit/validate/test/predict: `lit-transfer sweep FILE` runs a W&B sweep file offline, "
+                                 "`lit-transfer report DIR` compares strategies with scratch, "
+                                 "`lit-transfer rank` scores candidate sources before fine-tuning.")
+        # jsonargparse gives every subcommand parser the main parser's formatter class
+        parser_kwargs.setdefault("formatter_class", CompactHelpFormatter)
+        for name in SUBCOMMANDS:  # per-subcommand parser_kwargs: LightningCLI passes them to init_parser
+            sub = dict(parser_kwargs.get(name) or {})
+            sub[_SUBCOMMAND_KWARG] = name
+            sub.setdefault("usage", f"lit-transfer {name} [-h] [-c CONFIG] [--strategy NAME] [--print_config] "
+                                    "[--KEY VALUE ...]")
+            parser_kwargs[name] = sub
+        kwargs["parser_kwargs"] = parser_kwargs
         kwargs.setdefault("save_config_callback", RunConfigSaver)
         kwargs.setdefault("auto_configure_optimizers", False)  # the module builds its own param groups
         kwargs.setdefault(
@@ -124,14 +214,37 @@ class TransferCLI(LightningCLI):
             {"max_epochs": 10, "log_every_n_steps": 10, "enable_model_summary": False, "num_sanity_val_steps": 0},
         )
         self._started = time.time()
-        self._argv = list(kwargs.get("args") or sys.argv[1:])
+        self.argv: list[str] = []
+        self.subcommand_parsers: dict[str, LightningArgumentParser] = {}
         super().__init__(TransferClassifier, DomainPairDataModule, *args, **kwargs)
 
+    def init_parser(self, **kwargs) -> LightningArgumentParser:
+        subcommand = kwargs.pop(_SUBCOMMAND_KWARG, None)
+        parser = super().init_parser(**kwargs)
+        if subcommand is not None:
+            self.subcommand_parsers[subcommand] = parser
+        return parser
+
+    @property
+    def fit_parser(self) -> LightningArgumentParser:
+        """The parser of ``fit`` (``run=False``: the only parser): config hashes and source stages use it."""
+        return self.subcommand_parsers.get("fit", self.parser)
+
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
+        parser.add_argument("--strategy", type=Optional[str], default=None, help=_strategy_help())
         parser.add_argument("--run.experiment", type=str, default="experiment", help="Experiment name (W&B group).")
         parser.add_argument("--run.strategy", type=str, default="custom", help="Strategy name, set by strategy configs.")
-        parser.add_argument("--run.root", type=str, default="runs", help="Parent of auto-named run directories.")
-        parser.add_argument("--run.dir", type=Optional[str], default=None, help="This run's directory (fresh).")
+        parser.add_argument("--run.root", type=Optional[str], default=None,
+                            help=f"Parent of auto-named run dirs <root>/<experiment>/<strategy>/<stamp> (null: "
+                                 f"trainer.default_root_dir if given, else ./{DEFAULT_RUNS_ROOT}).")
+        parser.add_argument("--run.dir", type=Optional[str], default=None,
+                            help="This run's directory (fresh); overrides run.root and trainer.default_root_dir.")
+        parser.add_argument("--run.configs", type=Optional[str], default=None,
+                            help="Configs folder that --strategy NAME and the source stage read strategy/NAME.yaml "
+                                 "from (null: the shipped configs).")
+        parser.add_argument("--run.stage_cache", type=str, default=DEFAULT_STAGE_CACHE,
+                            help="Folder of shared source stages (model.weights=source); where it is never "
+                                 "changes a result.")
         parser.add_argument("--run.test_after_fit", type=bool, default=True, help="Test the best checkpoint after fit.")
         parser.add_argument("--run.source_seed", type=int, default=0, help="Seed of the shared source stage.")
         parser.add_argument("--run.threads", type=Optional[int], default=None,
@@ -146,13 +259,21 @@ class TransferCLI(LightningCLI):
         parser.link_arguments("data.in_chans", "model.in_chans", apply_on="instantiate")
 
     def parse_arguments(self, parser: LightningArgumentParser, args) -> None:
-        super().parse_arguments(parser, args)
+        if args is None:
+            args = sys.argv[1:]
+        if isinstance(args, (list, tuple)):
+            self.argv = resolve_config_paths(list(args))
+            args = expand_strategy(self.argv)
+        with warnings.catch_warnings():  # the arguments are passed explicitly on purpose (strategy expanded)
+            warnings.filterwarnings("ignore", message="LightningCLI's args parameter is intended")
+            super().parse_arguments(parser, args)
         subcommand = self.config.get("subcommand")
         _check_numbers(self.config[subcommand] if subcommand else self.config)  # before the seed is applied
 
     def instantiate_trainer(self, **kwargs) -> Trainer:
         # The throttled progress bar unless the config turns the bar off or brings its own.
-        trainer_cfg = self._get(self.config_init, "trainer", default={})
+        config_init = self.config_init[self.subcommand] if self.subcommand else self.config_init
+        trainer_cfg = config_init.get("trainer") or {}
         callbacks = trainer_cfg.get("callbacks") or []
         callbacks = list(callbacks) if isinstance(callbacks, (list, tuple)) else [callbacks]
         if (trainer_cfg.get("enable_progress_bar") is not False and "callbacks" not in kwargs
@@ -176,13 +297,17 @@ class TransferCLI(LightningCLI):
         cfg = self.config[self.subcommand] if self.subcommand else self.config
         run_dir = self._make_run_dir(cfg)
         self.run_dir = run_dir
-        cfg.trainer.default_root_dir = str(run_dir)
+        cfg.trainer.default_root_dir = str(run_dir)  # Lightning's logs and checkpoints go into the run dir
         cfg.checkpoint.dirpath = str(run_dir / "checkpoints")
         self._fix_threads_and_shots_seed(cfg)
+        if cfg.run.strategy == "scratch" and cfg.model.weights:
+            # explicit flags win over the strategy config (whatever the order): say so where it contradicts it
+            rank_zero_info(f"[lit_transfer] warning: run.strategy=scratch but model.weights={cfg.model.weights} "
+                           "(given explicitly, so it wins over configs/strategy/scratch.yaml): this run does not "
+                           "train from scratch")
         if cfg.model.weights == "source":
-            from lit_transfer.stages import resolve_source_stage
-
-            cfg.model.weights = str(resolve_source_stage(self, cfg))
+            argv = self.argv[1:] if self.argv[:1] == [self.subcommand] else self.argv
+            cfg.model.weights = str(resolve_source_stage(argv, self.fit_parser, cfg))
         from lit_transfer.tracking import configure_loggers
 
         configure_loggers(cfg, run_dir)
@@ -200,17 +325,35 @@ class TransferCLI(LightningCLI):
         if "shots_seed" in cfg.data and cfg.data.shots_seed is None and isinstance(cfg.seed_everything, int):
             cfg.data.shots_seed = cfg.seed_everything
 
+    @staticmethod
+    def runs_root(cfg) -> Path:
+        """Parent of auto-named run dirs: ``run.root``, else ``trainer.default_root_dir`` (Lightning's name for
+        it), else ``./runs``. Both given and different: a one-line error (which one was meant is unclear)."""
+        root, trainer_root = cfg.run.root, cfg.trainer.get("default_root_dir")
+        if root and trainer_root and Path(root).expanduser().resolve() != Path(trainer_root).expanduser().resolve():
+            raise TransferConfigError(f"run.root ({root}) and trainer.default_root_dir ({trainer_root}) both name "
+                                      "the runs root; give one of them")
+        return Path(root or trainer_root or DEFAULT_RUNS_ROOT).expanduser()
+
     def _make_run_dir(self, cfg) -> Path:
         inherited = os.environ.get(RUN_DIR_ENV)
         if inherited and os.environ.get("LOCAL_RANK", "0") != "0":
             return Path(inherited)  # a DDP worker: same run as rank 0
         if cfg.run.dir:
+            trainer_root = cfg.trainer.get("default_root_dir")
+            if trainer_root and Path(trainer_root).resolve() != Path(cfg.run.dir).resolve():
+                raise TransferConfigError(f"run.dir ({cfg.run.dir}) and trainer.default_root_dir "
+                                          f"({cfg.trainer.default_root_dir}) both given: run.dir is this run's "
+                                          "directory, trainer.default_root_dir the parent of auto-named ones; "
+                                          "give one of them")
             run_dir = Path(cfg.run.dir)
             if (run_dir / "result.json").exists() and not cfg.get("ckpt_path"):
                 raise TransferConfigError(f"run dir {run_dir} already holds a result; pick a new --run.dir")
         else:
             stamp = time.strftime("%Y%m%d-%H%M%S")
-            run_dir = Path(cfg.run.root) / cfg.run.experiment / cfg.run.strategy / f"{stamp}-{uuid.uuid4().hex[:6]}"
+            root = self.runs_root(cfg)
+            cfg.run.root = str(root)  # recorded in config.yaml: where this run's siblings are
+            run_dir = root / cfg.run.experiment / cfg.run.strategy / f"{stamp}-{uuid.uuid4().hex[:6]}"
         new = [p for p in (run_dir, *run_dir.parents) if not p.exists()]
         run_dir.mkdir(parents=True, exist_ok=True)
         _created.extend(reversed(new))  # parents first, so popping removes the deepest first
@@ -249,7 +392,7 @@ class TransferCLI(LightningCLI):
         """A result that reports and sweeps count as failed (never averaged): no metrics, no checkpoint."""
         cfg = self.config["fit"]
         result = results.build_result(
-            cfg=cfg, config_hash=results.config_hash(self._subcommand_parsers["fit"], cfg),
+            cfg=cfg, config_hash=results.config_hash(self.fit_parser, cfg),
             split_hash=self.datamodule.split_hash(), metrics={}, params=self.model.param_counts(),
             wall_time_s=time.time() - self._started, run_dir=self.run_dir, checkpoint=None,
         )
@@ -286,7 +429,7 @@ class TransferCLI(LightningCLI):
             counts["target_val"] = 0
         result = results.build_result(
             cfg=cfg,
-            config_hash=results.config_hash(self._subcommand_parsers["fit"], cfg),
+            config_hash=results.config_hash(self.fit_parser, cfg),
             split_hash=dm.split_hash(),
             metrics=metrics,
             params=model.param_counts(),
@@ -331,25 +474,14 @@ def _user_error(err: BaseException, kind: type = TransferConfigError) -> Optiona
 
 
 def main(argv: Optional[list[str]] = None) -> None:
+    """``lit-transfer fit|validate|test|predict ...`` (sweep trials call this directly)."""
     argv = list(sys.argv[1:] if argv is None else argv)
-    if argv and argv[0] == "rank":
-        from lit_transfer.ranking.rank import main as rank_main
-
-        raise SystemExit(rank_main(argv[1:]))
-    if argv and argv[0] in ("sweep", "report"):
-        if argv[0] == "sweep":
-            from lit_transfer.sweep import main as sweep_main
-
-            raise SystemExit(sweep_main(argv[1:]))
-        from lit_transfer.report import main as report_main
-
-        raise SystemExit(report_main(argv[1:]))
-    import warnings
-
-    # We pass the (strategy-expanded) arguments explicitly; LightningCLI would warn on every run.
-    warnings.filterwarnings("ignore", message="LightningCLI's args parameter is intended")
+    if argv and argv[0] in _TOOLS:  # this module sits below them (a sweep trial runs it): no import of them here
+        print(f"lit-transfer: error: '{argv[0]}' is dispatched by lit_transfer.entry.main (the lit-transfer "
+              "command), not lit_transfer.cli.main", file=sys.stderr)
+        raise SystemExit(2)
     try:
-        TransferCLI(args=expand_strategy(argv))
+        TransferCLI(args=argv)
     except (KeyboardInterrupt, SystemExit):
         _remove_empty_run_dirs()
         raise

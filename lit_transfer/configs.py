@@ -43,17 +43,24 @@ def resolve(path: str | os.PathLike, kind: str = "configs") -> str:
     return str(candidate) if not relative.is_absolute() and candidate.is_file() else text
 
 
-def strategy_names() -> list[str]:
-    root = shipped_root("configs")
+def strategy_names(root: str | os.PathLike | None = None) -> list[str]:
+    """Names of the strategy configs in ``<root>/strategy`` (default: the shipped configs)."""
+    root = Path(root).expanduser() if root is not None else shipped_root("configs")
     return sorted(p.stem for p in (root / "strategy").glob("*.yaml")) if root else []
 
 
-def strategy_config(name: str) -> Path:
-    """The shipped ``configs/strategy/<name>.yaml``; a one-line error naming the known strategies."""
+def strategy_config(name: str, root: str | os.PathLike | None = None) -> Path:
+    """``<root>/strategy/<name>.yaml`` (default root: the shipped configs), or ``name`` itself when it is a
+    path to a YAML file; otherwise a one-line error naming the known strategies."""
     from lit_transfer.errors import TransferConfigError
 
-    root = shipped_root("configs")
-    path = root / "strategy" / f"{name}.yaml" if root else None
+    as_path = Path(name).expanduser()
+    if as_path.suffix in (".yaml", ".yml") and as_path.is_file():
+        return as_path.resolve()
+    base = Path(root).expanduser() if root is not None else shipped_root("configs")
+    path = base / "strategy" / f"{name}.yaml" if base else None
     if path is None or not path.is_file():
-        raise TransferConfigError(f"unknown strategy '{name}'; known: {', '.join(strategy_names())}")
+        where = f" in {base / 'strategy'}" if root is not None and base is not None else ""
+        raise TransferConfigError(f"unknown strategy '{name}'{where}; known: {', '.join(strategy_names(root))}"
+                                  " (or give a path to a strategy YAML)")
     return path

@@ -13,8 +13,10 @@ from lit_transfer import atomic
 __all__ = ["scalar_metrics", "config_hash", "build_result", "write_result", "write_json_atomic", "SCHEMA"]
 
 SCHEMA = 1
-# Parts of the config that say where a run lives, not what it computes.
-_VOLATILE = ("run.dir", "run.root", "trainer.default_root_dir", "checkpoint.dirpath", "trainer.logger", "ckpt_path")
+# Parts of the config that say where a run lives (or where its inputs are found), not what it computes. The
+# strategy's name or path is here too: what it sets is in the resolved config itself (and run.strategy).
+VOLATILE_KEYS = ("run.dir", "run.root", "run.stage_cache", "run.configs", "strategy", "trainer.default_root_dir",
+                 "checkpoint.dirpath", "trainer.logger", "ckpt_path")
 
 
 def scalar_metrics(metrics: Mapping[str, Any]) -> dict[str, float]:
@@ -32,7 +34,7 @@ def scalar_metrics(metrics: Mapping[str, Any]) -> dict[str, float]:
 def config_hash(parser, cfg) -> str:
     """sha256 of the resolved config without the paths that differ between otherwise identical runs."""
     cfg = cfg.clone()
-    for key in _VOLATILE:
+    for key in VOLATILE_KEYS:
         if key in cfg:
             cfg[key] = None
     text = parser.dump(cfg, skip_none=False, skip_validation=True)

@@ -7,6 +7,10 @@ accelerator, devices, determinism). It is content-addressed by its resolved conf
 that needs it (any strategy, shots, seed or budget) loads one checkpoint, and concurrent trials wait on a file
 lock instead of training it twice. Target runs load the checkpoint the stage itself was tested with (its
 ``result.json``), so the stage's reported accuracy and every run's "before" are the same model.
+
+Everything a stage needs comes in explicitly: the target run's arguments, the ``fit`` parser that hashes
+configs, and the parsed config (``run.stage_cache``: where stages live; ``run.configs``: where
+``strategy/source.yaml`` is). This module sits below the CLI and never imports it.
 """
 
 from __future__ import annotations
@@ -17,11 +21,10 @@ import subprocess
 import sys
 from pathlib import Path
 
+from lit_transfer import configs
 from lit_transfer.errors import TransferConfigError
 
-__all__ = ["resolve_source_stage", "source_stage_args", "stage_key", "stage_checkpoint", "STAGE_CACHE_ENV"]
-
-STAGE_CACHE_ENV = "LIT_TRANSFER_STAGE_CACHE"
+__all__ = ["resolve_source_stage", "source_stage_args", "stage_key", "stage_checkpoint"]
 # Overrides that define what the source model is; everything else (strategy, lr, budget, shots, ...) is the
 # target's. A target run's --trainer.max_steps must not give the sweep a different source model than the demo.
 _KEEP = ("--data.", "--model.backbone", "--model.in_chans", "--trainer.precision",
@@ -29,20 +32,34 @@ _KEEP = ("--data.", "--model.backbone", "--model.in_chans", "--trainer.precision
          "--trainer.strategy")
 _DROP = tuple(f"--data.{k}" for k in ("target_shots", "val_shots", "shots_seed", "train_on", "unlabeled_target"))
 TARGET_CONFIG_DIRS = ("strategy", "protocol")  # config folders that only describe the target run
+_TARGET_FLAGS = ("--strategy",)  # the stage's own strategy replaces the target's
 
 
 def _is_target_config(path: str) -> bool:
     return Path(path).parent.name in TARGET_CONFIG_DIRS
 
 
-def source_stage_args(argv: list[str], source_seed: int, threads: int | None = None) -> list[str]:
-    """The ``fit`` arguments of the source stage, derived from a target run's arguments."""
-    configs, overrides, i = [], [], 0
+def source_stage_args(argv: list[str], source_seed: int, threads: int | None = None,
+                      configs_dir: str | None = None) -> list[str]:
+    """The ``fit`` arguments of the source stage, derived from a target run's arguments (without ``fit``).
+
+    ``--strategy=<source.yaml>`` comes last, so a ``strategy:`` key in one of the target's configs never turns
+    the stage into a target run. ``configs_dir``: the target's
+    ``run.configs`` (where ``strategy/source.yaml`` is; default: the shipped configs)."""
+    config_args, overrides, i = [], [], 0
     while i < len(argv):
         arg = argv[i]
         if arg in ("--config", "-c") and i + 1 < len(argv):
             if not _is_target_config(argv[i + 1]):
-                configs += ["--config", argv[i + 1]]
+                config_args += ["--config", argv[i + 1]]
+            i += 2
+            continue
+        if arg.startswith(("--config=", "-c=")):
+            if not _is_target_config(arg.split("=", 1)[1]):
+                config_args.append(arg)
+            i += 1
+            continue
+        if arg in _TARGET_FLAGS:
             i += 2
             continue
         key = arg.split("=", 1)[0].replace(".init_args.", ".")
@@ -53,12 +70,13 @@ def source_stage_args(argv: list[str], source_seed: int, threads: int | None = N
                 overrides += [arg, argv[i + 1]]
                 i += 1
         i += 1
-    from lit_transfer.cli import configs_root
-
-    source = str(configs_root() / "strategy" / "source.yaml")
+    source = str(configs.strategy_config("source", configs_dir))
     # The thread count changes floating-point reductions: the same source model needs the same count.
     threads_arg = [] if threads is None else [f"--run.threads={threads}"]
-    return ["fit", *configs, "--config", source, *overrides, f"--seed_everything={source_seed}", *threads_arg]
+    # source.yaml also right after the target's configs: it wins over them (model.weights: null even when a
+    # model config names pretrained weights), as the stage always did; explicit source-defining flags win over it.
+    return ["fit", *config_args, "--config", source, *overrides, f"--seed_everything={source_seed}", *threads_arg,
+            f"--strategy={source}"]
 
 
 def stage_key(fit_parser, args: list[str]) -> str:
@@ -68,14 +86,15 @@ def stage_key(fit_parser, args: list[str]) -> str:
     return config_hash(fit_parser, fit_parser.parse_args(args, defaults=True))[:16]
 
 
-def resolve_source_stage(cli, cfg) -> Path:
-    """Path of the source stage's last checkpoint, training it first when no finished one exists."""
-    argv = list(cli._argv)
-    if argv and argv[0] == "fit":
-        argv = argv[1:]
-    args = source_stage_args(argv, cfg.run.source_seed, cfg.run.threads)
-    key = stage_key(cli._subcommand_parsers["fit"], args[1:])
-    cache = Path(os.environ.get(STAGE_CACHE_ENV, "~/.cache/lit_transfer/stages")).expanduser()
+def resolve_source_stage(argv: list[str], fit_parser, cfg) -> Path:
+    """Path of the source stage's checkpoint, training it first when no finished one exists.
+
+    ``argv``: the target run's ``fit`` arguments (without ``fit``); ``fit_parser``: the CLI's ``fit`` parser;
+    ``cfg``: the target's parsed config (``run.source_seed``, ``run.threads``, ``run.configs``,
+    ``run.stage_cache``, ``run.experiment``)."""
+    args = source_stage_args(list(argv), cfg.run.source_seed, cfg.run.threads, cfg.run.get("configs"))
+    key = stage_key(fit_parser, args[1:])
+    cache = Path(cfg.run.get("stage_cache") or "~/.cache/lit_transfer/stages").expanduser()
     stage_dir = cache / f"{cfg.run.experiment}-source-{key}"
     cache.mkdir(parents=True, exist_ok=True)
     with open(cache / f"{key}.lock", "w") as lock:

@@ -112,17 +112,21 @@ def test_schedule_frozen_limit_is_accepted_at_the_boundary():
 
 def test_unknown_strategy():
     with pytest.raises(TransferConfigError) as err:
-        expand_strategy(["--strategy", "nope"])
+        expand_strategy(["fit", "--strategy", "nope"])
     msg = one_line(err)
     assert "unknown strategy 'nope'" in msg and "finetune" in msg and "linear_probe" in msg
     with pytest.raises(TransferConfigError, match="nope"):
-        expand_strategy(["--strategy=nope"])
+        expand_strategy(["fit", "--strategy=nope"])
 
 
-def test_known_strategy_expands_to_its_config():
-    out = expand_strategy(["fit", "--strategy", "finetune", "--x", "1"])
-    assert out[:2] == ["fit", "--config"] and out[2].endswith(os.path.join("strategy", "finetune.yaml"))
-    assert out[3:] == ["--x", "1"]
+def test_known_strategy_config_goes_first_wherever_the_flag_is():
+    for argv in (["fit", "--strategy", "finetune", "--x", "1"], ["fit", "--x", "1", "--strategy=finetune"]):
+        out = expand_strategy(argv)
+        assert out[:2] == ["fit", "--config"] and out[2].endswith(os.path.join("strategy", "finetune.yaml"))
+        assert out[3:] == argv[1:]  # the flag stays: --strategy is a real option, recorded in the config
+    # no subcommand (TransferCLI(run=False)): first of all; a value that looks like a subcommand is no subcommand
+    out = expand_strategy(["--run.experiment", "test", "--strategy=finetune"])
+    assert out[0] == "--config" and out[2:] == ["--run.experiment", "test", "--strategy=finetune"]
 
 
 # --- through the CLI -------------------------------------------------------------------------------------------

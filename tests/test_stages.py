@@ -59,3 +59,37 @@ def test_targets_load_the_checkpoint_the_stage_was_tested_with(tmp_path):
     assert stage_checkpoint(stage) == best
     (stage / "result.json").write_text(json.dumps({"status": "diverged", "checkpoint": str(best)}))
     assert stage_checkpoint(stage) is None
+
+
+def test_where_stages_and_configs_live_never_changes_a_key_or_a_config_hash(parser, tmp_path):
+    from lit_transfer.results import config_hash
+
+    base = key(parser, [*BASE, *STRATEGY])
+    for extra in (["--run.stage_cache=/somewhere/else"], [f"--run.configs={REPO / 'configs'}"],
+                  ["--strategy=finetune"], ["--strategy", "linear_probe"]):
+        assert key(parser, [*BASE, *STRATEGY, *extra]) == base, extra
+    a = parser.parse_args([*BASE, "--run.stage_cache=/a", f"--run.root={tmp_path}"])
+    b = parser.parse_args([*BASE, "--run.stage_cache=/b", f"--run.configs={REPO / 'configs'}"])
+    assert config_hash(parser, a) == config_hash(parser, b)
+
+
+def test_a_finished_stage_is_reused_from_the_cache_the_config_names(parser, tmp_path):
+    from lit_transfer.stages import resolve_source_stage
+
+    argv = [*BASE, "--strategy=finetune", "--model.weights=source"]
+    cfg = parser.parse_args([*argv, f"--run.stage_cache={tmp_path / 'cache'}", "--run.threads=1",
+                             "--run.experiment=exp"])
+    stage = tmp_path / "cache" / f"exp-source-{key(parser, argv)}"
+    (stage / "checkpoints").mkdir(parents=True)
+    ckpt = stage / "checkpoints" / "best.ckpt"
+    ckpt.write_bytes(b"x")
+    (stage / "result.json").write_text(json.dumps({"status": "ok", "checkpoint": str(ckpt)}))
+    assert resolve_source_stage(argv, parser, cfg) == ckpt  # found there: nothing trained
+
+
+def test_the_stage_never_inherits_the_target_strategy(tmp_path):
+    experiment = tmp_path / "experiment.yaml"
+    experiment.write_text("strategy: finetune\n")
+    args = source_stage_args([*BASE, "--config", str(experiment), "--strategy", "lp_ft"], 0)
+    assert "lp_ft" not in " ".join(args) and args[-1].startswith("--strategy=")
+    assert args[-1].endswith(os.path.join("strategy", "source.yaml"))  # last: it wins over experiment.yaml's

@@ -16,6 +16,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torchvision import datasets
+from torchvision.datasets.utils import check_integrity
 
 from .common import Registry
 from .shifts import apply_shifts, check_shift
@@ -35,6 +36,10 @@ class DomainSpec:
     image_size: int | None = None  # square resize at load; None keeps the native size
     # image_folder: skip unreadable image files (listed in a warning, counted in result.json) instead of failing
     skip_corrupt: bool = False
+    # cifar10/cifar100/svhn/stl10: torchvision md5-checks the dataset files on each load. false only requires
+    # them to exist: for a copy whose bytes differ from the official release (re-packed, or a test fixture).
+    # Where the data lives or how it is checked is not part of its identity (split_hash).
+    check_md5: bool = True
     # 0 or 1: keep one of two disjoint, stratified halves of the dataset (seeded by the split seed), so a source
     # and a target built from the same images (digits -> digits_m) never share one; None keeps all.
     half: int | None = None
@@ -205,6 +210,8 @@ def _missing(spec: DomainSpec) -> TransferConfigError:
 
 
 def _open(cls, spec: DomainSpec, **kwargs):
+    if not spec.check_md5:
+        cls = _FILES_ONLY.get(cls, cls)
     try:
         return cls(_root(spec), download=spec.download, **kwargs)
     except (RuntimeError, FileNotFoundError, OSError) as err:
@@ -214,6 +221,10 @@ def _open(cls, spec: DomainSpec, **kwargs):
                 f"could not download {spec.name!r} to {_root(spec)} ({type(err).__name__}); download it on a "
                 "connected machine into that root, or point root at an existing copy"
             ) from err
+        if spec.check_md5 and cls in _FILES_ONLY:
+            raise TransferConfigError(
+                f"{_missing(spec)} (or its files fail torchvision's md5 check: check_md5: false accepts a "
+                "re-packed copy)") from None
         raise _missing(spec) from None
 
 
@@ -267,15 +278,15 @@ def _usps(spec: DomainSpec) -> Domain:
     return _concat(train.data[:, None], train.targets, test.data[:, None], test.targets)
 
 
-# torchvision md5-checks every file of these datasets on each load, which rejects small test fixtures and costs
-# a full read; downloading still verifies the archive's md5, so checking that the files exist is enough here.
+# torchvision md5-checks the files of these datasets on every load (and the archive when downloading). A
+# domain with ``check_md5: false`` loads through these variants instead, which only require the files to exist.
 
 
 def _all_exist(*paths: str) -> bool:
     return all(os.path.isfile(p) for p in paths)
 
 
-class _CIFAR10(datasets.CIFAR10):
+class _CIFAR10Files(datasets.CIFAR10):
     meta = {**datasets.CIFAR10.meta, "md5": None}  # check_integrity(path, None) only checks the file exists
 
     def _check_integrity(self) -> bool:
@@ -283,20 +294,34 @@ class _CIFAR10(datasets.CIFAR10):
         return _all_exist(*(os.path.join(self.root, self.base_folder, f) for f in files))
 
 
-class _CIFAR100(datasets.CIFAR100):
+class _CIFAR100Files(datasets.CIFAR100):
     meta = {**datasets.CIFAR100.meta, "md5": None}
-    _check_integrity = _CIFAR10._check_integrity
+    _check_integrity = _CIFAR10Files._check_integrity
 
 
-class _SVHN(datasets.SVHN):
+class _SVHNFiles(datasets.SVHN):
     def _check_integrity(self) -> bool:
         return _all_exist(os.path.join(self.root, self.filename))
 
 
 class _STL10(datasets.STL10):
-    def _check_integrity(self) -> bool:  # the 2.7 GB unlabeled split is never used
-        files = ("train_X.bin", "train_y.bin", "test_X.bin", "test_y.bin")
-        return _all_exist(*(os.path.join(self.root, self.base_folder, f) for f in files))
+    """STL-10 without its 2.7 GB unlabeled split, which is never used: torchvision's check wants it on disk."""
+
+    check_md5 = True
+    _USED = ("train_X.bin", "train_y.bin", "test_X.bin", "test_y.bin")
+
+    def _check_integrity(self) -> bool:
+        md5 = {name: digest for name, digest in self.train_list + self.test_list}
+        return all(check_integrity(os.path.join(self.root, self.base_folder, name),
+                                   md5[name] if self.check_md5 else None) for name in self._USED)
+
+
+class _STL10Files(_STL10):
+    check_md5 = False
+
+
+_FILES_ONLY = {datasets.CIFAR10: _CIFAR10Files, datasets.CIFAR100: _CIFAR100Files, datasets.SVHN: _SVHNFiles,
+               _STL10: _STL10Files}
 
 
 def _nchw(hwc: np.ndarray) -> torch.Tensor:
@@ -311,8 +336,8 @@ def _cifar(cls):
     return load
 
 
-register_domain("cifar10", num_classes=10, in_chans=3)(_cifar(_CIFAR10))
-register_domain("cifar100", num_classes=100, in_chans=3)(_cifar(_CIFAR100))
+register_domain("cifar10", num_classes=10, in_chans=3)(_cifar(datasets.CIFAR10))
+register_domain("cifar100", num_classes=100, in_chans=3)(_cifar(datasets.CIFAR100))
 
 
 def _split_loader(cls):
@@ -323,7 +348,7 @@ def _split_loader(cls):
     return load
 
 
-register_domain("svhn", num_classes=10, in_chans=3)(_split_loader(_SVHN))
+register_domain("svhn", num_classes=10, in_chans=3)(_split_loader(datasets.SVHN))
 register_domain("stl10", num_classes=10, in_chans=3)(_split_loader(_STL10))
 
 

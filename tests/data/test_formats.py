@@ -1,4 +1,7 @@
-"""Real on-disk formats, written tiny by the tests and read through the real loaders with download=False."""
+"""Real on-disk formats, written tiny by the tests and read through the real loaders with download=False.
+
+The tiny files are not the official releases, so CIFAR, SVHN and STL-10 specs opt out of torchvision's md5 check
+(``check_md5=False``: the files only have to exist); the check itself is on by default (see the last tests)."""
 
 import bz2
 import pickle
@@ -66,11 +69,11 @@ def test_cifar10_python_batches(tmp_path):
     test_x, test_y = pattern(10, 3, 32, 32, 9), labels_for(10)
     write_pickle(folder / "test_batch", {"data": test_x.reshape(10, -1), "labels": test_y.tolist()})
     write_pickle(folder / "batches.meta", {"label_names": [f"c{i}" for i in range(10)]})
-    spec = DomainSpec(name="cifar10", root=str(tmp_path), download=False)
+    spec = DomainSpec(name="cifar10", root=str(tmp_path), download=False, check_md5=False)
     check(spec, train_x, train_y, test_x, test_y)
 
     # label_map keeps classes 3 and 5 only, renumbered 0 and 1, through the whole module
-    dm = DomainPairDataModule(source=spec, target=DomainSpec(name="cifar10", root=str(tmp_path), download=False,
+    dm = DomainPairDataModule(source=spec, target=DomainSpec(name="cifar10", root=str(tmp_path), download=False, check_md5=False,
                                                              label_map={3: 0, 5: 1}))
     assert dm.num_classes == 2 and dm.in_chans == 3 and dm.val_domains == ["target"]
     images, labels = next(iter(dm.test_dataloader()[0]))
@@ -87,7 +90,7 @@ def test_cifar100_python_files(tmp_path):
     write_pickle(folder / "train", {"data": train_x.reshape(200, -1), "fine_labels": train_y.tolist()})
     write_pickle(folder / "test", {"data": test_x.reshape(100, -1), "fine_labels": test_y.tolist()})
     write_pickle(folder / "meta", {"fine_label_names": [f"c{i}" for i in range(100)]})
-    spec = DomainSpec(name="cifar100", root=str(tmp_path), download=False)
+    spec = DomainSpec(name="cifar100", root=str(tmp_path), download=False, check_md5=False)
     check(spec, train_x, train_y, test_x, test_y)
     dm = DomainPairDataModule(source=spec, target=spec)
     assert dm.num_classes == 100 and dm.val_domains == ["target", "source"]
@@ -99,7 +102,7 @@ def test_svhn_mat_files(tmp_path):
         # SVHN stores X as [H, W, C, N] and the digit 0 as label 10
         scipy.io.savemat(tmp_path / f"{split}_32x32.mat",
                          {"X": x.transpose(2, 3, 1, 0), "y": np.where(y == 0, 10, y)[:, None].astype(np.uint8)})
-    check(DomainSpec(name="svhn", root=str(tmp_path), download=False), *data["train"], *data["test"])
+    check(DomainSpec(name="svhn", root=str(tmp_path), download=False, check_md5=False), *data["train"], *data["test"])
 
 
 def test_usps_bz2_libsvm_files(tmp_path):
@@ -121,9 +124,9 @@ def test_stl10_binary_files(tmp_path):
     for split, (x, y) in data.items():
         (folder / f"{split}_X.bin").write_bytes(x.transpose(0, 1, 3, 2).tobytes())  # stored column-major
         (folder / f"{split}_y.bin").write_bytes((y + 1).astype(np.uint8).tobytes())  # 1-based
-    spec = DomainSpec(name="stl10", root=str(tmp_path), download=False)
+    spec = DomainSpec(name="stl10", root=str(tmp_path), download=False, check_md5=False)
     check(spec, *data["train"], *data["test"])
-    small = load_domain(DomainSpec(name="stl10", root=str(tmp_path), download=False, image_size=32, channels=1), 0)
+    small = load_domain(DomainSpec(name="stl10", root=str(tmp_path), download=False, check_md5=False, image_size=32, channels=1), 0)
     assert small.images.shape == (20, 1, 32, 32)
 
 
@@ -169,7 +172,7 @@ def test_image_folder_with_split_folders_and_grayscale_resize(tmp_path):
 
 @pytest.mark.parametrize("name", ["mnist", "fashion_mnist", "usps", "svhn", "cifar10", "cifar100", "stl10"])
 def test_missing_files_without_download(tmp_path, name):
-    dm = DomainPairDataModule(target=DomainSpec(name=name, root=str(tmp_path), download=False))
+    dm = DomainPairDataModule(target=DomainSpec(name=name, root=str(tmp_path), download=False, check_md5=False))
     with pytest.raises(ValueError, match=rf"Dataset '{name}' not found under {tmp_path} \(download: false\); "
                                          "set download: true or point root at the data") as err:
         dm.setup("fit")
@@ -194,3 +197,15 @@ def test_image_folder_mixed_sizes_need_image_size(tmp_path):
         load_domain(DomainSpec(name="image_folder", root=str(tmp_path)), 0)
     resized = load_domain(DomainSpec(name="image_folder", root=str(tmp_path), image_size=6), 0)
     assert resized.images.shape == (2, 3, 6, 6)
+
+
+@pytest.mark.parametrize("name", ["cifar10", "svhn", "stl10"])
+def test_torchvision_md5_check_is_on_by_default(tmp_path, name):
+    from test_real_data_configs import WRITERS
+
+    WRITERS[name](tmp_path)  # the right files, not the official bytes
+    spec = DomainSpec(name=name, root=str(tmp_path), download=False)
+    with pytest.raises(ValueError, match=r"not found under .*md5 check: check_md5: false") as err:
+        load_domain(spec, 0)
+    assert "\n" not in str(err.value)
+    assert len(load_domain(DomainSpec(name=name, root=str(tmp_path), download=False, check_md5=False), 0).labels)
