@@ -261,12 +261,21 @@ def configure_loggers(cfg, run_dir: Path, env: Mapping[str, str] | None = None) 
                     and init.get("version") is None:
                 init.update(name="logs", version="")  # the same files as the default logger
         out.append(entry)
-    if under_sweep_agent(env) and not any(
+    if _runs_for_the_agent(cfg, env) and not any(
             isinstance(e, Mapping) and _class_name(e) == "WandbLogger" for e in out):
         wandb_init: dict = {}
         configure_wandb_init(wandb_init, cfg, run_dir, env)
         out.append({"class_path": "lightning.pytorch.loggers.WandbLogger", "init_args": wandb_init})
     cfg.trainer.logger = out[0] if len(out) == 1 else out
+
+
+def _runs_for_the_agent(cfg, env: Mapping[str, str]) -> bool:
+    """Under ``wandb agent``, this process is the agent's run, not a source stage that a trial trains first
+    (the stage's process inherits the agent's environment; joining the trial's W&B run would clobber it)."""
+    if not under_sweep_agent(env):
+        return False
+    strategy = _get(_plain(cfg), "run.strategy", default=None)
+    return strategy != "source" or agent_parameters(env).get("strategy") == "source"
 
 
 def configure_wandb_init(init_args, cfg, run_dir: Path, env: Mapping[str, str] | None = None) -> None:
@@ -282,7 +291,7 @@ def configure_wandb_init(init_args, cfg, run_dir: Path, env: Mapping[str, str] |
     for key in ("group", "job_type", "tags", "name"):
         if not get(key) and key in info:
             init_args[key] = info[key]
-    if under_sweep_agent(env):
+    if _runs_for_the_agent(cfg, env):
         init_args["id"] = env["WANDB_RUN_ID"]
         if env.get("WANDB_PROJECT") and not get("project"):
             init_args["project"] = env["WANDB_PROJECT"]

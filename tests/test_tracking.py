@@ -148,6 +148,10 @@ def test_sweep_agent_run_gets_a_wandb_logger_joining_its_run(tmp_path, monkeypat
     cfg = _cli_config({"class_path": "lightning.pytorch.loggers.WandbLogger", "init_args": {"project": "mine"}})
     tracking.configure_loggers(cfg, tmp_path, env=env)
     assert [e["init_args"]["id"] for e in _entries(cfg)] == ["run7"]
+    # the source stage a trial trains first inherits the agent's environment: it must not join the trial's run
+    cfg = _cli_config(None, strategy="source")
+    tracking.configure_loggers(cfg, tmp_path, env=env)
+    assert len(_entries(cfg)) == 1
     # not under an agent: no W&B unless asked for
     cfg = _cli_config(None)
     tracking.configure_loggers(cfg, tmp_path, env={"WANDB_MODE": "offline"})
