@@ -497,12 +497,12 @@ def log_to_wandb(summary: dict, out: Path) -> list[Path]:
                              reinit="finish_previous")
             rows = [cells for r, cells in zip(summary["rows"], body) if r["experiment"] == exp]
             run.log({"transfer_summary": wandb.Table(columns=header, data=rows)})
-            if run.settings.mode == "offline" or mode == "offline":
+            if mode == "offline":
                 offline.append(Path(run.dir).parent)
             run.finish()
         if offline:
-            print(f"W&B: report logged offline in {out / 'wandb'}; upload with `wandb sync {out / 'wandb'}/offline-run-*`",
-                  file=sys.stderr)
+            print(f"W&B: report logged offline in {out / 'wandb'}; upload with "
+                  f"`wandb sync {out / 'wandb'}/offline-run-*`", file=sys.stderr)
         return offline
     except Exception as e:  # the local report is the product; W&B is a mirror
         print(f"{PROG}: warning: W&B logging failed: {e}", file=sys.stderr)

@@ -1,5 +1,9 @@
 """W&B for the CLI: offline unless the user is logged in, run identity, nested config, transfer summary.
 
+The CLI calls :func:`prepare_cli_args` before parsing, :func:`configure_loggers` before instantiating (loggers
+into the run dir; a WandbLogger for runs started by ``wandb agent``), :func:`push_config_to_loggers` before
+fit and :func:`push_result_to_loggers` after it.
+
 Nothing here prompts for a login or writes the API key anywhere: a missing login means offline runs that
 `wandb sync` can upload later.
 """

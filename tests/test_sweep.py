@@ -295,7 +295,8 @@ def test_dry_run_runs_nothing(tmp_path, fake, capsys):
     assert sweep.main([str(path), "--out", str(tmp_path / "out"), "--dry-run"]) == 0
     captured = capsys.readouterr()
     assert captured.out.count("pending ") == 2
-    assert f"--seed_everything=1 --run.stage_cache={(tmp_path / 'out' / 'stages').resolve()} --run.dir" in captured.out
+    stages = (tmp_path / "out" / "stages").resolve()
+    assert f"--seed_everything=1 --run.stage_cache={stages} --run.dir" in captured.out
     assert not (tmp_path / "out").exists()
 
 

@@ -1,7 +1,6 @@
 """The shipped sweep files: valid, pointing at existing configs, and (slow) runnable with the real CLI."""
 
 import json
-import os
 import shutil
 import sys
 from pathlib import Path
