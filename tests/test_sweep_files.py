@@ -144,3 +144,13 @@ def test_real_cli_two_strategies_two_seeds(tmp_path, monkeypatch, capsys):
     ft = next(r for r in summary["rows"] if r["strategy"] == "finetune")
     assert ft["pairs"] == 2 and ft["split_mismatch"] == 0 and ft["forgetting"] is not None
     assert summary["stages"][0]["source_acc_mean"] > 0
+
+
+def test_shipped_sweep_runs_from_any_directory(tmp_path, monkeypatch, capsys):
+    """`lit-transfer sweep sweeps/x.yaml` outside the repo: the shipped file, as for --config paths."""
+    monkeypatch.chdir(tmp_path)
+    assert sweep.main(["sweeps/lr_scratch.yaml", "--dry-run", "--out", str(tmp_path / "out")]) == 0
+    captured = capsys.readouterr()
+    assert captured.out.count("pending ") == 12 and "lr_scratch: 12 trials" in captured.err
+    assert sweep.main(["sweeps/no_such_sweep.yaml", "--dry-run"]) == 2
+    assert "sweep file not found: sweeps/no_such_sweep.yaml" in capsys.readouterr().err
