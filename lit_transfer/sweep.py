@@ -394,6 +394,8 @@ def trial_env(out: Path, threads: int = DEFAULT_THREADS, base: dict | None = Non
     from lit_transfer.tracking import wandb_logged_in
 
     env = dict(os.environ if base is None else base)
+    # A trial's directory is its own: one inherited from the runner's environment would be stale.
+    env.pop("LIT_TRANSFER_RUN_DIR", None)
     for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
         env[var] = str(threads)  # torch sizes its intra-op pool from OMP_NUM_THREADS
     if "WANDB_MODE" not in env and not wandb_logged_in(env):

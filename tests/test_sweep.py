@@ -262,6 +262,7 @@ def test_parallel_workers_and_trial_env(tmp_path, fake, capsys, monkeypatch):
         monkeypatch.delenv(var, raising=False)
     monkeypatch.setenv("HOME", str(tmp_path))  # no ~/.netrc: not logged in to W&B
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("LIT_TRANSFER_RUN_DIR", str(tmp_path / "stale"))  # e.g. left by an in-process CLI run
     monkeypatch.setattr(sweep, "cpu_count", lambda: 8)
     path = write_sweep(tmp_path, {"seed_everything": {"values": [0, 1, 2, 3]}, "sleep": {"value": 0.4}})
     out = tmp_path / "out"
