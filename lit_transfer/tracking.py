@@ -321,8 +321,10 @@ def push_config_to_loggers(trainer: Trainer, parser, cfg) -> None:
     loggers = _wandb_loggers(trainer)
     if not loggers or not trainer.is_global_zero:
         return
-    config = _plain(cfg)
     flat = agent_parameters()
+    # A sweep parameter that is also a top-level config key (seed_everything) is the agent's: W&B locks the
+    # keys it set from the sweep and warns on every update of them.
+    config = {k: v for k, v in _plain(cfg).items() if k not in flat}
     for logger in loggers:
         push_config(logger, config)
         present = set(logger.experiment.config.keys())
