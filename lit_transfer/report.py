@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any, Iterable
 
 from lit_transfer import atomic
+from lit_transfer.gain import transfer_gain
 from lit_transfer.stats import mean_ci, paired_gain
 
 PROG = "lit-transfer report"
@@ -178,21 +179,19 @@ def summarise(results: list[dict], baseline: str = "scratch", conf: float = 0.95
             base_keys[0] if base_keys else None)
         base = groups.get(base_key) if base_key else None
         if strategy != baseline and base:
-            by_seed: dict[Any, list[dict]] = defaultdict(list)
-            for b in base:
-                by_seed[b.get("seed")].append(b)
-            a_vals, b_vals, mismatched = [], [], 0
+            # lit_transfer.gain pairs runs (same seed, shots, labelled split) for W&B summaries too.
+            gains, mismatched = [], 0
+            base_seeds = {b.get("seed") for b in base}
             for r in rs:
-                same = [b for b in by_seed.get(r.get("seed"), []) if b.get("split_hash") == r.get("split_hash")]
-                if same:
-                    a_vals.append(_acc(r))
-                    b_vals.append(sum(_acc(b) for b in same) / len(same))
-                elif by_seed.get(r.get("seed")):
+                g = transfer_gain(r, base)
+                if g is not None:
+                    gains.append(g)
+                elif r.get("seed") in base_seeds:
                     mismatched += 1
             if mismatched:
                 notes.append(f"{exp}/{strategy}/shots={shots}: {mismatched} run(s) not paired with {baseline}: "
                              "same seed but a different split_hash (different labelled examples)")
-            g = paired_gain(a_vals, b_vals, conf)
+            g = paired_gain(gains, [0.0] * len(gains), conf)
             row.update(pairs=g.n, gain_mean=g.mean, gain_ci=g.half, gain_low=g.low, gain_high=g.high,
                        gain_p=g.p, negative_transfer=g.negative, split_mismatch=mismatched)
             # A gain over a baseline that was still improving measures the budget, not the transfer.
@@ -478,24 +477,36 @@ def write_report(summary: dict, out: Path, source: str) -> dict[str, Path]:
     return files
 
 
-def log_to_wandb(summary: dict) -> None:
-    """One summary run per experiment with the table, only when W&B is online; otherwise nothing."""
-    from lit_transfer.tracking import wandb_online
+def log_to_wandb(summary: dict, out: Path) -> list[Path]:
+    """One W&B run per experiment with the comparison table: online when logged in, else offline under
+    ``out/wandb`` (``wandb sync`` uploads it later); nothing with ``WANDB_MODE=disabled``. Returns the offline
+    run directories it wrote."""
+    from lit_transfer.tracking import resolve_wandb_mode
 
-    if not wandb_online():
-        return
+    mode = resolve_wandb_mode()
+    if mode == "disabled" or not summary["rows"]:
+        return []
     try:
         import wandb
 
         header, body = table(summary)
+        offline = []
         for exp in dict.fromkeys(r["experiment"] for r in summary["rows"]):
             run = wandb.init(project=os.environ.get("WANDB_PROJECT", "lit_transfer"), group=exp,
-                             job_type="report", name=f"report-{exp}", reinit="finish_previous")
+                             job_type="report", name=f"report-{exp}", dir=str(out), mode=mode,
+                             reinit="finish_previous")
             rows = [cells for r, cells in zip(summary["rows"], body) if r["experiment"] == exp]
             run.log({"transfer_summary": wandb.Table(columns=header, data=rows)})
+            if mode == "offline":
+                offline.append(Path(run.dir).parent)
             run.finish()
+        if offline:
+            print(f"W&B: report logged offline in {out / 'wandb'}; upload with "
+                  f"`wandb sync {out / 'wandb'}/offline-run-*`", file=sys.stderr)
+        return offline
     except Exception as e:  # the local report is the product; W&B is a mirror
         print(f"{PROG}: warning: W&B logging failed: {e}", file=sys.stderr)
+        return []
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -530,7 +541,7 @@ def main(argv: list[str] | None = None) -> int:
         from lit_transfer.ranking.compare import report_section
 
         print(report_section(rank_file, results, files["html"].parent, files))
-    log_to_wandb(summary)
+    log_to_wandb(summary, files["html"].parent)
     print(f"HTML report: {files['html']}")
     return 0
 

@@ -25,7 +25,7 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, Callable
 
 import yaml
 
@@ -269,7 +269,9 @@ def _constants(cfg: dict) -> tuple[str, ...]:
 
 def _arg_macros(params: dict, json_file: Path) -> dict[str, list[str]]:
     # Same rendering as W&B's agent (str(value)), so both runners launch identical commands.
+    # wandb's agent gets a run's parameters sorted by name (W&B's engine sorts them): so do we.
     out: dict[str, list[str]] = {k: [] for k in ARG_MACROS}
+    params = {k: params[k] for k in sorted(params)}
     for k, v in params.items():
         flag = f"{k}={v}"
         out["args"].append("--" + flag)
@@ -298,7 +300,9 @@ def calls_lit_transfer(tokens: list[str]) -> bool:
     return False
 
 
-def build_command(cfg: dict, params: dict, trial_dir: Path) -> list[str]:
+def build_command(cfg: dict, params: dict, trial_dir: Path, stage_cache: Path | None = None) -> list[str]:
+    """A trial's command line: the sweep's ``command`` with W&B's macros expanded as ``wandb agent`` does; our
+    CLI also gets ``--run.stage_cache`` (unless the command sets its own) and, last, ``--run.dir``."""
     macros: dict[str, list[str]] = {"env": ["/usr/bin/env"], "interpreter": [sys.executable],
                                     "program": [str(cfg.get("program", ""))]}
     macros.update(_arg_macros(params, trial_dir / "args.json"))
@@ -312,8 +316,15 @@ def build_command(cfg: dict, params: dict, trial_dir: Path) -> list[str]:
         if not (m and m.group(1) in ARG_MACROS):
             fixed += expanded
     if calls_lit_transfer(fixed):
+        if stage_cache is not None and not any(t.startswith("--run.stage_cache") for t in fixed):
+            cmd.append(f"--run.stage_cache={stage_cache}")
         cmd += ["--run.dir", str(trial_dir)]
     return cmd
+
+
+def stage_cache_of(out: Path) -> Path:
+    """Where a sweep's trials share their source stages (content-addressed, so a re-run reuses them)."""
+    return (Path(out) / "stages").resolve()
 
 
 # ----------------------------------------------------------------------------------------------- files
@@ -383,11 +394,12 @@ def trial_env(out: Path, threads: int = DEFAULT_THREADS, base: dict | None = Non
     from lit_transfer.tracking import wandb_logged_in
 
     env = dict(os.environ if base is None else base)
+    # A trial's directory is its own: one inherited from the runner's environment would be stale.
+    env.pop("LIT_TRANSFER_RUN_DIR", None)
     for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
         env[var] = str(threads)  # torch sizes its intra-op pool from OMP_NUM_THREADS
     if "WANDB_MODE" not in env and not wandb_logged_in(env):
         env["WANDB_MODE"] = "offline"
-    env["LIT_TRANSFER_STAGE_CACHE"] = str((out / "stages").resolve())
     env["PYTHONUNBUFFERED"] = "1"  # the log tail of a killed trial must hold its last lines
     return env
 
@@ -433,7 +445,7 @@ class Progress:
 
 
 # ----------------------------------------------------------------------------------------------- forking
-def forkable_args(cmd: list[str]) -> list[str] | None:
+def forkable_args(cmd: list[str], fork: bool = True) -> list[str] | None:
     """The CLI arguments when ``cmd`` is ``[env] <this python> -m lit_transfer ...`` on one device, else None.
 
     Such trials can be forked from this process instead of spawned: torch, Lightning and timm are imported
@@ -443,7 +455,7 @@ def forkable_args(cmd: list[str]) -> list[str] | None:
     i = 1 if cmd and os.path.basename(cmd[0]) == "env" else 0
     if i < len(cmd) and "=" in cmd[i] and not cmd[i].startswith("-"):
         return None  # VAR=value prefixes: leave them to a real process
-    if os.environ.get("LIT_TRANSFER_SWEEP_FORK", "1") == "0" or not hasattr(os, "fork"):
+    if not fork or not hasattr(os, "fork"):
         return None
     if len(cmd) < i + 3 or os.path.realpath(cmd[i]) != os.path.realpath(sys.executable):
         return None
@@ -540,8 +552,9 @@ class _Running:
 
 
 class Runner:
-    def __init__(self, cfg: dict, out: Path, workers: int, progress: Progress, threads: int = DEFAULT_THREADS):
-        self.cfg, self.out, self.workers, self.progress = cfg, out, workers, progress
+    def __init__(self, cfg: dict, out: Path, workers: int, progress: Progress, threads: int = DEFAULT_THREADS,
+                 fork: bool = True):
+        self.cfg, self.out, self.workers, self.progress, self.fork = cfg, out, workers, progress, fork
         self.env = trial_env(out, threads)
         self.running: list[_Running] = []
         self.failed: list[str] = []
@@ -550,7 +563,7 @@ class Runner:
         if trial.dir.exists():
             _move_aside(trial.dir, self.out / "attic")
         trial.dir.mkdir(parents=True)
-        cmd = build_command(self.cfg, trial.params, trial.dir)
+        cmd = build_command(self.cfg, trial.params, trial.dir, stage_cache_of(self.out))
         if "${args_json_file}" in map(str, self.cfg.get("command", [])):
             write_json_atomic(trial.dir / "args.json", trial.params)
         info = {"schema": 1, "trial_id": trial.id, "status": "running", "params": trial.params,
@@ -560,8 +573,10 @@ class Runner:
         proc = None
         try:
             # Own session: the terminal's Ctrl-C reaches the runner only, which then stops trials in order.
-            env = {**self.env, "LIT_TRANSFER_RUN_DIR": str(trial.dir)}
-            args = forkable_args(cmd)
+            args = forkable_args(cmd, self.fork)
+            # Our CLI gets its directory as --run.dir; other programs only through the environment.
+            env = self.env if cmd[-2:] == ["--run.dir", str(trial.dir)] else {
+                **self.env, "LIT_TRANSFER_RUN_DIR": str(trial.dir)}
             if args is not None:
                 proc = ForkedTrial(args, log, env)
             else:
@@ -702,8 +717,13 @@ def _bayes_next(cfg: dict, out: Path, cap: int, constants: tuple[str, ...]) -> C
 
 def run_sweep(path: str | os.PathLike, out: str | os.PathLike | None = None, workers: int = 1,
               retry_failed: bool = False, run_cap: int | None = None, dry_run: bool = False,
-              stream=None, threads: int = DEFAULT_THREADS) -> int:
+              stream=None, threads: int = DEFAULT_THREADS, fork: bool = True) -> int:
+    """Run (or resume) a sweep file; ``fork=False`` spawns every trial as its own process (as ``wandb agent``
+    does) instead of forking our CLI's trials from this pre-imported process."""
     stream = stream or sys.stderr
+    from lit_transfer.configs import resolve
+
+    path = resolve(path, "sweeps")  # sweeps/x.yaml from any directory: the shipped file
     cfg = load_sweep(path)
     name = Path(path).stem
     out = Path(out) if out else Path("sweep_runs") / name
@@ -730,7 +750,8 @@ def run_sweep(path: str | os.PathLike, out: str | os.PathLike | None = None, wor
         states = {t.id: trial_state(t.dir) for t in trials}
         if dry_run:
             for t in trials:
-                print(f"{states[t.id]:8s} {t.id}\n         {shlex.join(build_command(cfg, t.params, t.dir))}")
+                print(f"{states[t.id]:8s} {t.id}\n         "
+                      f"{shlex.join(build_command(cfg, t.params, t.dir, stage_cache_of(out)))}")
             print(f"{name}: {len(trials)} trials, {sum(s == 'ok' for s in states.values())} done", file=stream)
             return 0
         old_failed = [t.id for t in trials if states[t.id] == "failed" and not retry_failed]
@@ -752,7 +773,7 @@ def run_sweep(path: str | os.PathLike, out: str | os.PathLike | None = None, wor
     if skipped or old_failed:
         hint = " (--retry-failed to rerun failed)" if old_failed else ""
         progress.update(f"resuming: {skipped} done, {len(old_failed)} failed kept{hint}")
-    runner = Runner(cfg, out, workers, progress, threads)
+    runner = Runner(cfg, out, workers, progress, threads, fork)
 
     def _sigterm(signum, frame):
         raise KeyboardInterrupt

@@ -1,18 +1,24 @@
 """W&B for the CLI: offline unless the user is logged in, run identity, nested config, transfer summary.
 
+The CLI calls :func:`prepare_cli_args` before parsing, :func:`configure_loggers` before instantiating (loggers
+into the run dir; a WandbLogger for runs started by ``wandb agent``), :func:`push_config_to_loggers` before
+fit and :func:`push_result_to_loggers` after it.
+
 Nothing here prompts for a login or writes the API key anywhere: a missing login means offline runs that
 `wandb sync` can upload later.
 """
 
 from __future__ import annotations
 
-import json
 import netrc
 import os
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Mapping
+from typing import TYPE_CHECKING, Any, Iterable, Mapping
 from urllib.parse import urlsplit
+
+from lit_transfer import gain
+from lit_transfer.errors import TransferConfigError
 
 if TYPE_CHECKING:
     from lightning.pytorch import Trainer
@@ -103,34 +109,21 @@ def push_config(logger, config: Mapping) -> None:
     logger.experiment.config.update(_plain(config), allow_val_change=True)
 
 
-def _load(result: Mapping | str | os.PathLike | None) -> dict | None:
-    if result is None or isinstance(result, Mapping):
-        return dict(result) if result is not None else None
-    try:
-        return json.loads(Path(result).read_text())
-    except (OSError, ValueError):
-        return None
+def transfer_gain(result: Mapping, baseline: Mapping | str | os.PathLike | Iterable[Mapping] | None) -> float | None:
+    """``lit_transfer.gain.transfer_gain`` (the report's pairing); ``baseline`` may also be a result.json path."""
+    if isinstance(baseline, (str, os.PathLike)):
+        baseline = gain.load_result(baseline)
+    return gain.transfer_gain(result, baseline)
 
 
-def transfer_gain(result: Mapping, baseline: Mapping | str | os.PathLike | None) -> float | None:
-    """target/test_acc minus the baseline's, only when both ran on the same seed, shots and labelled split."""
-    base = _load(baseline)
-    if not base:
-        return None
-    if any(result.get(k) != base.get(k) for k in ("seed", "target_shots", "split_hash")):
-        return None
-    a = (result.get("metrics") or {}).get("target/test_acc")
-    b = (base.get("metrics") or {}).get("target/test_acc")
-    return None if a is None or b is None else float(a) - float(b)
-
-
-def push_summary(logger, result: Mapping, baseline: Mapping | str | os.PathLike | None = None) -> dict:
-    """Summary metrics of a finished run; `baseline` is the scratch result (dict or result.json path), optional."""
+def push_summary(logger, result: Mapping,
+                 baseline: Mapping | str | os.PathLike | Iterable[Mapping] | None = None) -> dict:
+    """Summary metrics of a finished run; ``baseline``: scratch result(s) (dicts or a result.json path), optional."""
     metrics = result.get("metrics") or {}
     summary = {k: v for k, v in metrics.items() if k.endswith("test_acc") or k.startswith("source/test_acc")}
-    gain = transfer_gain(result, baseline)
-    if gain is not None:
-        summary["transfer_gain"] = gain
+    gain_ = transfer_gain(result, baseline)
+    if gain_ is not None:
+        summary["transfer_gain"] = gain_
     for key in ("wall_time_s",):
         if key in result:
             summary[key] = result[key]
@@ -140,29 +133,161 @@ def push_summary(logger, result: Mapping, baseline: Mapping | str | os.PathLike 
     return summary
 
 
-# ------------------------------------------------------------------ the CLI's hooks
-def configure_loggers(cfg, run_dir: Path) -> None:
-    """The run's ``trainer.logger`` config, pointed at its run directory (a CSVLogger when none is given)."""
+
+# ------------------------------------------------------------------ W&B sweep agents
+# What a sweep agent's run is judged by: the best value over the run, not the last epoch's. Shipped sweeps
+# optimise target/val_acc; the other validation metrics get the same treatment so any of them can be a sweep's.
+BEST_OF = {"target/val_acc": "max", "source/val_acc": "max", "val_acc": "max", "val_loss": "min",
+           "target/val_loss": "min", "source/val_loss": "min"}
+
+
+def under_sweep_agent(env: Mapping[str, str] | None = None) -> bool:
+    """Whether this process is a run started by ``wandb agent`` (it sets the sweep and the run id)."""
+    env = os.environ if env is None else env
+    return bool(env.get("WANDB_SWEEP_ID") and env.get("WANDB_RUN_ID"))
+
+
+def agent_parameters(env: Mapping[str, str] | None = None) -> dict[str, Any]:
+    """The parameters the sweep engine chose for this run, by their sweep names (``model.lr``, ``strategy``):
+    read from the file ``wandb agent`` writes for its run (``$WANDB_SWEEP_PARAM_PATH``); ``{}`` elsewhere."""
+    import yaml
+
+    env = os.environ if env is None else env
+    path = env.get("WANDB_SWEEP_PARAM_PATH")
+    if not path:
+        return {}
+    try:
+        data = yaml.safe_load(Path(path).read_text()) or {}
+    except (OSError, yaml.YAMLError):
+        return {}
+    return {k: (v["value"] if isinstance(v, Mapping) and "value" in v else v)
+            for k, v in data.items() if k != "wandb_version"}
+
+
+def prepare_cli_args(argv: list[str]) -> list[str]:
+    """Command-line arguments as the parser needs them; the CLI calls this before parsing.
+
+    * ``--key=None`` (and ``--key None``) become ``null``: ``wandb agent`` renders a parameter value with
+      ``str()``, so a sweep's ``null`` arrives as ``None``, which the parser would take for a string.
+    * a logger class given without ``save_dir`` (``--trainer.logger=CSVLogger``) gets a placeholder one, which
+      :func:`configure_loggers` replaces with the run directory (the parser insists on the required argument).
+    """
+    out: list[str] = []
+    for i, arg in enumerate(argv):
+        if arg.startswith("--") and arg.endswith("=None"):
+            arg = arg[: -len("None")] + "null"
+        elif arg == "None" and i and argv[i - 1].startswith("--") and "=" not in argv[i - 1]:
+            arg = "null"
+        out.append(arg)
+    return _logger_save_dirs(out)
+
+
+_SAVE_DIR_LOGGERS = ("CSVLogger", "TensorBoardLogger")
+_SAVE_DIR_PLACEHOLDER = "<run dir>"
+
+
+def _logger_save_dirs(argv: list[str]) -> list[str]:
+    out: list[str] = []
+    i = 0
+    while i < len(argv):
+        arg = argv[i]
+        value = None
+        if arg.startswith("--trainer.logger="):
+            value, step = arg.split("=", 1)[1], 1
+        elif arg == "--trainer.logger" and i + 1 < len(argv):
+            value, step = argv[i + 1], 2
+        if value is None:
+            out.append(arg)
+            i += 1
+            continue
+        out += argv[i : i + step]
+        i += step
+        given = any(a.startswith(("--trainer.logger.save_dir", "--trainer.logger.init_args.save_dir"))
+                    for a in argv[i:])
+        if value.rsplit(".", 1)[-1] in _SAVE_DIR_LOGGERS and not given:
+            out.append(f"--trainer.logger.init_args.save_dir={_SAVE_DIR_PLACEHOLDER}")
+    return out
+
+
+def _entry_dict(entry) -> dict | None:
+    """A logger entry of the parsed config as ``{"class_path", "init_args"}``; ``None`` for an instance."""
+    if hasattr(entry, "as_dict"):
+        entry = entry.as_dict()
+    if isinstance(entry, str):
+        return {"class_path": entry, "init_args": {}}
+    if isinstance(entry, Mapping) and "class_path" in entry:
+        return {"class_path": str(entry["class_path"]), "init_args": dict(entry.get("init_args") or {})}
+    return None
+
+
+def _class_name(entry: Mapping) -> str:
+    return entry["class_path"].rsplit(".", 1)[-1]
+
+
+def _require_tensorboard() -> None:
+    import importlib.util
+
+    if importlib.util.find_spec("tensorboard") is None and importlib.util.find_spec("tensorboardX") is None:
+        raise TransferConfigError("trainer.logger=TensorBoardLogger needs TensorBoard: "
+                                  "pip install 'lit-transfer[tensorboard]'")
+
+
+def configure_loggers(cfg, run_dir: Path, env: Mapping[str, str] | None = None) -> None:
+    """The run's ``trainer.logger`` config, pointed at its run directory.
+
+    No logger given: a CSVLogger. Loggers that write files write them into the run directory, whatever
+    ``save_dir`` said. Under ``wandb agent`` a WandbLogger joining the agent's run is added when the config has
+    none (``trainer.logger=false`` still means no logging at all).
+    """
+    env = os.environ if env is None else env
     logger = cfg.trainer.logger
-    if logger is None or logger is True:
-        cfg.trainer.logger = {
-            "class_path": "lightning.pytorch.loggers.CSVLogger",
-            "init_args": {"save_dir": str(run_dir), "name": "logs", "version": ""},
-        }
+    if logger is False:
         return
-    for entry in logger if isinstance(logger, list) else [logger]:
-        if isinstance(entry, dict) or hasattr(entry, "class_path"):
-            init = entry["init_args"] if isinstance(entry, dict) else entry.init_args
-            if "WandbLogger" in str(entry["class_path"] if isinstance(entry, dict) else entry.class_path):
-                configure_wandb_init(init, cfg, run_dir)
-            elif hasattr(init, "save_dir") or (isinstance(init, dict) and "save_dir" in init):
-                init["save_dir"] = str(run_dir)
+    if logger is None or logger is True:
+        entries: list = [{"class_path": "lightning.pytorch.loggers.CSVLogger",
+                          "init_args": {"save_dir": str(run_dir), "name": "logs", "version": ""}}]
+    else:
+        entries = list(logger) if isinstance(logger, (list, tuple)) else [logger]
+    out = []
+    for raw in entries:
+        entry = _entry_dict(raw)
+        if entry is None:  # an already-built logger object: used as given
+            out.append(raw)
+            continue
+        name, init = _class_name(entry), entry["init_args"]
+        if name == "TensorBoardLogger":
+            _require_tensorboard()
+        if name == "WandbLogger":
+            configure_wandb_init(init, cfg, run_dir, env)
+        elif name in _SAVE_DIR_LOGGERS or "save_dir" in init:
+            init["save_dir"] = str(run_dir)
+            if name == "CSVLogger" and init.get("name", "lightning_logs") == "lightning_logs" \
+                    and init.get("version") is None:
+                init.update(name="logs", version="")  # the same files as the default logger
+        out.append(entry)
+    if _runs_for_the_agent(cfg, env) and not any(
+            isinstance(e, Mapping) and _class_name(e) == "WandbLogger" for e in out):
+        wandb_init: dict = {}
+        configure_wandb_init(wandb_init, cfg, run_dir, env)
+        out.append({"class_path": "lightning.pytorch.loggers.WandbLogger", "init_args": wandb_init})
+    cfg.trainer.logger = out[0] if len(out) == 1 else out
 
 
-def configure_wandb_init(init_args, cfg, run_dir: Path) -> None:
-    """Fill a WandbLogger's init args: offline when not logged in, group/job_type/tags from the run."""
+def _runs_for_the_agent(cfg, env: Mapping[str, str]) -> bool:
+    """Under ``wandb agent``, this process is the agent's run, not a source stage that a trial trains first
+    (the stage's process inherits the agent's environment; joining the trial's W&B run would clobber it)."""
+    if not under_sweep_agent(env):
+        return False
+    strategy = _get(_plain(cfg), "run.strategy", default=None)
+    return strategy != "source" or agent_parameters(env).get("strategy") == "source"
+
+
+def configure_wandb_init(init_args, cfg, run_dir: Path, env: Mapping[str, str] | None = None) -> None:
+    """Fill a WandbLogger's init args: offline when not logged in, group/job_type/tags from the run; under
+    ``wandb agent`` the agent's run id and project (a run elsewhere would not count for the sweep)."""
+    env = os.environ if env is None else env
     get = init_args.get if hasattr(init_args, "get") else lambda k, d=None: getattr(init_args, k, d)
-    mode = resolve_wandb_mode()
+    mode = resolve_wandb_mode(env)
     info = wandb_run_info(_plain(cfg))
     init_args["save_dir"] = str(run_dir)
     if get("offline") is None or mode == "offline":
@@ -170,8 +295,12 @@ def configure_wandb_init(init_args, cfg, run_dir: Path) -> None:
     for key in ("group", "job_type", "tags", "name"):
         if not get(key) and key in info:
             init_args[key] = info[key]
+    if _runs_for_the_agent(cfg, env):
+        init_args["id"] = env["WANDB_RUN_ID"]
+        if env.get("WANDB_PROJECT") and not get("project"):
+            init_args["project"] = env["WANDB_PROJECT"]
     if not get("project"):
-        init_args["project"] = "lit_transfer"
+        init_args["project"] = env.get("WANDB_PROJECT") or "lit_transfer"
 
 
 def _wandb_loggers(trainer: Trainer) -> list:
@@ -180,34 +309,45 @@ def _wandb_loggers(trainer: Trainer) -> list:
     return [lg for lg in trainer.loggers if isinstance(lg, WandbLogger)]
 
 
+def define_best_metrics(logger) -> None:
+    """Summaries keep each validation metric's best value (what a sweep compares runs by), not its last."""
+    for name, best in BEST_OF.items():
+        logger.experiment.define_metric(name, summary=best, step_metric="trainer/global_step")
+
+
 def push_config_to_loggers(trainer: Trainer, parser, cfg) -> None:
-    """The full resolved CLI config, nested, in ``wandb.config`` (LightningCLI alone never sends it)."""
+    """``wandb.config``: the full resolved CLI config, nested (LightningCLI alone never sends it), plus under
+    ``wandb agent`` the sweep's parameters under their flat sweep names (what the sweep engine reads back)."""
     loggers = _wandb_loggers(trainer)
     if not loggers or not trainer.is_global_zero:
         return
-    config = _plain(cfg)
+    flat = agent_parameters()
+    # A sweep parameter that is also a top-level config key (seed_everything) is the agent's: W&B locks the
+    # keys it set from the sweep and warns on every update of them.
+    config = {k: v for k, v in _plain(cfg).items() if k not in flat}
     for logger in loggers:
         push_config(logger, config)
+        present = set(logger.experiment.config.keys())
+        missing = {k: v for k, v in flat.items() if k not in present}
+        if missing:
+            logger.experiment.config.update(missing, allow_val_change=True)
+        define_best_metrics(logger)
 
 
 def push_result_to_loggers(trainer: Trainer, result: dict) -> None:
     loggers = _wandb_loggers(trainer)
     if not loggers:
         return
-    baseline = _scratch_sibling(result)
+    baselines = scratch_baselines(result)
     for logger in loggers:
-        push_summary(logger, result, baseline=baseline)
+        push_summary(logger, result, baseline=baselines)
         # One CLI call is one W&B run: finish it so the summary is flushed (also when called in-process).
         logger.experiment.finish()
 
 
-def _scratch_sibling(result: dict):
-    """The scratch run beside this one (a sweep's other trials) with the same seed, shots and split, if any."""
-    if result.get("strategy") == "scratch":
-        return None
-    for path in Path(result["run_dir"]).parent.glob("*/result.json"):
-        other = _load(path)
-        if other and other.get("strategy") == "scratch" and transfer_gain(result, other) is not None:
-            return other
-    return None
-
+def scratch_baselines(result: Mapping, baseline: str = "scratch") -> list[dict]:
+    """Finished scratch runs under the same runs root that may pair with ``result`` (a sweep's other trials or
+    the CLI's ``<root>/<experiment>/scratch/*``); :func:`lit_transfer.gain.transfer_gain` pairs them."""
+    if result.get("strategy") == baseline or not result.get("run_dir"):
+        return []
+    return gain.find_baselines(result["run_dir"], baseline)

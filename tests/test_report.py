@@ -127,7 +127,8 @@ def test_report_main_writes_all_outputs(results_dir, tmp_path, capsys, monkeypat
     monkeypatch.setenv("WANDB_MODE", "offline")
     out = tmp_path / "rep"
     assert report.main([str(results_dir), "--out", str(out)]) == 0
-    printed = capsys.readouterr().out
+    captured = capsys.readouterr()
+    printed = captured.out
     assert "| digits_shift | linear_probe |  | 5 | 5 |" in printed and "**YES**" in printed
     assert f"HTML report: {out / 'report.html'}" in printed
     for name in ("report.md", "report.html", "summary.csv", "summary.json"):
@@ -140,6 +141,12 @@ def test_report_main_writes_all_outputs(results_dir, tmp_path, capsys, monkeypat
     assert {r["strategy"] for r in data["rows"]} == {"scratch", "finetune", "linear_probe", "lp_ft"}
     csv_text = (out / "summary.csv").read_text().splitlines()
     assert csv_text[0].startswith("experiment,strategy,target_shots,n,acc_mean") and len(csv_text) == 5
+    # not logged in: the table still goes to W&B, as an offline run in the report directory (wandb sync)
+    runs = list((out / "wandb").glob("offline-run-*"))
+    assert len(runs) == 1
+    tables = list(runs[0].rglob("transfer_summary_*.table.json"))
+    assert tables and "linear_probe" in tables[0].read_text()
+    assert "wandb sync" in captured.err
 
 
 def test_report_errors_are_one_line(tmp_path, capsys):

@@ -36,7 +36,7 @@ FAKE = textwrap.dedent('''
     if behave == "noresult":
         sys.exit(0)
     env = {k: os.environ.get(k) for k in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "WANDB_MODE",
-           "LIT_TRANSFER_STAGE_CACHE", "PYTHONUNBUFFERED", "HF_HUB_OFFLINE")}
+           "LIT_TRANSFER_STAGE_CACHE", "LIT_TRANSFER_RUN_DIR", "PYTHONUNBUFFERED", "HF_HUB_OFFLINE")}
     result = {"schema": 1, "status": "ok", "experiment": "fake", "strategy": args.get("strategy", "x"),
               "seed": int(args.get("seed_everything", 0)), "target_shots": 5, "split_hash": "s",
               "metrics": {"target/test_acc": 0.5, "target/val_acc": -abs(float(args.get("lr", 1)) - 0.3)},
@@ -159,8 +159,9 @@ def test_command_macros(tmp_path, monkeypatch):
     params = {"model.lr": 0.001, "flag": False, "on": True}
     cmd = build_command(cfg, params, tmp_path / "t")
     assert cmd[:4] == ["/usr/bin/env", sys.executable, "train.py", "--verbose"]
-    assert cmd[4:7] == ["--model.lr=0.001", "--flag=False", "--on=True"]
-    assert cmd[7:10] == ["model.lr=0.001", "flag=False", "on=True"]
+    # sorted by name, as wandb's agent receives them from W&B's engine
+    assert cmd[4:7] == ["--flag=False", "--model.lr=0.001", "--on=True"]
+    assert cmd[7:10] == ["flag=False", "model.lr=0.001", "on=True"]
     assert json.loads(cmd[10]) == params
     assert cmd[11] == str(tmp_path / "t" / "args.json")
     assert cmd[12:] == ["--model.lr=0.001", "--on"]  # no --run.dir: train.py is not lit_transfer
@@ -170,6 +171,14 @@ def test_command_macros(tmp_path, monkeypatch):
     cmd = build_command(ours, {"strategy": "scratch"}, tmp_path / "t")
     assert cmd[2:] == ["-m", "lit_transfer", "fit", "--model.weights=source", "--strategy=scratch",
                        "--run.dir", str(tmp_path / "t")]
+    # the sweep's shared stage cache travels as an argument, not through the environment ...
+    cmd = build_command(ours, {"strategy": "scratch"}, tmp_path / "t", stage_cache=tmp_path / "stages")
+    assert cmd[-3:] == [f"--run.stage_cache={tmp_path / 'stages'}", "--run.dir", str(tmp_path / "t")]
+    # ... unless the sweep file names its own (a cache shared by several machines)
+    shared = load_sweep(write_sweep(tmp_path, {"a": {"value": 1}}, name="sh", command=[
+        "${interpreter}", "-m", "lit_transfer", "fit", "--run.stage_cache=/shared/stages", "${args}"]))
+    cmd = build_command(shared, {"a": 1}, tmp_path / "t", stage_cache=tmp_path / "stages")
+    assert [t for t in cmd if t.startswith("--run.stage_cache")] == ["--run.stage_cache=/shared/stages"]
     default = load_sweep(write_sweep(tmp_path, {"a": {"value": 1}}, name="d", program="lit_transfer/cli.py"))
     assert build_command(default, {"a": 1}, tmp_path / "t")[1:] == [
         sys.executable, "lit_transfer/cli.py", "--a=1", "--run.dir", str(tmp_path / "t")]
@@ -253,6 +262,7 @@ def test_parallel_workers_and_trial_env(tmp_path, fake, capsys, monkeypatch):
         monkeypatch.delenv(var, raising=False)
     monkeypatch.setenv("HOME", str(tmp_path))  # no ~/.netrc: not logged in to W&B
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("LIT_TRANSFER_RUN_DIR", str(tmp_path / "stale"))  # e.g. left by an in-process CLI run
     monkeypatch.setattr(sweep, "cpu_count", lambda: 8)
     path = write_sweep(tmp_path, {"seed_everything": {"values": [0, 1, 2, 3]}, "sleep": {"value": 0.4}})
     out = tmp_path / "out"
@@ -271,7 +281,9 @@ def test_parallel_workers_and_trial_env(tmp_path, fake, capsys, monkeypatch):
     assert env3["OMP_NUM_THREADS"] == "3"
     assert sweep.main([str(path), "--threads", "0"]) == 2
     assert env["WANDB_MODE"] == "offline" and env["PYTHONUNBUFFERED"] == "1" and env["HF_HUB_OFFLINE"] == "1"
-    assert env["LIT_TRANSFER_STAGE_CACHE"] == str((out / "stages").resolve())
+    # no state through the environment: the stage cache and the run dir are arguments of our CLI
+    assert env["LIT_TRANSFER_STAGE_CACHE"] is None and env["LIT_TRANSFER_RUN_DIR"] is None
+    assert results[0]["args"]["run.stage_cache"] == str((out / "stages").resolve())
     assert results[0]["args"]["run.dir"].startswith(str(out / "trials"))
     err = capsys.readouterr().err
     assert err.count("ok      ") == 8 and "ETA" in err  # a line per event when not a TTY
@@ -283,7 +295,9 @@ def test_dry_run_runs_nothing(tmp_path, fake, capsys):
     path = write_sweep(tmp_path, {"seed_everything": {"values": [0, 1]}})
     assert sweep.main([str(path), "--out", str(tmp_path / "out"), "--dry-run"]) == 0
     captured = capsys.readouterr()
-    assert captured.out.count("pending ") == 2 and "--seed_everything=1 --run.dir" in captured.out
+    assert captured.out.count("pending ") == 2
+    stages = (tmp_path / "out" / "stages").resolve()
+    assert f"--seed_everything=1 --run.stage_cache={stages} --run.dir" in captured.out
     assert not (tmp_path / "out").exists()
 
 

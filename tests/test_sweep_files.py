@@ -1,7 +1,6 @@
 """The shipped sweep files: valid, pointing at existing configs, and (slow) runnable with the real CLI."""
 
 import json
-import os
 import shutil
 import sys
 from pathlib import Path
@@ -36,7 +35,8 @@ def test_sweep_file_is_valid_and_references_configs(path):
     configs = [cmd[i + 1] for i, c in enumerate(cmd) if c == "--config"]
     missing = [c for c in configs if not (REPO / c).is_file()]
     assert not missing, f"sweep file names configs that do not exist: {missing}"
-    # --model.weights=source comes before ${args}, so scratch.yaml's `weights: null` wins
+    # scratch.yaml's `weights: null` must win over the command's --model.weights=source: the parsed configs are
+    # checked in test_wandb_agent.py (same arguments as wandb's agent, which sorts parameters by name)
     if "--model.weights=source" in cmd:
         assert cmd.index("--model.weights=source") < cmd.index("${args}")
 
@@ -50,12 +50,14 @@ def test_digits_strategies_grid():
     assert "configs/protocol/fewshot.yaml" in cfg["command"]
     grids = {s: sorted(t["model.lr"] for t in trials if t["strategy"] == s) for s in {t["strategy"] for t in trials}}
     assert len({tuple(g) for g in grids.values()}) == 1
-    # the lr comes after the strategy on the line: a strategy config cannot undo it
-    assert list(cfg["parameters"]).index("model.lr") > list(cfg["parameters"]).index("strategy")
     assert {t["data.target_shots"] for t in trials} == {5, 20}
     assert {t["seed_everything"] for t in trials} == {0, 1, 2}
-    cmd = build_command(cfg, trials[0], Path("/x"))
-    assert cmd[:4] == ["/usr/bin/env", sys.executable, "-m", "lit_transfer"] and cmd[-2:] == ["--run.dir", "/x"]
+    cmd = build_command(cfg, trials[0], Path("/x"), stage_cache=Path("/s"))
+    assert cmd[:4] == ["/usr/bin/env", sys.executable, "-m", "lit_transfer"]
+    assert cmd[-3:] == ["--run.stage_cache=/s", "--run.dir", "/x"]
+    # parameters in wandb agent's order (by name), whatever the file's order
+    assert [a.split("=")[0] for a in cmd if a.startswith(tuple(f"--{k}=" for k in trials[0]))] == [
+        "--data.target_shots", "--model.lr", "--seed_everything", "--strategy"]
 
 
 def test_lr_sweeps_sample_log_uniform_lr():
@@ -142,3 +144,13 @@ def test_real_cli_two_strategies_two_seeds(tmp_path, monkeypatch, capsys):
     ft = next(r for r in summary["rows"] if r["strategy"] == "finetune")
     assert ft["pairs"] == 2 and ft["split_mismatch"] == 0 and ft["forgetting"] is not None
     assert summary["stages"][0]["source_acc_mean"] > 0
+
+
+def test_shipped_sweep_runs_from_any_directory(tmp_path, monkeypatch, capsys):
+    """`lit-transfer sweep sweeps/x.yaml` outside the repo: the shipped file, as for --config paths."""
+    monkeypatch.chdir(tmp_path)
+    assert sweep.main(["sweeps/lr_scratch.yaml", "--dry-run", "--out", str(tmp_path / "out")]) == 0
+    captured = capsys.readouterr()
+    assert captured.out.count("pending ") == 12 and "lr_scratch: 12 trials" in captured.err
+    assert sweep.main(["sweeps/no_such_sweep.yaml", "--dry-run"]) == 2
+    assert "sweep file not found: sweeps/no_such_sweep.yaml" in capsys.readouterr().err

@@ -43,3 +43,9 @@ def test_forked_trial_killed_by_sigkill_reports_the_signal(tmp_path):
         time.sleep(0.01)
     log.close()
     assert trial.returncode == -signal.SIGKILL
+
+
+def test_fork_off_spawns_every_trial():
+    # run_sweep(fork=False) / Runner(fork=False): spawned like wandb's agent does (no env var involved)
+    here = sys.executable
+    assert forkable_args(["/usr/bin/env", here, "-m", "lit_transfer", "fit"], fork=False) is None
