@@ -24,11 +24,12 @@ from pathlib import Path
 from typing import Optional
 
 from lightning.pytorch import LightningModule, Trainer
-from lightning.pytorch.callbacks import ProgressBar, TQDMProgressBar
+from lightning.pytorch.callbacks import ProgressBar
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI, SaveConfigCallback
 from lightning.pytorch.utilities import rank_zero_info
 
 from lit_transfer import configs, results
+from lit_transfer.compat import CompactHelpFormatter, ThrottledProgressBar
 from lit_transfer.checkpointing import AtomicCheckpointIO, Checkpoint
 from lit_transfer.convergence import ValidationCurve
 from lit_transfer.data import DomainPairDataModule
@@ -156,32 +157,6 @@ class RunConfigSaver(SaveConfigCallback):
         self.already_saved = True
 
 
-class ThrottledProgressBar(TQDMProgressBar):
-    """Lightning's tqdm bar, redrawn at most every ``min_interval`` seconds (and at the end of each epoch).
-
-    The stock bar redraws after every batch: about a millisecond each time, more than a small model's whole
-    training step on a CPU, and a flood of lines in a sweep trial's (non-TTY) log. Default interval: 0.5 s on
-    a terminal, 30 s otherwise.
-    """
-
-    def __init__(self, min_interval: Optional[float] = None, process_position: int = 0, leave: bool = False):
-        super().__init__(refresh_rate=1, process_position=process_position, leave=leave)
-        self.min_interval = min_interval
-        self._last_draw = 0.0
-
-    def _should_update(self, current: int, total) -> bool:
-        if not self.is_enabled:
-            return False
-        if current == total:
-            return True
-        interval = self.min_interval if self.min_interval is not None else (0.5 if sys.stdout.isatty() else 30.0)
-        now = time.monotonic()
-        if now - self._last_draw < interval:
-            return False
-        self._last_draw = now
-        return True
-
-
 _SUBCOMMAND_KWARG = "lit_transfer_subcommand"  # our marker in parser_kwargs: which subcommand a parser serves
 
 
@@ -190,8 +165,6 @@ class TransferCLI(LightningCLI):
     ``subcommand_parsers`` (name → parser) and ``fit_parser`` (what config and stage hashes are computed with)."""
 
     def __init__(self, *args, **kwargs):
-        from lit_transfer.compat_cli import CompactHelpFormatter
-
         kwargs.setdefault("seed_everything_default", 0)
         parser_kwargs = dict(kwargs.pop("parser_kwargs", None) or {})
         parser_kwargs.setdefault("description", "lit_transfer: transfer-learning experiments. Besides "
@@ -245,6 +218,9 @@ class TransferCLI(LightningCLI):
         parser.add_argument("--run.stage_cache", type=str, default=DEFAULT_STAGE_CACHE,
                             help="Folder of shared source stages (model.weights=source); where it is never "
                                  "changes a result.")
+        parser.add_argument("--run.transfer", type=bool, default=True,
+                            help="Load model.weights. false: the scratch baseline (random init, set by the scratch "
+                                 "strategy), whatever model.weights the experiment names.")
         parser.add_argument("--run.test_after_fit", type=bool, default=True, help="Test the best checkpoint after fit.")
         parser.add_argument("--run.source_seed", type=int, default=0, help="Seed of the shared source stage.")
         parser.add_argument("--run.threads", type=Optional[int], default=None,
@@ -262,7 +238,10 @@ class TransferCLI(LightningCLI):
         if args is None:
             args = sys.argv[1:]
         if isinstance(args, (list, tuple)):
-            self.argv = resolve_config_paths(list(args))
+            from lit_transfer.tracking import prepare_cli_args
+
+            # Agents' None values and loggers given without a save_dir (filled in with the run dir) parse.
+            self.argv = prepare_cli_args(resolve_config_paths(list(args)))
             args = expand_strategy(self.argv)
         with warnings.catch_warnings():  # the arguments are passed explicitly on purpose (strategy expanded)
             warnings.filterwarnings("ignore", message="LightningCLI's args parameter is intended")
@@ -300,11 +279,10 @@ class TransferCLI(LightningCLI):
         cfg.trainer.default_root_dir = str(run_dir)  # Lightning's logs and checkpoints go into the run dir
         cfg.checkpoint.dirpath = str(run_dir / "checkpoints")
         self._fix_threads_and_shots_seed(cfg)
-        if cfg.run.strategy == "scratch" and cfg.model.weights:
-            # explicit flags win over the strategy config (whatever the order): say so where it contradicts it
-            rank_zero_info(f"[lit_transfer] warning: run.strategy=scratch but model.weights={cfg.model.weights} "
-                           "(given explicitly, so it wins over configs/strategy/scratch.yaml): this run does not "
-                           "train from scratch")
+        if not cfg.run.transfer:
+            # The scratch baseline of an experiment that names its weights once for every strategy (a sweep's
+            # --model.weights=source): same architecture, random init. The saved config records what ran.
+            cfg.model.weights = None
         if cfg.model.weights == "source":
             argv = self.argv[1:] if self.argv[:1] == [self.subcommand] else self.argv
             cfg.model.weights = str(resolve_source_stage(argv, self.fit_parser, cfg))

@@ -11,14 +11,21 @@ Checked against lightning 2.6, torch 2.9-2.14, timm 1.0.
 
 from __future__ import annotations
 
+import functools
+import os
+import re
+import sys
+import time
 from typing import Any, Optional
 
-from lightning.pytorch.callbacks import ModelCheckpoint
+from jsonargparse import DefaultHelpFormatter
+from lightning.pytorch.callbacks import ModelCheckpoint, TQDMProgressBar
 from torch import nn
 
 __all__ = ["attached_trainer", "should_update_logs", "set_scheduler_last_lr", "is_compiled", "tensor_version",
            "NORM_LAYERS",
-           "BATCH_NORM", "DROPOUT", "find_unused_parameters", "CheckpointHooks"]
+           "BATCH_NORM", "DROPOUT", "find_unused_parameters", "CheckpointHooks",
+           "ThrottledProgressBar", "torchvision_files_only", "stl10_labelled_only", "CompactHelpFormatter", "first_sentence", "short_class_names"]
 
 
 def attached_trainer(module) -> Optional[Any]:
@@ -126,3 +133,126 @@ class CheckpointHooks(ModelCheckpoint):
         """Write one checkpoint file (Lightning's implementation)."""
         super()._save_checkpoint(trainer, filepath)
 
+
+# ------------------------------------------------------------------ Lightning's progress bar
+class ThrottledProgressBar(TQDMProgressBar):
+    """Lightning's tqdm bar, redrawn at most every ``min_interval`` seconds (and at the end of each epoch).
+
+    The stock bar redraws after every batch: about a millisecond each time, more than a small model's whole
+    training step on a CPU, and a flood of lines in a sweep trial's (non-TTY) log. Default interval: 0.5 s on
+    a terminal, 30 s otherwise. ``TQDMProgressBar`` decides each redraw in its private ``_should_update``.
+    """
+
+    def __init__(self, min_interval: Optional[float] = None, process_position: int = 0, leave: bool = False):
+        super().__init__(refresh_rate=1, process_position=process_position, leave=leave)
+        self.min_interval = min_interval
+        self.last_draw = 0.0
+
+    def _should_update(self, current: int, total) -> bool:
+        if not self.is_enabled:
+            return False
+        if current == total:
+            return True
+        interval = self.min_interval if self.min_interval is not None else (0.5 if sys.stdout.isatty() else 30.0)
+        now = time.monotonic()
+        if now - self.last_draw < interval:
+            return False
+        self.last_draw = now
+        return True
+
+
+# ------------------------------------------------------------------ argparse's help formatter
+# ``fit --help`` printed ~920 lines, most of them Lightning's multi-paragraph Trainer docstrings and fully
+# qualified "known subclasses" lists. argparse's documented way to change help text is a formatter class that
+# overrides its protected ``_get_help_string``; this one keeps each option's first sentence, its type and
+# default, and lists known subclasses by class name (``--KEY.help NAME`` accepts those names).
+_SUBCLASSES = re.compile(r"(known subclasses: )([^)]*)")
+_SENTENCE_END = re.compile(r"(?<=[a-z0-9)`'\"])\.(\s|$)")
+_ABBREVIATIONS = ("e.g", "i.e", "etc", "vs", "cf")  # a period after these does not end the sentence
+
+
+def first_sentence(text: str) -> str:
+    """The first sentence (or paragraph) of a help text, whitespace collapsed."""
+    paragraph = re.split(r"\n\s*\n", text.strip(), maxsplit=1)[0]
+    paragraph = " ".join(paragraph.split())
+    for match in _SENTENCE_END.finditer(paragraph):
+        if not paragraph[: match.start()].endswith(_ABBREVIATIONS):
+            return paragraph[: match.start() + 1]
+    return paragraph
+
+
+def short_class_names(help_text: str) -> str:
+    """``known subclasses: a.b.C, d.E`` → ``known subclasses: C, E`` (a name two classes share keeps its path)."""
+
+    def shorten(match: re.Match) -> str:
+        paths = [p.strip() for p in match.group(2).split(",")]
+        names = [p.rsplit(".", 1)[-1] for p in paths]
+        shown = [n if names.count(n) == 1 else p for p, n in zip(paths, names)]
+        return match.group(1) + ", ".join(shown)
+
+    return _SUBCLASSES.sub(shorten, help_text)
+
+
+class CompactHelpFormatter(DefaultHelpFormatter):
+    """jsonargparse's help, each option's description cut to its first sentence, subclasses by class name."""
+
+    def _get_help_string(self, action) -> str:
+        full = super()._get_help_string(action)
+        description = action.help if isinstance(action.help, str) else ""
+        if description and full.startswith(description) and "%(" not in description:
+            full = first_sentence(description) + full[len(description):]
+        return short_class_names(full)
+
+
+# ------------------------------------------------------------------ torchvision datasets' integrity checks
+# torchvision md5-checks the files of CIFAR/SVHN/STL-10 on every load (in the private ``_check_integrity()``).
+# A domain with ``check_md5: false`` (re-packed copies, the tests' fixture files) loads through variants that
+# only require the files to exist; by default the md5 checks stay on.
+@functools.lru_cache(maxsize=None)
+def stl10_labelled_only():
+    """STL-10 without its 2.7 GB unlabeled split, which is never used: torchvision's check wants it on disk."""
+    from torchvision import datasets
+    from torchvision.datasets.utils import check_integrity
+
+    class STL10LabelledOnly(datasets.STL10):
+        check_md5 = True
+        used = ("train_X.bin", "train_y.bin", "test_X.bin", "test_y.bin")
+
+        def _check_integrity(self) -> bool:
+            md5 = {name: digest for name, digest in self.train_list + self.test_list}
+            return all(check_integrity(os.path.join(self.root, self.base_folder, name),
+                                       md5[name] if self.check_md5 else None) for name in self.used)
+
+    return STL10LabelledOnly
+
+
+@functools.lru_cache(maxsize=None)
+def torchvision_files_only() -> dict:
+    """torchvision dataset class → its variant whose integrity check only requires the files to exist."""
+    from torchvision import datasets
+
+    def all_exist(*paths: str) -> bool:
+        return all(os.path.isfile(p) for p in paths)
+
+    class CIFAR10Files(datasets.CIFAR10):
+        meta = {**datasets.CIFAR10.meta, "md5": None}  # check_integrity(path, None) only checks the file exists
+
+        def _check_integrity(self) -> bool:
+            files = [f for f, _ in self.train_list + self.test_list] + [self.meta["filename"]]
+            return all_exist(*(os.path.join(self.root, self.base_folder, f) for f in files))
+
+    class CIFAR100Files(datasets.CIFAR100):
+        meta = {**datasets.CIFAR100.meta, "md5": None}
+        _check_integrity = CIFAR10Files._check_integrity
+
+    class SVHNFiles(datasets.SVHN):
+        def _check_integrity(self) -> bool:
+            return all_exist(os.path.join(self.root, self.filename))
+
+    stl10 = stl10_labelled_only()
+
+    class STL10Files(stl10):
+        check_md5 = False
+
+    return {datasets.CIFAR10: CIFAR10Files, datasets.CIFAR100: CIFAR100Files, datasets.SVHN: SVHNFiles,
+            stl10: STL10Files}

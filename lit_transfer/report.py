@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any, Iterable
 
 from lit_transfer import atomic
+from lit_transfer.figures import save_figure, slug_of
 from lit_transfer.gain import transfer_gain
 from lit_transfer.stats import mean_ci, paired_gain
 
@@ -310,20 +311,6 @@ def markdown(summary: dict) -> str:
     if summary["notes"]:
         lines += [""] + [f"- note: {n}" for n in summary["notes"]]
     return "\n".join(lines) + "\n"
-
-
-def slug_of(name: str) -> str:
-    """A file-name-safe form of an experiment or strategy name."""
-    return "".join(c if c.isalnum() or c in "-_" else "_" for c in name)
-
-
-def save_figure(fig, path: Path) -> Path:
-    import matplotlib.pyplot as plt
-
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
 
 
 def plots(summary: dict, out: Path) -> list[Path]:

@@ -108,7 +108,9 @@ def resolve_source_stage(argv: list[str], fit_parser, cfg) -> Path:
 
             shutil.rmtree(stage_dir)
         print(f"[lit_transfer] training source stage once: {stage_dir}", file=sys.stderr)
-        env = {k: v for k, v in os.environ.items() if k not in ("LIT_TRANSFER_RUN_DIR", "LOCAL_RANK")}
+        # Not a DDP rank of the target run, and not part of a `wandb agent` trial's W&B run: its own process.
+        own = ("LIT_TRANSFER_RUN_DIR", "LOCAL_RANK", "WANDB_RUN_ID", "WANDB_SWEEP_ID", "WANDB_SWEEP_PARAM_PATH")
+        env = {k: v for k, v in os.environ.items() if k not in own}
         log_path = cache / f"{cfg.run.experiment}-source-{key}.log"
         with open(log_path, "w") as log:
             proc = subprocess.run(

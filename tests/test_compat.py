@@ -19,7 +19,10 @@ from lightning.pytorch.strategies import DDPStrategy
 from torch import nn
 
 from conftest import REPO, make_dm, make_module, make_trainer
+from jsonargparse import ArgumentParser
+
 from lit_transfer import compat
+from lit_transfer.compat import CompactHelpFormatter, first_sentence, short_class_names
 
 
 def test_attached_trainer_is_none_before_attaching_and_the_trainer_after(tmp_path):
@@ -163,3 +166,59 @@ def test_no_private_member_outside_compat_in_the_model_layer():
     # our own objects' private helpers (a module attribute we set, e.g. ``model._x``) would show up here too:
     # keep the list empty by going through public names or compat.
     assert touches == []
+
+
+# ------------------------------------------------------------------ argparse help formatter (overrides protected
+# ``_get_help_string``) and the throttled progress bar (overrides ``TQDMProgressBar._should_update``)
+def test_first_sentence_keeps_abbreviations_and_stops_at_paragraphs():
+    assert first_sentence("A loss (e.g. L2SP). More text.") == "A loss (e.g. L2SP)."
+    assert first_sentence("Uses ``x.y`` files.\n\nDetails.") == "Uses ``x.y`` files."
+    assert first_sentence("no period at all") == "no period at all"
+
+
+def test_known_subclasses_by_short_name_unless_two_share_it():
+    text = "(type: X, known subclasses: a.b.LinearHead, c.Checkpoint, d.Checkpoint)"
+    assert short_class_names(text) == "(type: X, known subclasses: LinearHead, c.Checkpoint, d.Checkpoint)"
+
+
+def test_formatter_shortens_the_description_and_keeps_type_and_default():
+    parser = ArgumentParser(prog="p", formatter_class=CompactHelpFormatter)
+    parser.add_argument("--lr", type=float, default=0.1, help="Learning rate. A long second sentence here.")
+    text = parser.format_help()
+    assert "Learning rate. (type: float, default: 0.1)" in " ".join(text.split())
+    assert "second sentence" not in text
+
+
+def test_tqdm_bar_decides_redraws_in_should_update():
+    """ThrottledProgressBar overrides ``TQDMProgressBar._should_update(current, total)``; the bar must call it."""
+    from lightning.pytorch.callbacks import TQDMProgressBar
+
+    assert list(inspect.signature(TQDMProgressBar._should_update).parameters) == ["self", "current", "total"]
+    assert "self._should_update(" in inspect.getsource(TQDMProgressBar)
+
+
+def test_help_formatter_hook_is_what_argparse_calls():
+    """CompactHelpFormatter overrides argparse's protected ``_get_help_string(action)``."""
+    import argparse
+
+    assert list(inspect.signature(argparse.HelpFormatter._get_help_string).parameters) == ["self", "action"]
+    assert "self._get_help_string(" in inspect.getsource(argparse.HelpFormatter)
+
+
+@pytest.mark.parametrize("name", ["CIFAR10", "CIFAR100", "SVHN", "STL10"])
+def test_torchvision_datasets_check_integrity_in_check_integrity(name):
+    """``check_md5: false`` domains override torchvision's ``_check_integrity()`` (files exist, no md5)."""
+    from torchvision import datasets
+
+    cls = getattr(datasets, name)
+    assert list(inspect.signature(cls._check_integrity).parameters) == ["self"]
+    torchvision_classes = [k for k in cls.__mro__ if k.__module__.startswith("torchvision.datasets")]
+    assert any("self._check_integrity()" in inspect.getsource(k) for k in torchvision_classes)
+
+
+def test_no_private_member_outside_compat_anywhere_in_the_package():
+    """The rule for the whole package (the model-layer test above names its files; this one every file)."""
+    touches = [t for f in sorted((REPO / "lit_transfer").rglob("*.py")) if f.name != "compat.py"
+               for t in _private_touches(f)]
+    # os._exit is the documented way for a forked child to leave without running the parent's cleanup.
+    assert [t for t in touches if not t.endswith("._exit")] == []

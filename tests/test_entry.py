@@ -156,3 +156,19 @@ def test_entry_dispatches_tools_and_python_m_runs_it(tmp_path):
 def test_cli_main_points_tools_to_the_entry(capfd):
     last = user_error(capfd, "rank", "--help")
     assert "lit_transfer.entry.main" in last
+
+
+@pytest.mark.parametrize("order", ["weights_first", "strategy_first"])
+def test_scratch_trains_from_random_init_even_when_the_experiment_names_weights(tmp_path, order):
+    """A sweep names its weights once for every strategy (``--model.weights=source``, an explicit flag that wins
+    over strategy configs); the scratch strategy still starts from random initialisation and trains no stage."""
+    os.environ.pop("LIT_TRANSFER_RUN_DIR", None)
+    pair = ["--model.weights=source", "--strategy=scratch"]
+    args = pair if order == "weights_first" else pair[::-1]
+    run_dir, stages = tmp_path / "run", tmp_path / "stages"
+    main(["fit", *BASE, *args, *TINY, f"--run.dir={run_dir}", f"--run.stage_cache={stages}"])
+    saved = yaml.safe_load((run_dir / "config.yaml").read_text())
+    assert saved["model"]["weights"] is None and saved["run"]["transfer"] is False
+    assert saved["run"]["strategy"] == "scratch"
+    assert not stages.exists() or not any(stages.iterdir())  # no source model was trained for it
+    assert json.loads((run_dir / "result.json").read_text())["status"] == "ok"

@@ -7,11 +7,6 @@ from pathlib import Path
 
 PACKAGE = Path(__file__).resolve().parent.parent / "lit_transfer"
 # Edges outside this test's owner's files that still close a circle; each names who removes it. Keep empty.
-PENDING_EDGES = {
-    # ranking.compare imports report's helpers inside functions while report imports compare: owned by the
-    # report/ranking work; the lead deletes this entry once compare stops importing report.
-    ("lit_transfer.ranking.compare", "lit_transfer.report"),
-}
 
 
 def _modules() -> dict[str, Path]:
@@ -83,15 +78,13 @@ def test_the_graph_walker_sees_function_level_and_relative_imports():
 
 def test_import_graph_between_lit_transfer_modules_is_acyclic():
     graph = import_graph()
-    for src, dst in PENDING_EDGES:
-        graph[src].discard(dst)
     assert cycles(graph) == []
 
 
 def test_entry_is_on_top_and_the_cli_below_the_tools():
     graph = import_graph()
     tools = {"lit_transfer.sweep", "lit_transfer.report", "lit_transfer.ranking.rank", "lit_transfer.entry"}
-    for low in ("lit_transfer.cli", "lit_transfer.stages", "lit_transfer.configs", "lit_transfer.compat_cli"):
+    for low in ("lit_transfer.cli", "lit_transfer.stages", "lit_transfer.configs"):
         assert not graph[low] & tools, (low, graph[low] & tools)
     assert "lit_transfer.cli" not in graph["lit_transfer.stages"] | graph["lit_transfer.configs"]
     assert {"lit_transfer.cli", "lit_transfer.sweep", "lit_transfer.report", "lit_transfer.ranking.rank"} <= \
@@ -102,6 +95,6 @@ def test_entry_is_on_top_and_the_cli_below_the_tools():
 def test_no_configuration_travels_through_environment_variables():
     # Only DDP workers inherit state through the environment (LIT_TRANSFER_RUN_DIR): the configs folder and
     # the stage cache are CLI options (--run.configs, --run.stage_cache).
-    for name in ("cli", "stages", "configs", "entry", "compat_cli", "demo"):
+    for name in ("cli", "stages", "configs", "entry", "demo"):
         text = (PACKAGE / f"{name}.py").read_text()
         assert "LIT_TRANSFER_CONFIGS" not in text and "LIT_TRANSFER_STAGE_CACHE" not in text, name

@@ -74,20 +74,22 @@ def test_lr_sweeps_sample_log_uniform_lr():
         assert ("--model.weights=source" in cmd) == (strategy != "scratch")
 
 
-@pytest.mark.slow
 def cheap_source_stage(tmp_path, monkeypatch) -> None:
-    """The shipped configs with a 2-step source stage (target-run trainer flags never reach the stage)."""
+    """The shipped configs with a 2-step source stage (target-run trainer flags never reach the stage); trials
+    read them through ``--run.configs`` (:func:`tiny_sweep`)."""
     configs = tmp_path / "configs"
     shutil.copytree(REPO / "configs", configs)
     with open(configs / "strategy" / "source.yaml", "a") as fh:
         fh.write("trainer:\n  max_epochs: 1\n  limit_train_batches: 2\n  enable_progress_bar: false\n")
-    monkeypatch.setenv("LIT_TRANSFER_CONFIGS", str(configs))
 
 
 def tiny_sweep(tmp_path, parameters: dict) -> Path:
     cfg = yaml.safe_load((REPO / "sweeps" / "digits_strategies.yaml").read_text())
     cfg["command"][-1:] = ["--trainer.max_steps=4", "--trainer.val_check_interval=2",
                           "--trainer.enable_progress_bar=false", "${args}"]
+    configs = tmp_path / "configs"
+    if configs.is_dir():  # cheap_source_stage: the source stage reads strategy/source.yaml from there
+        cfg["command"].insert(-1, f"--run.configs={configs}")
     cfg["parameters"] = parameters
     path = tmp_path / "e2e.yaml"
     path.write_text(yaml.safe_dump(cfg, sort_keys=False))

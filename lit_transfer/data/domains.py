@@ -16,10 +16,10 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torchvision import datasets
-from torchvision.datasets.utils import check_integrity
 
 from .common import Registry
 from .shifts import apply_shifts, check_shift
+from lit_transfer import compat
 from lit_transfer.errors import TransferConfigError
 
 
@@ -211,7 +211,7 @@ def _missing(spec: DomainSpec) -> TransferConfigError:
 
 def _open(cls, spec: DomainSpec, **kwargs):
     if not spec.check_md5:
-        cls = _FILES_ONLY.get(cls, cls)
+        cls = compat.torchvision_files_only().get(cls, cls)
     try:
         return cls(_root(spec), download=spec.download, **kwargs)
     except (RuntimeError, FileNotFoundError, OSError) as err:
@@ -221,7 +221,7 @@ def _open(cls, spec: DomainSpec, **kwargs):
                 f"could not download {spec.name!r} to {_root(spec)} ({type(err).__name__}); download it on a "
                 "connected machine into that root, or point root at an existing copy"
             ) from err
-        if spec.check_md5 and cls in _FILES_ONLY:
+        if spec.check_md5 and cls in compat.torchvision_files_only():
             raise TransferConfigError(
                 f"{_missing(spec)} (or its files fail torchvision's md5 check: check_md5: false accepts a "
                 "re-packed copy)") from None
@@ -278,52 +278,6 @@ def _usps(spec: DomainSpec) -> Domain:
     return _concat(train.data[:, None], train.targets, test.data[:, None], test.targets)
 
 
-# torchvision md5-checks the files of these datasets on every load (and the archive when downloading). A
-# domain with ``check_md5: false`` loads through these variants instead, which only require the files to exist.
-
-
-def _all_exist(*paths: str) -> bool:
-    return all(os.path.isfile(p) for p in paths)
-
-
-class _CIFAR10Files(datasets.CIFAR10):
-    meta = {**datasets.CIFAR10.meta, "md5": None}  # check_integrity(path, None) only checks the file exists
-
-    def _check_integrity(self) -> bool:
-        files = [f for f, _ in self.train_list + self.test_list] + [self.meta["filename"]]
-        return _all_exist(*(os.path.join(self.root, self.base_folder, f) for f in files))
-
-
-class _CIFAR100Files(datasets.CIFAR100):
-    meta = {**datasets.CIFAR100.meta, "md5": None}
-    _check_integrity = _CIFAR10Files._check_integrity
-
-
-class _SVHNFiles(datasets.SVHN):
-    def _check_integrity(self) -> bool:
-        return _all_exist(os.path.join(self.root, self.filename))
-
-
-class _STL10(datasets.STL10):
-    """STL-10 without its 2.7 GB unlabeled split, which is never used: torchvision's check wants it on disk."""
-
-    check_md5 = True
-    _USED = ("train_X.bin", "train_y.bin", "test_X.bin", "test_y.bin")
-
-    def _check_integrity(self) -> bool:
-        md5 = {name: digest for name, digest in self.train_list + self.test_list}
-        return all(check_integrity(os.path.join(self.root, self.base_folder, name),
-                                   md5[name] if self.check_md5 else None) for name in self._USED)
-
-
-class _STL10Files(_STL10):
-    check_md5 = False
-
-
-_FILES_ONLY = {datasets.CIFAR10: _CIFAR10Files, datasets.CIFAR100: _CIFAR100Files, datasets.SVHN: _SVHNFiles,
-               _STL10: _STL10Files}
-
-
 def _nchw(hwc: np.ndarray) -> torch.Tensor:
     return torch.from_numpy(hwc).permute(0, 3, 1, 2)
 
@@ -349,7 +303,7 @@ def _split_loader(cls):
 
 
 register_domain("svhn", num_classes=10, in_chans=3)(_split_loader(datasets.SVHN))
-register_domain("stl10", num_classes=10, in_chans=3)(_split_loader(_STL10))
+register_domain("stl10", num_classes=10, in_chans=3)(_split_loader(compat.stl10_labelled_only()))
 
 
 # --- image folders ----------------------------------------------------------------------------------------

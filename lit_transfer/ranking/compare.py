@@ -17,6 +17,7 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any, Optional
 
+from lit_transfer.figures import save_figure, slug_of
 from lit_transfer.stats import mean_ci
 
 ACC = "target/test_acc"
@@ -171,7 +172,6 @@ def plot(section: dict, out: Path) -> list[Path]:
             ax.set_xlabel(f"{m} (label: predicted rank)")
             ax.grid(True, alpha=0.3)
         axes[0][0].set_ylabel(f"fine-tuned target acc % ({strategy})")
-        from lit_transfer.report import save_figure, slug_of  # report imports this module lazily: no cycle
 
         paths.append(save_figure(fig, out / f"rank_vs_accuracy_{slug_of(strategy)}.png"))
     return paths

@@ -160,7 +160,7 @@ def _fake_source_run(run_dir, seed: int, shifts: list) -> "Path":
 
 
 def test_rank_command_scores_and_sorts_candidates(tmp_path, capsys):
-    from lit_transfer.cli import main
+    from lit_transfer.entry import main
 
     stages = tmp_path / "stages"
     a = _fake_source_run(stages / "a", 0, [])
