@@ -108,7 +108,9 @@ def test_agent_commands_parse_like_our_runner_from_another_directory(sweep_file,
             key = "run.strategy" if name == "strategy" else name
             assert dig(config, key) == value, (sweep_file.stem, name)
         if params.get("strategy") == "scratch":
-            assert dig(config, "model.weights") is None  # scratch never loads the source model
+            # scratch never loads the experiment's weights (the CLI drops them before instantiating:
+            # tests/test_entry.py::test_scratch_trains_from_random_init_even_when_the_experiment_names_weights)
+            assert dig(config, "run.transfer") is False
         assert env["WANDB_RUN_ID"] == "run0test" and env["WANDB_SWEEP_ID"] == SWEEP_ID
 
 
