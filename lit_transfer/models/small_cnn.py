@@ -124,3 +124,65 @@ def small_cnn_tiny(pretrained: bool = False, **kwargs) -> SmallCNN:
     kwargs.setdefault("widths", (16, 32))
     kwargs.setdefault("stem_width", 8)
     return _create("small_cnn_tiny", pretrained, **kwargs)
+
+
+class GaninCNN(nn.Module):
+    """Ganin et al.'s (JMLR 2016, fig. 4) MNIST → MNIST-M feature extractor: conv 5×5 (32) → ReLU → max-pool 2
+    → conv 5×5 (48) → ReLU → max-pool 2 → flatten (48 × 4 × 4 = 768 at 28 px). No BatchNorm, as in the paper.
+
+    The flattened map is the "pooled" feature (an adaptive max-pool to 4 × 4 first, so other input sizes give
+    the same 768 features); the paper's label predictor (FC 100 → FC 100 → 10) is lit_transfer's
+    ``model.bottleneck`` + head, and its domain classifier attaches to the features as DANN's discriminator.
+    """
+
+    def __init__(self, num_classes: int = 10, in_chans: int = 3, widths: Sequence[int] = (32, 48),
+                 global_pool: str = "flatten", drop_rate: float = 0.0, **kwargs):
+        super().__init__()
+        self.num_classes = num_classes
+        self.drop_rate = drop_rate
+        self.grad_checkpointing = False
+        c1, c2 = widths
+        self.stem = nn.Sequential(nn.Conv2d(in_chans, c1, 5), nn.ReLU(inplace=True), nn.MaxPool2d(2))
+        self.stages = nn.Sequential(nn.Sequential(nn.Conv2d(c1, c2, 5), nn.ReLU(inplace=True), nn.MaxPool2d(2)))
+        self.global_pool = nn.Sequential(nn.AdaptiveMaxPool2d(4), nn.Flatten(1))
+        self.num_features = self.head_hidden_size = c2 * 16
+        self.feature_info = [dict(num_chs=c1, reduction=2, module="stem.2"),
+                             dict(num_chs=c2, reduction=4, module="stages.0")]
+        self.head_drop = nn.Dropout(drop_rate)
+        self.fc = nn.Linear(self.num_features, num_classes) if num_classes > 0 else nn.Identity()
+
+    @torch.jit.ignore
+    def group_matcher(self, coarse: bool = False) -> dict:
+        return dict(stem=r"^stem", blocks=r"^stages\.(\d+)")
+
+    @torch.jit.ignore
+    def set_grad_checkpointing(self, enable: bool = True) -> None:
+        self.grad_checkpointing = enable
+
+    @torch.jit.ignore
+    def get_classifier(self) -> nn.Module:
+        return self.fc
+
+    def reset_classifier(self, num_classes: int, global_pool: str | None = None) -> None:
+        self.num_classes = num_classes
+        self.fc = nn.Linear(self.num_features, num_classes) if num_classes > 0 else nn.Identity()
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        return self.stages(self.stem(x))
+
+    def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
+        x = self.head_drop(self.global_pool(x))
+        return x if pre_logits else self.fc(x)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.forward_head(self.forward_features(x))
+
+
+default_cfgs.update(generate_default_cfgs({"ganin_cnn.untrained": _cfg(input_size=(3, 28, 28))}))
+
+
+@register_model
+def ganin_cnn(pretrained: bool = False, **kwargs) -> GaninCNN:
+    """Ganin et al.'s MNIST-M network (~0.04M parameters before the label predictor)."""
+    feature_cfg = dict(flatten_sequential=True, out_indices=(0, 1))
+    return build_model_with_cfg(GaninCNN, "ganin_cnn", pretrained, feature_cfg=feature_cfg, **kwargs)
