@@ -124,4 +124,3 @@ def small_cnn_tiny(pretrained: bool = False, **kwargs) -> SmallCNN:
     kwargs.setdefault("widths", (16, 32))
     kwargs.setdefault("stem_width", 8)
     return _create("small_cnn_tiny", pretrained, **kwargs)
-
