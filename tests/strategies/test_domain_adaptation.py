@@ -434,7 +434,9 @@ def da_batch(n: int = 8):
 
 def test_a_two_term_loss_list_is_the_task_loss_plus_the_weighted_terms():
     torch.manual_seed(0)
-    module = make_module(objective=[CORAL(weight=0.5), MMD(weight=2.0)], bottleneck=16).eval()
+    # train mode: batch statistics in the bottleneck's BatchNorm (eval mode on a fresh model gives near-zero
+    # features, whose CORAL is ~0 and would hide a dropped weight)
+    module = make_module(objective=[CORAL(weight=0.5), MMD(weight=2.0)], bottleneck=16).train()
     assert isinstance(module.objective, torch.nn.ModuleList) and len(module.objectives) == 2
     _, batch = da_batch()
     loss, logs, n = training_loss(module, batch, module.objective)
@@ -444,6 +446,8 @@ def test_a_two_term_loss_list_is_the_task_loss_plus_the_weighted_terms():
         fs, ft = f[: len(xs)], f[len(xs):]
         ce = F.cross_entropy(module.head(fs), ys)
     hand = ce + 0.5 * coral_loss(fs, ft) + 2.0 * mk_mmd(fs, ft)
+    # both terms are measurably non-zero, so a weight of 0 (or 1) in place of 0.5 / 2.0 fails the sum below
+    assert 0.5 * coral_loss(fs, ft).item() > 1e-3 and 2.0 * mk_mmd(fs, ft).item() > 1e-3
     assert loss.item() == pytest.approx(hand.item(), rel=1e-5)
     assert logs["cls_loss"].item() == pytest.approx(ce.item(), rel=1e-5)
     assert logs["coral_loss"].item() == pytest.approx(coral_loss(fs, ft).item(), rel=1e-5)
@@ -454,6 +458,28 @@ def test_a_two_term_loss_list_is_the_task_loss_plus_the_weighted_terms():
     single.load_state_dict(module.state_dict(), strict=False)
     bare = training_loss(single, batch, CORAL(weight=0.5))[0]
     assert training_loss(single, batch, single.objective)[0].item() == pytest.approx(bare.item())
+
+
+@pytest.mark.parametrize("term", [DANN, CDAN, MCC, CORAL, MMD], ids=lambda t: t.__name__)
+def test_each_terms_weight_scales_its_contribution_to_the_loss(term):
+    """loss = CE + weight × term, with a term value far from 0: a weight silently dropped (or forced to 0 or 1)
+    fails here, not only a term that crashes."""
+    torch.manual_seed(0)
+    # train mode: BatchNorm normalises with the batch's statistics (a fresh model in eval mode has near-zero
+    # bottleneck features, whose CORAL is ~1e-15); no dropout in the discriminators, so it is deterministic
+    kwargs = {"hidden": 16, "norm": "none"} if term in (DANN, CDAN) else {}
+    module = make_module(objective=[term(weight=0.7, **kwargs)], bottleneck=16).train()
+    _, batch = da_batch()
+    loss, logs, _ = training_loss(module, batch, module.objective)
+    value, ce = logs[module.objectives[0].log_name].item(), logs["cls_loss"].item()
+    assert abs(value) > 1e-3, "the term must be measurably non-zero on this batch for the check to mean anything"
+    assert loss.item() == pytest.approx(ce + 0.7 * value, rel=1e-5)
+    assert abs(loss.item() - ce) > 0.5 * abs(0.7 * value)  # the term's share is in the loss
+    # the same weights with the weight set to 0 and to 2: only the term's share changes, linearly
+    for w in (0.0, 2.0):
+        other = make_module(objective=[term(weight=w, **kwargs)], bottleneck=16).train()
+        other.load_state_dict(module.state_dict())
+        assert training_loss(other, batch, other.objective)[0].item() == pytest.approx(ce + w * value, rel=1e-5)
 
 
 def test_step_computes_each_streams_features_once():
