@@ -28,8 +28,12 @@ def param_groups(model: nn.Module, lr: Optional[float] = None, backbone_lr_scale
     """All param groups: (backbone group × decay/no-decay) + head + extra trainable modules.
 
     Each group carries ``name``, ``layer_group`` (backbone index, or ``HEAD``), ``lr_scale`` and, when ``lr``
-    is given, ``lr = lr * lr_scale``. Biases and norm weights (``ndim <= 1``) get ``weight_decay = 0``.
+    is given, ``lr = lr * lr_scale``. Biases and norm weights (``ndim <= 1``) get ``weight_decay = 0``, and so
+    does every group when the model's regularizer replaces weight decay (L2-SP: decay toward zero would pull
+    the weights away from the transferred ones it keeps them near), whatever optimizer a config chose.
     """
+    regularizer = getattr(model, "regularizer", None)
+    decay_wd = 0.0 if getattr(regularizer, "replaces_weight_decay", False) else None
     n = len(model.backbone.groups)
     groups: list[dict] = []
     named = dict(model.named_parameters())
@@ -38,7 +42,7 @@ def param_groups(model: nn.Module, lr: Optional[float] = None, backbone_lr_scale
     def add(name: str, layer_group: int, lr_scale: float, names: list[str]) -> None:
         decay = [k for k in names if named[k].ndim > 1]
         no_decay = [k for k in names if named[k].ndim <= 1]  # biases and norm weights: no weight decay
-        for suffix, keys, wd in (("", decay, None), (".no_decay", no_decay, 0.0)):
+        for suffix, keys, wd in (("", decay, decay_wd), (".no_decay", no_decay, 0.0)):
             if not keys:
                 continue
             group = {"params": [named[k] for k in keys], "name": name + suffix, "layer_group": layer_group,

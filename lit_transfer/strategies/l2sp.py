@@ -2,8 +2,8 @@
 
 ``Ω(w) = α/2 ‖w_S − w_S⁰‖² + β/2 ‖w_head‖²`` — the transferred backbone ``w_S`` is pulled toward its
 starting point ``w_S⁰`` instead of toward zero (plain weight decay would erase what was transferred), and
-the new head gets ordinary L2. Compose it with the model (``model.regularizer``) and set the optimizer's
-weight decay to 0.
+the new head gets ordinary L2. Compose it with the model (``model.regularizer``); the param groups then get
+no weight decay (``replaces_weight_decay``).
 """
 
 from __future__ import annotations
@@ -18,7 +18,10 @@ class Regularizer(nn.Module):
     """What ``model.regularizer`` takes: ``forward(model)`` → a scalar added to the training loss.
 
     ``bind(model)`` (optional) runs once the transferred weights are loaded, e.g. to snapshot them.
+    ``replaces_weight_decay``: the optimizer's weight decay is set to 0 for every param group.
     """
+
+    replaces_weight_decay = False
 
     def bind(self, model: nn.Module) -> None:
         pass
@@ -28,6 +31,10 @@ class Regularizer(nn.Module):
 
 
 class L2SP(Regularizer):
+    # Ω already holds the head's L2 (β) and pulls the backbone toward w⁰, not toward zero: plain weight decay on
+    # top would undo what L2-SP keeps, so it is off whatever optimizer the model or experiment config chose.
+    replaces_weight_decay = True
+
     def __init__(self, alpha: float = 0.01, beta: float = 0.01):
         super().__init__()
         self.alpha, self.beta = alpha, beta

@@ -666,3 +666,22 @@ def test_selection_against_the_oracle_table(tmp_path):
     lines = compare_with_oracle(str(tmp_path)).splitlines()
     assert lines[0].startswith("| strategy | runs | entropy (IM) | snd | source val acc | last epoch | oracle |")
     assert lines[2] == "| dann | 1 | 60.0 | 10.0 | 50.0 | 50.0 | 60.0 |"
+
+
+def test_digits_m_sweep_trains_the_da_recipe_not_the_model_configs_defaults(capsys, tmp_path):
+    """Explicit configs win over --strategy: the sweep's own --model.lr and the strategy's SGD must reach DANN."""
+    import yaml as _yaml
+
+    from lit_transfer.cli import main as cli_main
+    from lit_transfer.sweep import build_command, load_sweep
+
+    cfg = load_sweep(REPO / "sweeps" / "digits_m_da.yaml")
+    cmd = build_command(cfg, {"strategy": "dann", "seed_everything": 0}, tmp_path / "trial")
+    args = cmd[cmd.index("fit"):-2]  # without --run.dir
+    capsys.readouterr()
+    with pytest.raises(SystemExit):
+        cli_main([*args, "--print_config"])
+    printed = _yaml.safe_load(capsys.readouterr().out)
+    assert printed["model"]["lr"] == 0.01
+    assert printed["model"]["optimizer"]["class_path"] == "torch.optim.SGD"
+    assert printed["run"]["strategy"] == "dann"

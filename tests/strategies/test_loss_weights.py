@@ -138,3 +138,15 @@ def test_multitask_loss_is_the_weighted_sum_of_both_domains(source_weight, targe
     g = grads(module, loss)
     # the source head learns only from the source term: no gradient at all when its weight is 0
     assert any(k.startswith("source_head.") and g[k].abs().sum() > 0 for k in g) == bool(source_weight)
+
+
+def test_l2sp_turns_weight_decay_off_whatever_the_optimizer_config():
+    """A model or experiment config's AdamW(weight_decay=0.05) wins over strategy configs; L2-SP must still train
+    without decay toward zero (it would pull the backbone away from w0, the point it keeps the weights near)."""
+    from functools import partial
+
+    plain = make_module(optimizer=partial(torch.optim.AdamW, weight_decay=0.05))
+    l2sp = make_module(optimizer=partial(torch.optim.AdamW, weight_decay=0.05), regularizer=L2SP())
+    decays = lambda m: {g["name"]: g["weight_decay"] for g in m.configure_optimizers().param_groups}  # noqa: E731
+    assert any(wd == 0.05 for wd in decays(plain).values())  # the config's decay applies without L2-SP
+    assert set(decays(l2sp).values()) == {0.0}
