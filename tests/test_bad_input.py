@@ -279,7 +279,8 @@ def test_seed_out_of_range(tmp_path, capfd):
 
 
 def test_negative_weight_decay(tmp_path, capfd):
-    out = fit_in_process(capfd, tmp_path, "--model.optimizer.init_args.weight_decay=-0.1")
+    out = fit_in_process(capfd, tmp_path, "--model.optimizer=torch.optim.AdamW",
+                         "--model.optimizer.init_args.weight_decay=-0.1")
     assert_one_line_error(*out, "model.optimizer.init_args.weight_decay=-0.1", ">= 0")
 
 
