@@ -10,7 +10,7 @@ import torch
 
 from lit_transfer import atomic
 
-__all__ = ["scalar_metrics", "config_hash", "build_result", "write_result", "write_json_atomic", "SCHEMA"]
+__all__ = ["scalar_metrics", "config_hash", "build_result", "write_result", "SCHEMA"]
 
 SCHEMA = 1
 # Parts of the config that say where a run lives (or where its inputs are found), not what it computes. The
@@ -97,10 +97,5 @@ def build_result(*, cfg, config_hash: str, split_hash: str, metrics: dict, param
     }
 
 
-def write_json_atomic(path: Path, payload) -> Path:
-    """JSON written atomically (:mod:`lit_transfer.atomic`): readers never see half a file."""
-    return atomic.write_json(path, payload)
-
-
 def write_result(run_dir: Path, result: dict) -> Path:
-    return write_json_atomic(Path(run_dir) / "result.json", result)
+    return atomic.write_json(Path(run_dir) / "result.json", result)

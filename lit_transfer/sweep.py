@@ -30,7 +30,6 @@ from typing import Any, Callable
 import yaml
 
 from lit_transfer import atomic
-from lit_transfer.results import write_json_atomic
 
 PROG = "lit-transfer sweep"
 METHODS = ("grid", "random", "bayes")
@@ -565,10 +564,10 @@ class Runner:
         trial.dir.mkdir(parents=True)
         cmd = build_command(self.cfg, trial.params, trial.dir, stage_cache_of(self.out))
         if "${args_json_file}" in map(str, self.cfg.get("command", [])):
-            write_json_atomic(trial.dir / "args.json", trial.params)
+            atomic.write_json(trial.dir / "args.json", trial.params)
         info = {"schema": 1, "trial_id": trial.id, "status": "running", "params": trial.params,
                 "command": cmd, "started_at": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
-        write_json_atomic(trial.dir / "trial.json", info)
+        atomic.write_json(trial.dir / "trial.json", info)
         log = open(trial.dir / "trial.log", "wb")
         proc = None
         try:
@@ -622,7 +621,7 @@ class Runner:
             info["error"] = error
         if status != "ok":
             info["log_tail"] = _log_tail(trial.dir / "trial.log")
-        write_json_atomic(trial.dir / "trial.json", info)
+        atomic.write_json(trial.dir / "trial.json", info)
         if status == "ok":
             self.progress.ok += 1
             self.progress.durations.append(wall)
