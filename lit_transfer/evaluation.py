@@ -3,8 +3,9 @@
 Per domain and split: accuracy, macro F1 and the mean cross-entropy over the whole epoch (all ranks), logged
 once at the epoch end as ``{domain}/{split}_acc|f1|loss``. The selection domain's validation values are also
 logged as ``val_acc``/``val_loss``: what checkpointing and plateau schedulers watch. For unsupervised domain
-adaptation, two label-free scores of the target val predictions (never their labels) are logged too, and one
-of them is ``val_acc`` with ``selection: entropy|snd``.
+adaptation, three label-free scores (IM and SND of the target val predictions, DEV of the val features; never a
+target label) and the share of target val predictions that changed since the last validation are logged too;
+with ``selection: entropy|snd|dev`` one of the scores is ``val_acc``.
 
 Accumulating (rather than logging the metric objects on every batch, the usual Lightning pattern) avoids moving
 each metric between devices per call; the metric states live in the model's ``metrics`` ModuleDict so they
@@ -18,9 +19,11 @@ import torch.nn.functional as F
 from torchmetrics import MetricCollection
 from torchmetrics.classification import MulticlassAccuracy, MulticlassF1Score
 
-__all__ = ["metric_collection", "EvalAccumulator", "check_selection", "UNSUPERVISED_SELECTIONS"]
+__all__ = ["metric_collection", "EvalAccumulator", "check_selection", "UNSUPERVISED_SELECTIONS",
+           "label_free_scores_wanted"]
 
-UNSUPERVISED_SELECTIONS = ("entropy", "snd")  # scores of target val images (lit_transfer.strategies.selection)
+UNSUPERVISED_SELECTIONS = ("entropy", "snd", "dev")  # no target label (lit_transfer.strategies.selection)
+DEV_MAX_ROWS = 2000  # per domain: the density-ratio classifier runs every validation
 
 
 def metric_collection(num_classes: int) -> MetricCollection:
@@ -33,29 +36,47 @@ def metric_collection(num_classes: int) -> MetricCollection:
     )
 
 
+def label_free_scores_wanted(model) -> bool:
+    """Unsupervised DA (the head trained on the source) or a label-free selection: score the target val images."""
+    return model.hparams.selection in UNSUPERVISED_SELECTIONS or model.train_domain() == "source"
+
+
 class EvalAccumulator:
     """Loss sums and label-free-score inputs of the current evaluation epoch (metric states are the model's)."""
 
     def __init__(self) -> None:
         self.loss: dict[str, list[torch.Tensor]] = {}  # "target_val" -> [sum of loss * n, n]
         self.target_val_probs: list[torch.Tensor] = []
+        # DEV's inputs: val features of both domains and the source val per-example losses (source labels only)
+        self.dev: dict[str, list[torch.Tensor]] = {"source": [], "target": [], "loss": []}
+        self.last_preds: torch.Tensor | None = None  # target val predictions at the previous validation
 
     def start(self, metrics, split: str) -> None:
         if split == "val":
             self.target_val_probs = []
+            self.dev = {"source": [], "target": [], "loss": []}
         for key, m in metrics.items():
             if key.endswith(f"_{split}"):
                 m.reset()
                 self.loss.pop(key, None)
 
-    def update(self, metrics, key: str, logits: torch.Tensor, y: torch.Tensor, keep_probs: bool) -> None:
-        metrics[key].update(logits, y)
-        loss_sum = F.cross_entropy(logits, y, reduction="sum").detach()
+    def update(self, model, domain: str, split: str, features: torch.Tensor, logits: torch.Tensor,
+               y: torch.Tensor) -> None:
+        key = f"{domain}_{split}"
+        model.metrics[key].update(logits, y)
+        per_example = F.cross_entropy(logits, y, reduction="none").detach()
+        loss_sum = per_example.sum()
         n = torch.tensor(float(len(y)), device=loss_sum.device)
         acc = self.loss.get(key)
         self.loss[key] = [loss_sum, n] if acc is None else [acc[0] + loss_sum, acc[1] + n]
-        if keep_probs:  # label-free scores: only the predictions on target val images, never their labels
+        if split != "val" or not label_free_scores_wanted(model):
+            return
+        if domain == "target":  # label-free scores: only the predictions on target val images, never their labels
             self.target_val_probs.append(logits.detach().float().softmax(-1))
+            self.dev["target"].append(features.detach().float())
+        elif domain == "source":
+            self.dev["source"].append(features.detach().float())
+            self.dev["loss"].append(per_example.float())
 
     def log_epoch(self, model, split: str) -> None:
         """Compute, reduce over ranks and log this split's metrics per domain; reset them."""
@@ -71,10 +92,11 @@ class EvalAccumulator:
             model.metrics[key].reset()
 
     def log_label_free_scores(self, model) -> None:
-        """Information maximisation and SND of the target val predictions; ``val_acc`` when they select."""
+        """IM, SND and DEV scores of the target val images, and how many predictions changed since the last
+        validation; ``val_acc`` when one of them selects."""
         if not self.target_val_probs:
             return
-        from lit_transfer.strategies.selection import snd_score
+        from lit_transfer.strategies.selection import density_ratio, dev_risk, snd_score
 
         probs = torch.cat(self.target_val_probs)
         self.target_val_probs = []
@@ -86,19 +108,34 @@ class EvalAccumulator:
         # Information maximisation: confident (low mean entropy) and diverse (high entropy of the mean).
         im = -(mean_p * mean_p.clamp_min(1e-12).log()).sum() - ent_sum / n
         # SND on this rank's predictions (all of them on one device).
-        snd = reduce(snd_score(probs), reduce_op="mean")
-        model.log("target/val_im_score", im)
-        model.log("target/val_snd", snd)
+        scores = {"target/val_im_score": im, "target/val_snd": reduce(snd_score(probs), reduce_op="mean")}
+        if self.dev["source"]:  # DEV on this rank's features, like SND
+            src, tgt = (torch.cat(self.dev[k])[:DEV_MAX_ROWS] for k in ("source", "target"))
+            risk = dev_risk(torch.cat(self.dev["loss"])[:DEV_MAX_ROWS], density_ratio(src, tgt))
+            scores["target/val_dev_risk"] = reduce(risk.to(probs), reduce_op="mean")
+        self.dev = {"source": [], "target": [], "loss": []}
+        preds = probs.argmax(-1)
+        if not model.trainer.sanity_checking:
+            # Label-free convergence (lit_transfer.convergence): accuracy can only move where predictions do.
+            if self.last_preds is not None and self.last_preds.shape == preds.shape:
+                change = (preds != self.last_preds).float().mean()
+                scores["target/val_pred_change"] = reduce(change, reduce_op="mean")
+            self.last_preds = preds
+        model.log_dict(scores)
         selection = model.hparams.selection
-        if selection in UNSUPERVISED_SELECTIONS:
-            model.log("val_acc", im if selection == "entropy" else snd)
+        if selection in ("entropy", "snd"):
+            model.log("val_acc", im if selection == "entropy" else scores["target/val_snd"])
             model.log("val_loss", ent_sum / n)
+        elif selection == "dev" and "target/val_dev_risk" in scores:
+            model.log("val_acc", -scores["target/val_dev_risk"])
+            model.log("val_loss", scores["target/val_dev_risk"])
 
 
 def check_selection(model, datamodule) -> None:
     """At fit start: the selection metric's validation data is served."""
-    needed = model.selection_domain() or "target"
-    if needed not in getattr(datamodule, "val_domains", [needed]):
+    needed = [model.selection_domain() or "target"] + (["source"] if model.hparams.selection == "dev" else [])
+    served = getattr(datamodule, "val_domains", needed)
+    if any(d not in served for d in needed):
         from lit_transfer.errors import TransferConfigError
 
         raise TransferConfigError(f"model.selection={model.hparams.selection} needs {needed} validation data, "

@@ -28,7 +28,7 @@ from torch import nn
 
 from lit_transfer import compat, param_groups as groups_lib
 from lit_transfer.errors import TransferConfigError
-from lit_transfer.evaluation import UNSUPERVISED_SELECTIONS, EvalAccumulator, check_selection, metric_collection
+from lit_transfer.evaluation import EvalAccumulator, check_selection, metric_collection
 from lit_transfer.freezing import Freezing, log_param_counts, param_counts, select_parameters
 from lit_transfer.models.backbone import Backbone, normalization
 from lit_transfer.models.heads import HeadCallable, LinearHead, make_bottleneck, rebuild_source_head
@@ -40,7 +40,7 @@ from lit_transfer.validation import check_model_args
 
 __all__ = ["TransferClassifier", "HEAD", "SELECTIONS", "source_head_state"]
 
-SELECTIONS = ("auto", "source_val", "entropy", "snd", "oracle")
+SELECTIONS = ("auto", "source_val", "entropy", "snd", "dev", "oracle")
 
 
 def _check_args(feature_cache_dtype: str, selection: str, feature_cache_mb: float) -> None:
@@ -82,8 +82,8 @@ class TransferClassifier(LightningModule):
         bottleneck: width of a bottleneck (Linear → BatchNorm → ReLU) between the backbone's pooled features
             and the head, as in DANN/CDAN/MCC (256); part of ``embed``, trained at the head's learning rate.
         selection: what the logged ``val_acc`` (the checkpoint's selection metric) is: ``auto`` (val accuracy
-            of the domain the head predicts), ``source_val``, ``entropy`` / ``snd`` (label-free scores of the
-            target val predictions, :mod:`lit_transfer.evaluation`) or ``oracle`` (target val labels).
+            of the domain the head predicts), ``source_val``, ``entropy`` / ``snd`` / ``dev`` (label-free scores of
+            the target val images, :mod:`lit_transfer.evaluation`) or ``oracle`` (target val labels).
         feature_cache: while no backbone weight trains (and augmentation and dropout are off), compute its
             embeddings of each split once (:mod:`lit_transfer.callbacks.feature_cache`); same results.
         feature_cache_dtype: ``float32`` (exact) or ``float16`` (half the memory, rounded features).
@@ -292,7 +292,7 @@ class TransferClassifier(LightningModule):
     def selection_domain(self) -> Optional[str]:
         """Whose val accuracy is ``val_acc``; ``None`` for the unsupervised ``entropy`` score."""
         return {"auto": self.train_domain(), "source_val": "source", "oracle": "target", "entropy": None,
-                "snd": None}[self.hparams.selection]
+                "snd": None, "dev": None}[self.hparams.selection]
 
     # --------------------------------------------------------------- steps
     def log(self, name: str, value, *args, **kwargs) -> None:
@@ -328,11 +328,8 @@ class TransferClassifier(LightningModule):
     def _eval_step(self, batch, split: str, dataloader_idx: int) -> None:
         x, y = batch
         domain = self._domain(split, dataloader_idx)
-        logits = self.domain_head(domain)(self.embed(x))
-        # Label-free scores: for unsupervised DA (trained on the source) or when they select.
-        keep_probs = split == "val" and domain == "target" and (
-            self.hparams.selection in UNSUPERVISED_SELECTIONS or self.train_domain() == "source")
-        self.evaluation.update(self.metrics, f"{domain}_{split}", logits, y, keep_probs)
+        features = self.embed(x)
+        self.evaluation.update(self, domain, split, features, self.domain_head(domain)(features), y)
 
     def validation_step(self, batch, batch_idx: int, dataloader_idx: int = 0) -> None:
         self._eval_step(batch, "val", dataloader_idx)

@@ -6,15 +6,21 @@
   softmax-normalised per row; the score is the mean entropy of those rows: high when predictions form dense
   neighbourhoods (clusters), low for a collapsed or scattered model.
 
-Both are logged every validation epoch of an unsupervised-DA run (``target/val_im_score``, ``target/val_snd``)
-and can select checkpoints (``model.selection: entropy`` or ``snd``).
+- ``dev_risk`` (deep embedded validation, You et al., ICML 2019): the source val loss importance-weighted
+  by the density ratio ``p_t(f)/p_s(f)`` of the features, estimated with a logistic domain classifier on source
+  val vs target val features (out-of-fold: each source example is weighted by a classifier that did not see
+  it), with the paper's control variate. Lower is better; it reads source labels, never target labels.
+
+All three are logged every validation epoch of an unsupervised-DA run (``target/val_im_score``,
+``target/val_snd``, ``target/val_dev_risk``) and can select checkpoints (``model.selection: entropy``, ``snd``
+or ``dev``).
 """
 
 from __future__ import annotations
 
 import torch
 
-__all__ = ["im_score", "snd_score"]
+__all__ = ["im_score", "snd_score", "dev_risk", "density_ratio"]
 
 
 def _entropy(p: torch.Tensor) -> torch.Tensor:
@@ -34,8 +40,45 @@ def snd_score(probs: torch.Tensor, tau: float = 0.05, max_n: int = 2000) -> torc
     return _entropy(torch.softmax(sim / tau, dim=1)).mean()
 
 
+def density_ratio(source: torch.Tensor, target: torch.Tensor, folds: int = 5) -> torch.Tensor:
+    """``p_t(x)/p_s(x)`` at each source row: a logistic domain classifier on standardised features, out-of-fold.
+
+    ``d`` = P(target | x) from a classifier fitted without the row's fold; the ratio is
+    ``(n_s / n_t) · d / (1 − d)`` (Bayes' rule with the sample sizes as priors), ``d`` clipped to [1e-3, 1 − 1e-3].
+    """
+    import numpy as np
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.model_selection import StratifiedKFold
+    from sklearn.preprocessing import StandardScaler
+
+    xs, xt = source.double().cpu().numpy(), target.double().cpu().numpy()
+    x = StandardScaler().fit_transform(np.concatenate([xs, xt]))
+    y = np.r_[np.zeros(len(xs)), np.ones(len(xt))]
+    d = np.empty(len(xs))
+    k = max(2, min(folds, len(xs), len(xt)))
+    for fit_idx, held in StratifiedKFold(k, shuffle=True, random_state=0).split(x, y):
+        clf = LogisticRegression(C=1.0, max_iter=1000).fit(x[fit_idx], y[fit_idx])
+        src = held[held < len(xs)]
+        d[src] = clf.predict_proba(x[src])[:, 1]
+    d = d.clip(1e-3, 1 - 1e-3)
+    return torch.from_numpy(len(xs) / len(xt) * d / (1 - d))
+
+
+def dev_risk(source_losses: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+    """DEV's target-risk estimate from per-example source val losses and their density ratios ``w``:
+    ``mean(w·l) + η·mean(w) − η`` with the control variate ``η = −Cov(w·l, w) / Var(w)``."""
+    loss, w = source_losses.double().cpu(), weights.double().cpu()
+    weighted = w * loss
+    var = w.var(unbiased=True)
+    if len(w) < 2 or not var > 0:
+        return weighted.mean()
+    eta = -((weighted - weighted.mean()) * (w - w.mean())).sum() / (len(w) - 1) / var
+    return weighted.mean() + eta * w.mean() - eta
+
+
 # --------------------------------------------------------------------------------- against the oracle
-CRITERIA = {"entropy (IM)": "target/val_im_score", "snd": "target/val_snd", "source val acc": "source/val_acc"}
+CRITERIA = {"entropy (IM)": ("target/val_im_score", 1), "snd": ("target/val_snd", 1),
+            "dev": ("target/val_dev_risk", -1), "source val acc": ("source/val_acc", 1)}
 
 
 def compare_with_oracle(root: str) -> str:
@@ -57,21 +100,23 @@ def compare_with_oracle(root: str) -> str:
             continue
         strategy = json.loads(result.read_text()).get("strategy", "?")
         rows = [r for r in csv.DictReader(path.open()) if r.get("target/val_acc")]
-        if not rows or not all(r.get(k) for r in rows for k in CRITERIA.values()):
+        if not rows:
             continue
         acc = [float(r["target/val_acc"]) for r in rows]
 
-        def pick(key: str) -> float:
-            scores = [float(r[key]) for r in rows]
+        def pick(key: str, sign: int) -> float:
+            if not all(r.get(key) for r in rows):  # runs from before a criterion was logged
+                return float("nan")
+            scores = [sign * float(r[key]) for r in rows]
             return acc[max(range(len(rows)), key=lambda i: (scores[i], -i))]
 
-        table[strategy].append({**{name: pick(key) for name, key in CRITERIA.items()}, "last epoch": acc[-1],
+        table[strategy].append({**{name: pick(*how) for name, how in CRITERIA.items()}, "last epoch": acc[-1],
                                 "oracle": max(acc)})
     cols = [*CRITERIA, "last epoch", "oracle"]
     lines = ["| strategy | runs | " + " | ".join(cols) + " |", "|---|---|" + "---|" * len(cols)]
     for strategy, runs in sorted(table.items()):
         means = [100 * sum(r[c] for r in runs) / len(runs) for c in cols]
-        lines.append(f"| {strategy} | {len(runs)} | " + " | ".join(f"{m:.1f}" for m in means) + " |")
+        lines.append(f"| {strategy} | {len(runs)} | " + " | ".join("–" if m != m else f"{m:.1f}" for m in means) + " |")
     return "\n".join(lines)
 
 

@@ -659,13 +659,17 @@ def test_selection_against_the_oracle_table(tmp_path):
     run = tmp_path / "trial" / "logs"
     run.mkdir(parents=True)
     (tmp_path / "trial" / "result.json").write_text(json.dumps({"strategy": "dann"}))
-    # epoch 0: collapsed (high SND), epoch 1: best IM and oracle, epoch 2: best source val, last
+    # epoch 0: collapsed (high SND), epoch 1: best IM and oracle, epoch 2: best source val and lowest DEV risk, last
     (run / "metrics.csv").write_text(
-        "epoch,target/val_acc,target/val_im_score,target/val_snd,source/val_acc\n"
-        "0,0.1,0.0,2.4,0.2\n0,,,,\n1,0.6,1.5,1.9,0.9\n2,0.5,1.2,2.0,0.95\n")
+        "epoch,target/val_acc,target/val_im_score,target/val_snd,target/val_dev_risk,source/val_acc\n"
+        "0,0.1,0.0,2.4,2.0,0.2\n0,,,,,\n1,0.6,1.5,1.9,0.9,0.9\n2,0.5,1.2,2.0,0.7,0.95\n")
     lines = compare_with_oracle(str(tmp_path)).splitlines()
-    assert lines[0].startswith("| strategy | runs | entropy (IM) | snd | source val acc | last epoch | oracle |")
-    assert lines[2] == "| dann | 1 | 60.0 | 10.0 | 50.0 | 50.0 | 60.0 |"
+    assert lines[0].startswith("| strategy | runs | entropy (IM) | snd | dev | source val acc | last epoch | oracle |")
+    assert lines[2] == "| dann | 1 | 60.0 | 10.0 | 50.0 | 50.0 | 50.0 | 60.0 |"
+    # a run logged before DEV existed: its column is a dash, not a crash
+    (run / "metrics.csv").write_text("epoch,target/val_acc,target/val_im_score,target/val_snd,source/val_acc\n"
+                                     "0,0.1,0.0,2.4,0.2\n1,0.6,1.5,1.9,0.9\n")
+    assert compare_with_oracle(str(tmp_path)).splitlines()[2] == "| dann | 1 | 60.0 | 10.0 | – | 60.0 | 60.0 | 60.0 |"
 
 
 def test_digits_m_sweep_trains_the_da_recipe_not_the_model_configs_defaults(capsys, tmp_path):
