@@ -19,13 +19,14 @@ from typing import Optional, Sequence
 
 from lightning.pytorch import Callback, LightningModule, Trainer
 
+from lit_transfer.evaluation import UNSUPERVISED_SELECTIONS
+
 __all__ = ["still_improving", "predictions_changing", "ValidationCurve", "TAIL", "TOL", "PRED_TOL", "PRED_CHANGE"]
 
 TAIL = 0.25  # the "last part" of training: the final quarter of the validation points
 TOL = 0.01  # a rise of more than 1 pp between the last two quarters counts as still improving
 PRED_TOL = 0.02  # label-free: more than 2 % of the target val predictions changing per validation
 PRED_CHANGE = "target/val_pred_change"
-LABEL_FREE = ("entropy", "snd", "dev")  # = evaluation.UNSUPERVISED_SELECTIONS (kept free of torchmetrics here)
 
 
 def still_improving(values: Sequence[float], tail: float = TAIL, tol: float = TOL) -> Optional[bool]:
@@ -79,7 +80,8 @@ class ValidationCurve(Callback):
         metrics = trainer.callback_metrics
         if self.monitor not in metrics:
             return
-        self.label_free = pl_module.hparams.get("selection") in LABEL_FREE if hasattr(pl_module, "hparams") else False
+        hparams = getattr(pl_module, "hparams", {})
+        self.label_free = hparams.get("selection") in UNSUPERVISED_SELECTIONS
         self.curve["step"].append(int(trainer.global_step))
         for key in list(self.curve)[1:]:
             value = metrics.get(key)

@@ -78,8 +78,8 @@ def _nan_to_none(x: Any) -> Any:
 
 
 def selection_label(r: dict) -> str | None:
-    """How a run chose its tested checkpoint: ``source val``/``target val`` (accuracy), ``entropy``, ``snd``
-    (label-free scores of target val images) or ``oracle``; ``None`` for results that do not record it."""
+    """How a run chose its tested checkpoint: ``source val``/``target val`` (accuracy), ``entropy``, ``snd``,
+    ``dev`` (label-free scores of target val images) or ``oracle``; ``None`` for results that do not record it."""
     sel = r.get("selection")
     if sel in ("auto", "source_val"):
         train_on = "source" if sel == "source_val" else str(r.get("train_on") or "target")

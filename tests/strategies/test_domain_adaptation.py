@@ -597,18 +597,49 @@ def test_label_free_scores_against_hand_values():
     assert snd_score(torch.eye(k)[[0] * 12]).item() == pytest.approx(math.log(11), abs=1e-4)
 
 
-def test_da_runs_log_label_free_scores_and_snd_can_select(tmp_path):
+def fit_and_validate_da(tmp_path, selection: str, epochs: int):
+    """A DANN run selected by ``selection``; the model (eval mode), its data and what validation logged."""
     L.seed_everything(0)
-    module = make_module(selection="snd", objective=[DANN(hidden=8)])
+    module = make_module(selection=selection, objective=[DANN(hidden=8)])
     dm = make_da_dm()
-    trainer = make_trainer(tmp_path, max_epochs=1, limit_train_batches=2)
+    trainer = make_trainer(tmp_path, max_epochs=epochs, limit_train_batches=2)
     trainer.fit(module, dm)
     out = {k: v for d in trainer.validate(module, dm, verbose=False) for k, v in d.items()}
-    module.eval()
+    return module.eval(), dm, out
+
+
+def test_da_runs_log_label_free_scores_and_snd_can_select(tmp_path):
+    module, dm, out = fit_and_validate_da(tmp_path, "snd", epochs=1)
     with torch.no_grad():
         p = module(dm.subset("target", "val")[0]).softmax(-1)
     assert out["val_acc"] == pytest.approx(snd_score(p).item(), abs=1e-5) == pytest.approx(out["target/val_snd"])
     assert out["target/val_im_score"] == pytest.approx(im_score(p).item(), abs=1e-5)
+
+
+def test_dev_selects_on_the_importance_weighted_source_val_risk(tmp_path):
+    from lit_transfer.strategies.selection import density_ratio, dev_risk
+
+    module, dm, out = fit_and_validate_da(tmp_path, "dev", epochs=2)
+    with torch.no_grad():  # by hand: features and source losses of the val images, no target label
+        (xs, ys), (xt, _) = dm.subset("source", "val"), dm.subset("target", "val")
+        fs, ft = module.embed(xs), module.embed(xt)
+        loss = torch.nn.functional.cross_entropy(module.head(fs), ys, reduction="none")
+    risk = dev_risk(loss, density_ratio(fs, ft)).item()
+    assert out["target/val_dev_risk"] == pytest.approx(risk, rel=1e-4)
+    assert out["val_acc"] == pytest.approx(-risk, rel=1e-4) and out["val_loss"] == pytest.approx(risk, rel=1e-4)
+    # prediction changes between validations are logged (label-free convergence), in [0, 1]
+    assert 0.0 <= out["target/val_pred_change"] <= 1.0
+
+
+def test_dev_selection_needs_source_val_data(tmp_path):
+    from lit_transfer.evaluation import check_selection
+
+    class TargetOnly:
+        val_domains = ["target"]
+
+    with pytest.raises(TransferConfigError, match="selection=dev needs.*source") as err:
+        check_selection(make_module(selection="dev"), TargetOnly())
+    assert "\n" not in str(err.value)
 
 
 def test_report_shows_the_selection_of_each_row():
