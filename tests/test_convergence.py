@@ -6,7 +6,7 @@ import pytest
 
 from conftest import REPO
 from lit_transfer.cli import main
-from lit_transfer.convergence import PRED_CHANGE, ValidationCurve, predictions_changing, still_improving
+from lit_transfer.convergence import DRIFT, ValidationCurve, prediction_drift, still_improving
 
 
 @pytest.mark.parametrize("curve, expected", [
@@ -39,32 +39,32 @@ def test_curve_survives_resume_through_state_dict():
     assert b.curve == a.curve and b.summary()["convergence"]["best_step"] == 20
 
 
-@pytest.mark.parametrize("changes, expected", [
-    ([None, 0.3, 0.2, 0.1, 0.05, 0.0, 0.01, 0.0, 0.0], False),  # predictions settled: < 2 % per validation
-    ([None, 0.3, 0.2, 0.1, 0.05, 0.04, 0.05, 0.03, 0.06], True),  # still moving
-    ([None, 0.3, 0.2, 0.1], None),  # 3 points: too short to tell
-])
-def test_predictions_changing_on_hand_made_curves(changes, expected):
-    assert predictions_changing(changes) is expected
+def test_prediction_drift_reads_quarter_modes_not_single_flips():
+    jitter = [[0, 1, 2, 3], [0, 1, 2, 4], [0, 1, 2, 3], [0, 1, 2, 4]] * 2 + [[0, 1, 2, 3]] * 2
+    # image 3 flips every validation between 3 and 4, but its most frequent class is 3 in both quarters
+    assert prediction_drift(jitter) == 0.0
+    drifting = [[0, 0, 0, 0]] * 4 + [[0, 0, 1, 1]] * 2 + [[0, 1, 1, 1]] * 2
+    # quarters = last 2 vs the 2 before: modes [0, 0, 1, 1] and [0, 1, 1, 1] -> 1 of 4 images moved
+    assert prediction_drift(drifting) == pytest.approx(0.25)
+    assert prediction_drift(drifting[:3]) is None  # too short to tell
 
 
-def test_label_free_runs_converge_on_prediction_changes_not_on_their_rising_score():
+def test_label_free_runs_converge_on_prediction_drift_not_on_their_rising_score():
     curve = ValidationCurve()
     curve.label_free = True
     curve.curve["step"] += list(range(1, 9))
     curve.curve["val_acc"] += [0.1, 0.3, 0.5, 0.7, 0.9, 1.1, 1.3, 1.5]  # the entropy score rises by construction
     curve.curve["target/val_acc"] += [0.5] * 8
-    curve.curve[PRED_CHANGE] += [None, 0.2, 0.05, 0.0, 0.01, 0.0, 0.0, 0.0]
+    curve.predictions = [[0, 1, 2, 3], [0, 1, 2, 4]] * 4  # jitter only
     conv = curve.summary()["convergence"]
-    assert conv["metric"] == PRED_CHANGE and conv["still_improving"] is False
+    assert conv["metric"] == DRIFT and conv["drift"] == 0.0 and conv["still_improving"] is False
+    curve.predictions = [[0] * 50] * 6 + [[1] * 50] * 2  # every prediction moved between the last two quarters
+    assert curve.summary()["convergence"]["still_improving"] is True
+    restored = ValidationCurve()
+    restored.load_state_dict(json.loads(json.dumps(curve.state_dict())))
+    assert restored.predictions == curve.predictions and restored.label_free
     curve.label_free = False  # selected on a labelled metric: the rising curve is progress
     assert curve.summary()["convergence"]["still_improving"] is True
-
-
-def test_a_checkpoint_from_before_prediction_changes_resumes_with_aligned_curves():
-    b = ValidationCurve()
-    b.load_state_dict({"curve": {"step": [10, 20], "val_acc": [0.1, 0.2], "target/val_acc": [0.1, 0.2]}})
-    assert b.curve[PRED_CHANGE] == [None, None] and not b.label_free
 
 
 def test_fit_records_curve_convergence_labels_and_environment(tmp_path):
