@@ -20,7 +20,7 @@ from torchmetrics import MetricCollection
 from torchmetrics.classification import MulticlassAccuracy, MulticlassF1Score
 
 __all__ = ["metric_collection", "EvalAccumulator", "check_selection", "UNSUPERVISED_SELECTIONS",
-           "label_free_scores_wanted"]
+           "label_free_scores_wanted", "dev_wanted"]
 
 UNSUPERVISED_SELECTIONS = ("entropy", "snd", "dev")  # no target label (lit_transfer.strategies.selection)
 DEV_MAX_ROWS = 2000  # per domain: the density-ratio classifier runs every validation
@@ -39,6 +39,13 @@ def metric_collection(num_classes: int) -> MetricCollection:
 def label_free_scores_wanted(model) -> bool:
     """Unsupervised DA (the head trained on the source) or a label-free selection: score the target val images."""
     return model.hparams.selection in UNSUPERVISED_SELECTIONS or model.train_domain() == "source"
+
+
+def dev_wanted(model) -> bool:
+    """DEV's classifier runs every validation: only where a label-free selection is in use or the run reads the
+    unlabeled target (unsupervised DA and its baseline), not for every source-trained run (source stages)."""
+    dm = getattr(model.trainer, "datamodule", None)
+    return model.hparams.selection in UNSUPERVISED_SELECTIONS or bool(getattr(dm, "unlabeled_target", False))
 
 
 class EvalAccumulator:
@@ -73,10 +80,10 @@ class EvalAccumulator:
             return
         if domain == "target":  # label-free scores: only the predictions on target val images, never their labels
             self.target_val_probs.append(logits.detach().float().softmax(-1))
-            self.dev["target"].append(features.detach().float())
-        elif domain == "source":
-            self.dev["source"].append(features.detach().float())
-            self.dev["loss"].append(per_example.float())
+        if domain in ("source", "target") and dev_wanted(model):  # DEV: val features, source losses
+            self.dev[domain].append(features.detach().float())
+            if domain == "source":
+                self.dev["loss"].append(per_example.float())
 
     def log_epoch(self, model, split: str) -> None:
         """Compute, reduce over ranks and log this split's metrics per domain; reset them."""
@@ -109,7 +116,7 @@ class EvalAccumulator:
         im = -(mean_p * mean_p.clamp_min(1e-12).log()).sum() - ent_sum / n
         # SND on this rank's predictions (all of them on one device).
         scores = {"target/val_im_score": im, "target/val_snd": reduce(snd_score(probs), reduce_op="mean")}
-        if self.dev["source"]:  # DEV on this rank's features, like SND
+        if self.dev["source"] and self.dev["target"]:  # DEV on this rank's features, like SND
             src, tgt = (torch.cat(self.dev[k])[:DEV_MAX_ROWS] for k in ("source", "target"))
             risk = dev_risk(torch.cat(self.dev["loss"])[:DEV_MAX_ROWS], density_ratio(src, tgt))
             scores["target/val_dev_risk"] = reduce(risk.to(probs), reduce_op="mean")

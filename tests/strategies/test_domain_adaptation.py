@@ -631,6 +631,16 @@ def test_dev_selects_on_the_importance_weighted_source_val_risk(tmp_path):
     assert 0.0 <= out["target/val_pred_change"] <= 1.0
 
 
+def test_source_stage_runs_skip_the_dev_classifier(tmp_path):
+    """A plain source-trained run (auto selection, no unlabeled target) gets the cheap scores, not DEV's fits."""
+    L.seed_everything(0)
+    module, dm = make_module(), make_dm(train_on="source")
+    trainer = make_trainer(tmp_path, max_epochs=1, limit_train_batches=1)
+    trainer.fit(module, dm)
+    out = {k: v for d in trainer.validate(module, dm, verbose=False) for k, v in d.items()}
+    assert "target/val_im_score" in out and "target/val_dev_risk" not in out
+
+
 def test_dev_selection_needs_source_val_data(tmp_path):
     from lit_transfer.evaluation import check_selection
 
