@@ -730,3 +730,7 @@ def test_digits_m_sweep_trains_the_da_recipe_not_the_model_configs_defaults(caps
     assert printed["model"]["lr"] == 0.01
     assert printed["model"]["optimizer"]["class_path"] == "torch.optim.SGD"
     assert printed["run"]["strategy"] == "dann"
+    # every row of the table gets the same budget and the same weight averaging (source_only included)
+    assert printed["trainer"]["max_epochs"] == 240
+    ema = [cb for cb in printed["trainer"]["callbacks"] if cb["class_path"].endswith("EMAWeightAveraging")]
+    assert len(ema) == 1 and ema[0]["init_args"]["decay"] == 0.995
