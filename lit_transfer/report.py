@@ -142,6 +142,23 @@ def _unconverged(rs: list[dict]) -> tuple[int, int]:
     return sum(f is True for f in flags), sum(f is None for f in flags)
 
 
+def _code_notes(groups: dict[tuple, list[dict]]) -> list[str]:
+    """Rows of one experiment compared across code versions, or run from modified code, are flagged: a gain
+    between them measures the code change as well as the strategy. Runs that predate the record are silent."""
+    notes = []
+    for exp in sorted({k[0] for k in groups}):
+        envs = [r.get("env") or {} for k, rs in groups.items() if k[0] == exp for r in rs]
+        commits = sorted({e["git_commit"] for e in envs if e.get("git_commit")})
+        if len(commits) > 1:
+            notes.append(f"{exp}: runs from {len(commits)} lit_transfer commits ({', '.join(c[:7] for c in commits)}); "
+                         "rows measured on different code are compared here: re-run them on one commit")
+        dirty = sum(bool(e.get("git_dirty")) for e in envs)
+        if dirty:
+            notes.append(f"{exp}: {dirty} run(s) from uncommitted changes to lit_transfer/: the code behind "
+                         "them cannot be recovered; commit, then re-run")
+    return notes
+
+
 def summarise(results: list[dict], baseline: str = "scratch", conf: float = 0.95, tune: bool = True) -> dict:
     """Pure aggregation: rows for the comparison table, source-stage rows and notes.
 
@@ -163,6 +180,7 @@ def summarise(results: list[dict], baseline: str = "scratch", conf: float = 0.95
             continue
         groups[(str(r.get("experiment")), str(r.get("strategy")), r.get("target_shots"), selection_label(r))].append(r)
 
+    notes += _code_notes(groups)
     rows, curves = [], []
     for key in sorted(groups, key=lambda k: (k[0], k[1] != baseline, k[1], _shots_key(k[2]), str(k[3]))):
         exp, strategy, shots, selection = key

@@ -10,7 +10,7 @@ import torch
 
 from lit_transfer import atomic
 
-__all__ = ["scalar_metrics", "config_hash", "build_result", "write_result", "SCHEMA"]
+__all__ = ["scalar_metrics", "config_hash", "build_result", "write_result", "code_version", "SCHEMA"]
 
 SCHEMA = 1
 # Parts of the config that say where a run lives (or where its inputs are found), not what it computes. The
@@ -41,6 +41,32 @@ def config_hash(parser, cfg) -> str:
     return hashlib.sha256(text.encode()).hexdigest()
 
 
+def code_version(root: Path | None = None) -> dict:
+    """The lit_transfer code a result came from: its version and, when the package runs from its own git
+    checkout, the commit and whether ``lit_transfer/`` had uncommitted changes (the configs are in the result)."""
+    import subprocess
+
+    import lit_transfer
+
+    root = Path(root or Path(lit_transfer.__file__).resolve().parent.parent).resolve()
+    out: dict = {"lit_transfer": lit_transfer.__version__, "git_commit": None, "git_dirty": None}
+
+    def git(*args: str) -> str | None:
+        try:
+            done = subprocess.run(["git", "-C", str(root), *args], capture_output=True, text=True, timeout=10)
+        except (OSError, subprocess.SubprocessError):
+            return None  # no git, or it hung: the version alone is recorded
+        return done.stdout.strip() if done.returncode == 0 else None
+
+    top = git("rev-parse", "--show-toplevel")
+    # an installed wheel inside some other repository (a user's project) must not record that repo's commit
+    if top and Path(top).resolve() == root:
+        out["git_commit"] = git("rev-parse", "HEAD")
+        status = git("status", "--porcelain", "--untracked-files=no", "--", "lit_transfer")
+        out["git_dirty"] = None if status is None else bool(status)
+    return out
+
+
 def environment() -> dict:
     """What a result's numbers depend on besides the config: thread count, library versions, the processor."""
     import platform
@@ -57,7 +83,7 @@ def environment() -> dict:
     if torch.cuda.is_available():
         device += " | " + ", ".join(torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count()))
     return {"threads": torch.get_num_threads(), "torch": torch.__version__, "lightning": lightning.__version__,
-            "timm": timm.__version__, "python": platform.python_version(), "device": device}
+            "timm": timm.__version__, "python": platform.python_version(), "device": device, **code_version()}
 
 
 def build_result(*, cfg, config_hash: str, split_hash: str, metrics: dict, params: dict, wall_time_s: float,

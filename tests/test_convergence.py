@@ -1,9 +1,12 @@
 """Convergence is checked from the validation curve, not assumed: hand-made curves and a real run's record."""
 
 import json
+import subprocess
+from pathlib import Path
 
 import pytest
 
+import lit_transfer
 from conftest import REPO
 from lit_transfer.cli import main
 from lit_transfer.convergence import DRIFT, ValidationCurve, prediction_drift, still_improving
@@ -85,4 +88,8 @@ def test_fit_records_curve_convergence_labels_and_environment(tmp_path):
     # 3 shots x 10 classes trained on, 3 val labels per class chose the checkpoint: 60 labels in all
     assert r["labels"] == {"target_train": 30, "target_val": 30, "total": 60}
     assert r["env"]["threads"] == 1 and r["env"]["torch"] and r["env"]["lightning"] and r["env"]["device"]
+    # the code behind the numbers: this checkout's commit (editable install), as `git rev-parse HEAD` says
+    head = subprocess.run(["git", "-C", str(Path(lit_transfer.__file__).parent), "rev-parse", "HEAD"],
+                          capture_output=True, text=True).stdout.strip()
+    assert r["env"]["lit_transfer"] == lit_transfer.__version__ and r["env"]["git_commit"] == (head or None)
     assert r["shots_seed"] == r["seed"] == 0 and r["val_shots"] == "auto"
