@@ -68,7 +68,8 @@ def code_version(root: Path | None = None) -> dict:
 
 
 def environment() -> dict:
-    """What a result's numbers depend on besides the config: thread count, library versions, the processor."""
+    """What a result's numbers depend on besides the config: thread count, library versions, the processor and
+    the lit_transfer code (:func:`code_version`)."""
     import platform
 
     import lightning
