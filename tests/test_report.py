@@ -129,7 +129,7 @@ def test_report_main_writes_all_outputs(results_dir, tmp_path, capsys, monkeypat
     assert report.main([str(results_dir), "--out", str(out)]) == 0
     captured = capsys.readouterr()
     printed = captured.out
-    assert "| digits_shift | linear_probe |  | 5 | 5 |" in printed and "**YES**" in printed
+    assert "| digits_shift | linear_probe |  |  | random |  | 5 | 5 |" in printed and "**YES**" in printed
     assert f"HTML report: {out / 'report.html'}" in printed
     for name in ("report.md", "report.html", "summary.csv", "summary.json"):
         assert (out / name).stat().st_size > 0
