@@ -115,16 +115,12 @@ def _label_rows(rows: list[dict]) -> None:
     for r in rows:
         by_exp[r["experiment"]].append(r)
     for rs in by_exp.values():
-        models = [(r["backbone"], r["weights_origin"], r["input_size"]) for r in rs]
-        common = max(dict.fromkeys(models), key=models.count)
-        for r, m in zip(rs, models):
-            if m == common:
-                r["label"] = r["strategy"]
-            else:
-                differs = [r["backbone"]] if m[0] != common[0] else []
-                differs += [r["input_size"] or "?"] if m[2] != common[2] else []
-                differs += [r["weights_origin"]] if not differs else []
-                r["label"] = f"{r['strategy']} ({', '.join(differs)})"
+        nets = [(r["backbone"], r["input_size"]) for r in rs]  # weights' origin is what strategies vary
+        common = max(dict.fromkeys(nets), key=nets.count)
+        for r, net in zip(rs, nets):
+            differs = ([r["backbone"]] if net[0] != common[0] else []) + (
+                [r["input_size"] or "?"] if net[1] != common[1] else [])
+            r["label"] = f"{r['strategy']} ({', '.join(differs)})" if differs else r["strategy"]
 
 
 def _shots_key(shots: Any) -> float:
