@@ -24,7 +24,7 @@ from typing import Any, Iterable
 from lit_transfer import atomic
 from lit_transfer.figures import save_figure, slug_of
 from lit_transfer.gain import transfer_gain
-from lit_transfer.stats import mean_ci, paired_gain
+from lit_transfer.stats import holm, mean_ci, paired_gain
 
 PROG = "lit-transfer report"
 ACC = "target/test_acc"
@@ -106,6 +106,30 @@ def parse_baseline(text: str) -> tuple[str, str | None]:
     if not strategy or (_ and not backbone):
         raise ReportError(f"--baseline must be STRATEGY or STRATEGY@BACKBONE, got {text!r}")
     return strategy, backbone or None
+
+
+def _correct_for_multiplicity(rows: list[dict], conf: float) -> list[str]:
+    """Holm-correct the p-values of every claimable gain in the report (converged rows with a paired test):
+    ``gain_p_holm``; a negative-transfer flag (or a significant gain, ``gain_significant``) then needs the corrected p
+    below α = 1 − conf as well as its interval off zero. Ten rows at α = 0.05 would otherwise give a 40 % chance
+    of at least one false flag."""
+    family = [r for r in rows if r.get("gain_claimed") and isinstance(r.get("gain_p"), float)
+              and math.isfinite(r["gain_p"])]
+    if not family:
+        return []
+    alpha = 1 - conf
+    for r, p in zip(family, holm([r["gain_p"] for r in family])):
+        r["gain_p_holm"] = p
+        r["negative_transfer"] = bool(r.get("negative_transfer")) and p < alpha
+        r["gain_significant"] = bool(r.get("gain_low") is not None and r["gain_low"] > 0) and p < alpha
+    borderline = [r for r in family if r["gain_p"] < alpha <= r["gain_p_holm"]]
+    note = (f"p-values Holm-corrected over the {len(family)} claimable comparisons of this report (α = {alpha:g}): a "
+            "gain or negative transfer is flagged only when its corrected p is below α")
+    if borderline:
+        note += (f"; {len(borderline)} row(s) with p < {alpha:g} before correction are not flagged ("
+                 + ", ".join(f"{r['strategy']}/{r['backbone']}/shots={r['target_shots']}" for r in borderline[:6])
+                 + (", …" if len(borderline) > 6 else "") + ")")
+    return [note]
 
 
 def _label_rows(rows: list[dict]) -> None:
@@ -321,6 +345,7 @@ def summarise(results: list[dict], baseline: str = "scratch", conf: float = 0.95
         trainable = [t for t in trainable if isinstance(t, (int, float))]
         row["trainable_params"] = int(round(sum(trainable) / len(trainable))) if trainable else None
         rows.append(row)
+    notes += _correct_for_multiplicity(rows, conf)
     _label_rows(rows)
     for c in curves:
         c["strategy"] = c.pop("_row")["label"]
@@ -368,7 +393,8 @@ def table(summary: dict) -> tuple[list[str], list[list[str]]]:
     base, conf = summary["baseline"], round(100 * summary["conf"])
     header = ["experiment", "strategy", "selection", "backbone", "weights", "input", "shots", "n",
               "target labels (train+val)", "lr (× seeds)",
-              "converged", f"target acc % ({conf}% CI)", f"gain vs {base} (pp)", "p", "pairs", "negative transfer",
+              "converged", f"target acc % ({conf}% CI)", f"gain vs {base} (pp)", "p", "p Holm", "pairs",
+              "negative transfer",
               "source acc before → after", "forgetting (pp)", "wall s", "train img/s", "trainable params"]
     body = []
     for r in summary["rows"]:
@@ -382,6 +408,7 @@ def table(summary: dict) -> tuple[list[str], list[list[str]]]:
             (_pct(r.get("gain_mean"), r.get("gain_ci"), signed=True)
              + ("" if r.get("gain_claimed", True) else " (not claimed)")) if "gain_mean" in r else "—",
             f"{r['gain_p']:.3g}" if r.get("gain_p") is not None else "",
+            f"{r['gain_p_holm']:.3g}" if r.get("gain_p_holm") is not None else "",
             str(r.get("pairs", "")), "**YES**" if r.get("negative_transfer") else "",
             src, _pct(r.get("forgetting"), r.get("forgetting_ci"), signed=True),
             f"{r['wall_time_s']:.1f}" if r.get("wall_time_s") is not None else "",

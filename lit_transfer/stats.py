@@ -62,3 +62,16 @@ def paired_gain(a: Sequence[float], b: Sequence[float], conf: float = 0.95) -> G
         t = mean / (sd / math.sqrt(n))
         p = float(2 * _st.t.sf(abs(t), n - 1))
     return Gain(n, mean, half, mean - half, mean + half, p)
+
+
+def holm(pvalues: Sequence[float]) -> list[float]:
+    """Holm–Bonferroni adjusted p-values (step-down), in the input order: a comparison is significant at level α
+    among ``m`` when its adjusted p is below α. Controls the family-wise error rate with no assumption on how the
+    comparisons depend on each other."""
+    m = len(pvalues)
+    order = sorted(range(m), key=lambda i: pvalues[i])
+    adjusted, running = [0.0] * m, 0.0
+    for rank, i in enumerate(order):
+        running = max(running, min(1.0, (m - rank) * float(pvalues[i])))
+        adjusted[i] = running
+    return adjusted

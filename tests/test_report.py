@@ -279,3 +279,31 @@ def test_old_results_get_their_weights_origin_from_the_weights_value():
     assert report.weights_origin({"weights": "pretrained"}) == "pretrained (hub)"
     assert report.weights_origin({"weights": "/c/stages/exp-source-abc/checkpoints/best.ckpt"}) == "source stage"
     assert report.weights_origin({"weights_origin": "hub"}) == "pretrained (hub)"
+
+
+def test_holm_adjusted_p_values_by_hand():
+    from lit_transfer.stats import holm
+
+    # sorted 0.01, 0.02, 0.04 -> 3*0.01, max(0.03, 2*0.02), max(0.04, 1*0.04): 0.03, 0.04, 0.04 (input order kept)
+    assert holm([0.04, 0.01, 0.02]) == pytest.approx([0.04, 0.03, 0.04])
+    assert holm([0.5, 0.9]) == pytest.approx([1.0, 1.0])  # clipped to 1
+    assert holm([]) == []
+
+
+def test_a_borderline_row_is_not_flagged_after_correcting_for_the_comparisons(tmp_path):
+    # three strategies each slightly worse than scratch on 3 seeds: p < 0.05 alone for one, not after Holm over 3
+    for seed in range(3):
+        _result(tmp_path, f"s{seed}", "scratch", seed, 5, 0.50 + 0.1 * seed)
+        _result(tmp_path, f"a{seed}", "a", seed, 5, 0.50 + 0.1 * seed - (0.02, 0.03, 0.04)[seed])
+        _result(tmp_path, f"b{seed}", "b", seed, 5, 0.50 + 0.1 * seed - (0.00, 0.05, 0.10)[seed])
+        _result(tmp_path, f"c{seed}", "c", seed, 5, 0.50 + 0.1 * seed + (0.00, 0.05, -0.04)[seed])
+    summary = report.summarise(report.collect(tmp_path / "runs")[0], tune=False)
+    rows = {r["strategy"]: r for r in summary["rows"]}
+    a = rows["a"]
+    assert a["gain_p"] < 0.05 and a["gain_high"] < 0  # alone it would be negative transfer ...
+    assert a["gain_p"] == pytest.approx(0.0353, abs=1e-3)  # diffs -2, -3, -4 pp: t = -5.2, df 2
+    assert a["gain_p_holm"] == pytest.approx(3 * a["gain_p"])  # the smallest of 3 p-values, times 3
+    assert a["negative_transfer"] is False and a["gain_significant"] is False  # ... not after the correction
+    note = next(n for n in summary["notes"] if "Holm-corrected over the 3 claimable comparisons" in n)
+    assert "1 row(s) with p < 0.05 before correction are not flagged (a//shots=5)" in note
+    assert "| p Holm |" in report.markdown(summary).splitlines()[0]
