@@ -421,6 +421,10 @@ class TransferCLI(LightningCLI):
         skipping = [role for role, spec in dm.specs.items() if getattr(spec, "skip_corrupt", False)]
         if skipping:  # unreadable image files left out of this run's data
             result["skipped_corrupt"] = {role: len(dm.skipped_files.get(role, [])) for role in skipping}
+        if getattr(dm, "class_names", None) is not None:  # matched by name; a domain missing some says so
+            result["classes"] = {"names": list(dm.class_names), "missing": dm.missing_classes}
+        if getattr(dm, "converted", None):  # image files of the other mode, converted to the domain's channels
+            result["converted_mode"] = {role: dm.converted.get(role, 0) for role in dm.specs}
         path = results.write_result(self.run_dir, result)
         from lit_transfer.tracking import push_result_to_loggers
 

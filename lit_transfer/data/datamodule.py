@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import sys
 from typing import Literal
 
 import lightning as L
@@ -90,8 +91,9 @@ class DomainPairDataModule(L.LightningDataModule):
         for spec in self.specs.values():
             domains.check_spec(spec)
             values = set((spec.label_map or {}).values())
-            if values and values != set(range(len(values))):
+            if values and not domains.renames(spec) and values != set(range(len(values))):
                 raise TransferConfigError(f"label_map values must be 0..k-1 without gaps, got {sorted(values)}.")
+        self._classes: tuple | None = None  # (shared class names, {role: label map}), read on first use
         for role, spec in self.specs.items():  # a one-class "classifier" trains and scores nothing
             if domains.num_classes(spec) < 2:
                 raise TransferConfigError(f"data.{role} ({spec.name}) has {domains.num_classes(spec)} class; a "
@@ -112,6 +114,7 @@ class DomainPairDataModule(L.LightningDataModule):
         self._indices: dict[str, dict[str, torch.Tensor]] = {}
         self._subsets: dict[tuple[str, str], tuple[torch.Tensor, torch.Tensor]] = {}
         self.skipped_files: dict[str, list[str]] = {}  # unreadable files left out (skip_corrupt: true), per role
+        self.converted: dict[str, int] = {}  # image files converted to their domain's channels, per role
 
     # --- known before any data is loaded (the CLI links these into the model) ---
 
@@ -124,12 +127,63 @@ class DomainPairDataModule(L.LightningDataModule):
         return self.specs["target"]
 
     @property
+    def class_names(self) -> list[str] | None:
+        """The pair's class names in label order, when both domains name their classes (image folders): the
+        source's classes, then the target's that the source lacks. Classes are matched by name, never by
+        position; ``None`` for datasets whose labels are indices."""
+        return self._match_classes()[0]
+
+    @property
+    def missing_classes(self) -> dict[str, list[str]]:
+        """``{role: [class names]}`` of the shared classes a domain has no images of (it is evaluated on the
+        classes it has)."""
+        names, maps = self._match_classes()
+        if names is None:
+            return {}
+        out = {}
+        for role, lut in maps.items():
+            missing = [n for i, n in enumerate(names) if i not in set(lut.values())]
+            if missing:
+                out[role] = missing
+        return out
+
+    def _match_classes(self) -> tuple[list[str] | None, dict[str, dict[int, int]]]:
+        if self._classes is not None:
+            return self._classes
+        names = {role: domains.class_names(spec) for role, spec in self.specs.items()}
+        if any(v is None for v in names.values()):
+            self._classes = (None, {})
+            return self._classes
+        source, target = names["source"], names["target"]
+        if not set(source) & set(target):
+            raise TransferConfigError(
+                f"data.source classes {source} and data.target classes {target} share no name, so no class can "
+                "be matched; rename folders, or map them with data.target.label_map (folder name -> source class "
+                f"name, e.g. {{{target[0]}: '{source[0]}'}})")
+        shared = list(source) + [n for n in target if n not in source]
+        maps = {}
+        for role, spec in self.specs.items():
+            folders = domains.folder_class_names(spec)
+            renamed = [str((spec.label_map or {}).get(c, c)) for c in folders]
+            maps[role] = {i: shared.index(n) for i, n in enumerate(renamed)}
+        self._classes = (shared, maps)
+        return self._classes
+
+    def _num_classes(self, role: str) -> int:
+        names = self.class_names
+        return len(names) if names is not None else domains.num_classes(self.specs[role])
+
+    def _label_map(self, role: str) -> dict[int, int] | None:
+        names, maps = self._match_classes()
+        return maps[role] if names is not None else self.specs[role].label_map
+
+    @property
     def source_num_classes(self) -> int:
-        return domains.num_classes(self.source)
+        return self._num_classes("source")
 
     @property
     def target_num_classes(self) -> int:
-        return domains.num_classes(self.target)
+        return self._num_classes("target")
 
     @property
     def primary(self) -> Role:
@@ -138,7 +192,7 @@ class DomainPairDataModule(L.LightningDataModule):
 
     @property
     def num_classes(self) -> int:
-        return domains.num_classes(self.specs[self.primary])
+        return self._num_classes(self.primary)
 
     @property
     def in_chans(self) -> int:
@@ -154,7 +208,7 @@ class DomainPairDataModule(L.LightningDataModule):
         a, b = self.specs[self.primary], self.specs[self.other]
         if self.train_on == "source+target" and domains.in_chans(a) == domains.in_chans(b):
             return [self.primary, self.other]  # joint training has a head per domain (the objective's)
-        same = domains.num_classes(a) == domains.num_classes(b) and domains.in_chans(a) == domains.in_chans(b)
+        same = self._num_classes(self.primary) == self._num_classes(self.other) and domains.in_chans(a) == domains.in_chans(b)
         return [self.primary, self.other] if same else [self.primary]
 
     @property
@@ -185,27 +239,62 @@ class DomainPairDataModule(L.LightningDataModule):
     def _load(self) -> None:
         if self._indices:
             return
+        self._check_channels()
+        missing = self.missing_classes
+        for role, names in missing.items():
+            have = self._num_classes(role) - len(names)
+            print(f"[lit_transfer] data.{role} has {have} of the {self._num_classes(role)} classes (no images of "
+                  f"{names}): it is evaluated on the classes it has", file=sys.stderr)
         for role, spec in self.specs.items():
             domain = load_domain(spec, self.split_seed)
             if getattr(domain, "skipped", None):
                 self.skipped_files[role] = list(domain.skipped)
-            labels = map_labels(domain.labels, spec.label_map)
+            if domain.converted:
+                self.converted[role] = domain.converted
+            labels = map_labels(domain.labels, self._label_map(role))
             splits = split_domain(
                 domain.labels, domain.official, self.split_seed, self.val_fraction, self.test_fraction
             )
             splits = {k: v[labels[v] >= 0] for k, v in splits.items()}
             if role == "target":  # the whole train split, before shots: the unlabeled-target stream's images
                 self._subsets["target", "unlabeled"] = domain.images[splits["train"]], labels[splits["train"]]
-            k = domains.num_classes(spec)
-            splits["train"] = take_shots(splits["train"], labels, self.shots[role], k, self.shots_seed, f"{role}_shots")
+            k = self._num_classes(role)
+            absent = {self.class_names.index(n) for n in missing.get(role, [])}
+            splits["train"] = take_shots(splits["train"], labels, self.shots[role], k, self.shots_seed, f"{role}_shots",
+                                         absent=absent)
             if role == "target" and self.val_shots is not None:
                 auto = self.val_shots == "auto"
                 shots = self.shots["target"] if auto else self.val_shots
                 splits["val"] = take_shots(splits["val"], labels, shots, k, self.shots_seed, "val_shots",
-                                           at_most=auto)
+                                           at_most=auto, absent=absent)
             self._indices[role] = splits
             for split, idx in splits.items():
                 self._subsets[role, split] = domain.images[idx], labels[idx]
+        self._check_sizes()
+
+    def _check_channels(self) -> None:
+        """Image folders of a pair must resolve to the same channels: a model has one input stem, and a domain
+        with other channels would silently drop out of evaluation."""
+        if not any(spec.name == "image_folder" for spec in self.specs.values()):
+            return
+        chans = {role: domains.in_chans(spec) for role, spec in self.specs.items()}
+        if chans["source"] != chans["target"]:
+            kind = {1: "grayscale (1 channel)", 3: "RGB (3 channels)"}
+            raise TransferConfigError(
+                f"data.source images are {kind[chans['source']]} and data.target images are "
+                f"{kind[chans['target']]}; a model takes one kind: set the same channels on both "
+                "(data.source.channels=3 and data.target.channels=3, or 1 for grayscale)")
+
+    def _check_sizes(self) -> None:
+        """Source and target images of one size, unless both sizes were declared (``image_size``)."""
+        sizes = {role: tuple(self._subsets[role, "train"][0].shape[-2:]) for role in _ROLES}
+        if sizes["source"] == sizes["target"] or all(s.image_size is not None for s in self.specs.values()):
+            return
+        big = max(max(s) for s in sizes.values())
+        (sh, sw), (th, tw) = sizes["source"], sizes["target"]
+        raise TransferConfigError(
+            f"data.source images are {sh}x{sw} and data.target images are {th}x{tw}; set image_size on both "
+            f"(e.g. data.source.image_size={big} and data.target.image_size={big}) so the model sees one size")
 
     def split_indices(self) -> dict[str, dict[str, torch.Tensor]]:
         """``{role: {split: indices into the domain's dataset}}``, train after shots; loads the data if needed."""
