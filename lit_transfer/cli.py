@@ -125,6 +125,34 @@ def expand_strategy(argv: list[str]) -> list[str]:
     return [*argv[:at], "--config", str(path), *argv[at:]]
 
 
+_EVAL_SUBCOMMANDS = ("validate", "test", "predict")
+
+
+def with_run_config(argv: list[str]) -> list[str]:
+    """``validate``/``test``/``predict --ckpt_path <run>/checkpoints/X.ckpt`` without ``--config``: the run's
+    saved ``config.yaml`` comes first, so the checkpoint is evaluated on the data (and with the model) it was
+    trained with, never on the defaults. A checkpoint that does not exist is a one-line error."""
+    at = next((i for i, arg in enumerate(argv) if arg in SUBCOMMANDS and not _is_value(argv, i)), None)
+    if at is None or argv[at] not in _EVAL_SUBCOMMANDS:
+        return argv
+    options = list(_options(argv[at + 1:]))
+    ckpt = next((value for _, key, value in reversed(options) if key == "--ckpt_path"), None)
+    if ckpt is None or str(ckpt).lower() in ("null", "none", ""):
+        return argv
+    path = Path(ckpt).expanduser()
+    if not path.is_file():
+        raise TransferConfigError(f"checkpoint not found: {ckpt}; give an existing checkpoint, e.g. "
+                                  "<run dir>/checkpoints/best.ckpt")
+    if any(key in _CONFIG_FLAGS for _, key, _ in options):
+        return argv  # the user says which data and model
+    run_config = path.resolve().parent.parent / "config.yaml"
+    if not run_config.is_file():
+        raise TransferConfigError(f"{ckpt} is not inside a run directory (no {run_config}), so the data it was "
+                                  "trained on is unknown; give --config with its data and model configs")
+    print(f"[lit_transfer] using the run's config: {run_config}", file=sys.stderr)
+    return [*argv[:at + 1], "--config", str(run_config), *argv[at + 1:]]
+
+
 def _is_value(argv: list[str], i: int) -> bool:
     """Whether ``argv[i]`` is the value of the option before it (``--run.experiment test``)."""
     return i > 0 and argv[i - 1].startswith("-") and "=" not in argv[i - 1]
@@ -241,7 +269,7 @@ class TransferCLI(LightningCLI):
             from lit_transfer.tracking import prepare_cli_args
 
             # Agents' None values and loggers given without a save_dir (filled in with the run dir) parse.
-            self.argv = prepare_cli_args(resolve_config_paths(list(args)))
+            self.argv = with_run_config(prepare_cli_args(resolve_config_paths(list(args))))
             args = expand_strategy(self.argv)
         with warnings.catch_warnings():  # the arguments are passed explicitly on purpose (strategy expanded)
             warnings.filterwarnings("ignore", message="LightningCLI's args parameter is intended")
@@ -345,7 +373,9 @@ class TransferCLI(LightningCLI):
         push_config_to_loggers(self.trainer, self.parser, self.config[self.subcommand])
 
     def after_predict(self) -> None:
-        """Save what ``predict`` returned (class probabilities and predictions of the target test split)."""
+        """Save what ``predict`` returned: class probabilities and predictions of ``data.predict_dir``'s images
+        as ``predictions.csv`` (file, predicted class name, one probability per class), or of the target test
+        split as ``predictions.pt``."""
         out = self.trainer.predict_loop.predictions
         if not out or not self.trainer.is_global_zero:
             return
@@ -353,8 +383,25 @@ class TransferCLI(LightningCLI):
 
         batches = out[0] if isinstance(out[0], list) else out
         merged = {k: torch.cat([b[k] for b in batches]) for k in batches[0]}
-        path = self.run_dir / "predictions.pt"
-        torch.save(merged, path)
+        dm = self.datamodule
+        files = getattr(dm, "predict_files", None)
+        if files:
+            import csv
+            import io
+
+            from lit_transfer import atomic
+
+            names = dm.class_names or [str(i) for i in range(merged["probs"].shape[1])]
+            text = io.StringIO()
+            writer = csv.writer(text)
+            writer.writerow(["file", "predicted", *(f"p_{n}" for n in names)])
+            for file, pred, probs in zip(files, merged["pred"].tolist(), merged["probs"].tolist()):
+                writer.writerow([file, names[pred], *(f"{p:.6g}" for p in probs)])
+            path = self.run_dir / "predictions.csv"
+            atomic.write_text(path, text.getvalue())
+        else:
+            path = self.run_dir / "predictions.pt"
+            torch.save(merged, path)
         print(f"predictions: {path}")
 
     def fit(self, model: LightningModule, **kwargs) -> None:

@@ -65,6 +65,9 @@ class DomainPairDataModule(L.LightningDataModule):
             ``unlabeled_target``) training batches are dicts ``{"source": (x, y), "target": (x, y),
             "unlabeled": x}`` holding only the configured streams (a ``CombinedLoader``, ``max_size_cycle``);
             a single stream stays an ``(x, y)`` tuple.
+        predict_dir: a folder of images (any layout: flat, or class folders; read recursively) that
+            ``predict`` serves instead of the target test split, converted to the model's channels and size;
+            ``predict_files`` lists them in order (``lit-transfer predict`` writes ``predictions.csv``).
     """
 
     def __init__(
@@ -83,6 +86,7 @@ class DomainPairDataModule(L.LightningDataModule):
         eval_batch_size: int = 512,
         augment: dict | None = None,
         unlabeled_target: bool = False,
+        predict_dir: str | None = None,
     ) -> None:
         super().__init__()
         if train_on not in _TRAIN_ON:
@@ -115,6 +119,8 @@ class DomainPairDataModule(L.LightningDataModule):
         self._subsets: dict[tuple[str, str], tuple[torch.Tensor, torch.Tensor]] = {}
         self.skipped_files: dict[str, list[str]] = {}  # unreadable files left out (skip_corrupt: true), per role
         self.converted: dict[str, int] = {}  # image files converted to their domain's channels, per role
+        self.predict_dir = predict_dir
+        self.predict_files: list[str] = []  # predict_dir's images, relative to it, in prediction order
 
     # --- known before any data is loaded (the CLI links these into the model) ---
 
@@ -364,7 +370,16 @@ class DomainPairDataModule(L.LightningDataModule):
         return self._eval_loaders("test", self.test_domains)
 
     def predict_dataloader(self) -> InMemoryLoader:
-        return self._eval_loaders("test", ["target"])[0]
+        if self.predict_dir is None:
+            return self._eval_loaders("test", ["target"])[0]
+        spec = self.specs[self.primary]
+        size = spec.image_size or int(self.subset(self.primary, "train")[0].shape[-1])
+        files, images = domains.read_image_files(self.predict_dir, domains.in_chans(spec), size)
+        self.predict_files = files
+        rank, world_size = self._dist()
+        placeholder = torch.full((len(images),), -1, dtype=torch.int64)
+        return InMemoryLoader(images, placeholder, self.eval_batch_size, shuffle=False, rank=rank,
+                              world_size=world_size)
 
     def on_after_batch_transfer(self, batch, dataloader_idx: int):
         trainer = self.trainer

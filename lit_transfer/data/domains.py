@@ -428,6 +428,39 @@ def _folder_in_chans(spec: DomainSpec) -> int:
 _MAX_LISTED = 20  # unreadable files named in one error line
 
 
+def read_image_files(folder: str, channels: int, size: int) -> tuple[list[str], torch.Tensor]:
+    """Every image file under ``folder`` (recursively: flat or class folders; hidden files skipped), sorted,
+    as ``(paths relative to folder, uint8 [N, channels, size, size])``; unreadable files are one error."""
+    from PIL import Image
+
+    root = Path(folder).expanduser()
+    if not root.is_dir():
+        raise TransferConfigError(f"data.predict_dir {root} is not a folder; give a folder of images (flat or in "
+                                  "class folders)")
+    paths = sorted(p for p in root.rglob("*") if p.is_file() and p.suffix.lower() in _IMAGE_EXT
+                   and not any(part.startswith(".") for part in p.relative_to(root).parts))
+    if not paths:
+        raise TransferConfigError(f"data.predict_dir {root} has no image files ({', '.join(sorted(_IMAGE_EXT))})")
+    mode = "L" if channels == 1 else "RGB"
+    arrays, bad = [], []
+    for path in paths:
+        try:
+            with Image.open(path) as img:
+                img = img.convert(mode)
+                if img.size != (size, size):
+                    img = img.resize((size, size), Image.BILINEAR)
+                arrays.append(np.asarray(img))
+        except Exception as err:  # noqa: BLE001 - PIL raises many types for broken files
+            bad.append(_unreadable(path, err))
+    if bad:
+        more = f", and {len(bad) - _MAX_LISTED} more" if len(bad) > _MAX_LISTED else ""
+        raise TransferConfigError(f"data.predict_dir {root}: {len(bad)} unreadable image file(s): "
+                                  f"{', '.join(bad[:_MAX_LISTED])}{more}; fix or remove them")
+    images = torch.from_numpy(np.stack(arrays))
+    images = images[:, None] if images.ndim == 3 else images.permute(0, 3, 1, 2)
+    return [p.relative_to(root).as_posix() for p in paths], images.contiguous()
+
+
 def _unreadable(path: Path, err: Exception) -> str:
     why = str(err).splitlines()[0] if str(err).strip() else type(err).__name__
     why = why.replace(repr(str(path)), "").replace(str(path), "").strip(" :'")
