@@ -153,6 +153,85 @@ def with_run_config(argv: list[str]) -> list[str]:
     return [*argv[:at + 1], "--config", str(run_config), *argv[at + 1:]]
 
 
+def _known_keys(parser) -> set[str]:
+    """Every ``--key`` the parser accepts, without the dashes (``data.target_shots``, ``model.optimizer``)."""
+    return {opt[2:] for opt in getattr(parser, "_option_string_actions", {}) if opt.startswith("--")}
+
+
+def _domain_fields() -> list[str]:
+    import dataclasses
+
+    from lit_transfer.data import DomainSpec
+
+    return [f.name for f in dataclasses.fields(DomainSpec)]
+
+
+def unknown_key(key: str, known: set[str]) -> Optional[tuple[str, Optional[str]]]:
+    """``(key, closest valid key or None)`` when ``key`` names no option; ``None`` when it is valid (or lies
+    below an option that checks its own keys: a class's ``init_args``, a dict-valued option)."""
+    import difflib
+
+    key = key.rstrip("+")  # --trainer.callbacks+=...
+    if key in known or any(k.startswith(key + ".") for k in known):  # an option, or a group given whole
+        return None
+    parts = key.split(".")
+    for i in range(len(parts) - 1, 0, -1):
+        head = ".".join(parts[:i])
+        if head not in known:
+            continue
+        if head + ".help" not in known and any(k.startswith(head + ".") for k in known):
+            break  # a group (data, model, trainer, checkpoint): the key must be one of its options
+        if head in ("data.source", "data.target"):  # a DomainSpec: its fields are known here
+            fields = _domain_fields()
+            if parts[i] in fields:
+                return None
+            close = difflib.get_close_matches(parts[i], fields, n=1, cutoff=0.6)
+            return key, (f"{head}.{close[0]}" if close else None)
+        return None  # below a class-typed or dict-valued option: jsonargparse checks it
+    close = difflib.get_close_matches(key, sorted(known), n=1, cutoff=0.6)
+    return key, (close[0] if close else None)
+
+
+def _yaml_keys(data, prefix: str, known: set[str]):
+    """Dotted keys of a config file's mapping, down to the options the parser knows."""
+    for name, value in data.items():
+        key = f"{prefix}{name}"
+        if key in ("data.source", "data.target") and isinstance(value, dict):
+            yield from (f"{key}.{field}" for field in value)
+        elif (isinstance(value, dict) and f"{key}.help" not in known
+              and any(k.startswith(key + ".") for k in known)):
+            yield from _yaml_keys(value, key + ".", known)  # a group: data, model, trainer, checkpoint
+        else:
+            yield key
+
+
+def check_keys(parser, argv: list[str]) -> None:
+    """Every key on the command line and in every ``--config`` file names an option; otherwise one line with
+    the closest valid key. Prefixes are not keys (``--data.target_shot 5`` is not ``data.target_shots``)."""
+    known = _known_keys(parser)
+    if not known:
+        return
+    for _, flag, value in _options(argv):
+        if flag in _CONFIG_FLAGS:
+            if value is None:
+                continue
+            data = _yaml_mapping(value)
+            for key in _yaml_keys(data, "", known):
+                if key == "subcommand" or key in SUBCOMMANDS:
+                    continue
+                bad = unknown_key(key, known)
+                if bad:
+                    hint = f"; did you mean {bad[1]}?" if bad[1] else "; see lit-transfer fit --help"
+                    raise TransferConfigError(f"unknown key {bad[0]} in {value}{hint}")
+            continue
+        if not flag.startswith("--") or flag in ("--help", "--print_config", "--verbose"):
+            continue
+        bad = unknown_key(flag[2:], known)
+        if bad:
+            hint = f"; did you mean --{bad[1]}?" if bad[1] else "; see lit-transfer fit --help"
+            raise TransferConfigError(f"unknown option --{bad[0]} on the command line{hint}")
+
+
 def _is_value(argv: list[str], i: int) -> bool:
     """Whether ``argv[i]`` is the value of the option before it (``--run.experiment test``)."""
     return i > 0 and argv[i - 1].startswith("-") and "=" not in argv[i - 1]
@@ -271,6 +350,9 @@ class TransferCLI(LightningCLI):
             # Agents' None values and loggers given without a save_dir (filled in with the run dir) parse.
             self.argv = with_run_config(prepare_cli_args(resolve_config_paths(list(args))))
             args = expand_strategy(self.argv)
+            at = next((i for i, arg in enumerate(args) if arg in SUBCOMMANDS and not _is_value(args, i)), None)
+            sub_parser = self.subcommand_parsers.get(args[at]) if at is not None else parser
+            check_keys(sub_parser or parser, args[at + 1:] if at is not None else args)
         with warnings.catch_warnings():  # the arguments are passed explicitly on purpose (strategy expanded)
             warnings.filterwarnings("ignore", message="LightningCLI's args parameter is intended")
             super().parse_arguments(parser, args)

@@ -632,3 +632,34 @@ def test_mixed_modes_are_converted_and_counted_and_sizes_must_agree(tmp_path, ca
     out = fit_in_process(capfd, tmp_path / "runs2", "--data.target_shots=2",
                          configs=pair_config(tmp_path, tmp_path / "src", tmp_path / "big"))
     assert_one_line_error(*out, "8x8", "28x28", "data.source.image_size=28 and data.target.image_size=28")
+
+
+# --- issue 20, defect 8: unknown and prefix keys ------------------------------------------------------------
+
+
+@pytest.mark.parametrize("args, words", [
+    (["--data.target_shot", "5"], "unknown option --data.target_shot on the command line; did you mean "
+                                  "--data.target_shots?"),  # a prefix is not a key
+    (["--data.target.image_sise=28"], "did you mean --data.target.image_size?"),
+    (["--modle.lr=0.1"], "did you mean --model.lr?"),
+])
+def test_unknown_or_prefix_key_on_the_command_line(tmp_path, capfd, args, words):
+    out = fit_in_process(capfd, tmp_path / "runs", *args)
+    assert_one_line_error(*out, words)
+    assert not (tmp_path / "runs").exists()
+
+
+def test_misspelled_key_in_a_config_file(tmp_path, capfd):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("data:\n  target:\n    name: digits\n    image_sise: 28\n")
+    out = fit_in_process(capfd, tmp_path / "runs", "--config", str(bad))
+    assert_one_line_error(*out, f"unknown key data.target.image_sise in {bad}; did you mean data.target.image_size?")
+
+
+def test_keys_below_class_options_are_left_to_their_class(tmp_path, capfd):
+    code, err, found = fit_in_process(capfd, tmp_path / "runs", "--model.head.init_args.dropout=0.1",
+                                      "--trainer.callbacks+=lightning.pytorch.callbacks.LearningRateMonitor",
+                                      "--trainer.callbacks.logging_interval=step",
+                                      "--model.optimizer=torch.optim.SGD", "--model.optimizer.init_args.momentum=0.5")
+    assert code == 0, err[-2000:]
+    assert found and found[0]["status"] == "ok"
