@@ -26,10 +26,10 @@ from typing import Optional
 from lightning.pytorch import LightningModule, Trainer
 from lightning.pytorch.callbacks import ProgressBar
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI, SaveConfigCallback
-from lightning.pytorch.utilities import rank_zero_info
 
 from lit_transfer import configs, results
 from lit_transfer.compat import CompactHelpFormatter, ThrottledProgressBar
+from lit_transfer.console import quiet, say
 from lit_transfer.checkpointing import AtomicCheckpointIO, Checkpoint
 from lit_transfer.convergence import ValidationCurve
 from lit_transfer.data import DomainPairDataModule
@@ -298,6 +298,13 @@ class TransferCLI(LightningCLI):
         self.subcommand_parsers: dict[str, LightningArgumentParser] = {}
         super().__init__(TransferClassifier, DomainPairDataModule, *args, **kwargs)
 
+    @staticmethod
+    def subcommands() -> dict[str, set[str]]:
+        """Lightning's subcommands; ``validate``/``test`` leave Trainer's ``verbose`` out: ``--verbose`` is ours
+        (third-party console lines), and their metrics are always printed, each once (``print_metrics``)."""
+        subs = LightningCLI.subcommands()
+        return {name: (skip | {"verbose"} if name in ("validate", "test") else skip) for name, skip in subs.items()}
+
     def init_parser(self, **kwargs) -> LightningArgumentParser:
         subcommand = kwargs.pop(_SUBCOMMAND_KWARG, None)
         parser = super().init_parser(**kwargs)
@@ -333,6 +340,9 @@ class TransferCLI(LightningCLI):
         parser.add_argument("--run.threads", type=Optional[int], default=None,
                             help="Intra-op CPU threads (torch.set_num_threads); null: torch's default. Recorded in "
                                  "result.json: results are bit-identical only at the same thread count.")
+        parser.add_argument("--verbose", type=bool, default=False,
+                            help="Show third-party log lines and warnings (off by default: lit_transfer's own "
+                                 "lines and the progress bar only).")
         parser.add_lightning_class_args(Checkpoint, "checkpoint")
         parser.set_defaults(
             {"checkpoint.monitor": "val_acc", "checkpoint.mode": "max", "checkpoint.save_last": True,
@@ -357,7 +367,9 @@ class TransferCLI(LightningCLI):
             warnings.filterwarnings("ignore", message="LightningCLI's args parameter is intended")
             super().parse_arguments(parser, args)
         subcommand = self.config.get("subcommand")
-        _check_numbers(self.config[subcommand] if subcommand else self.config)  # before the seed is applied
+        cfg = self.config[subcommand] if subcommand else self.config
+        quiet(bool(cfg.get("verbose")))  # before the trainer exists: its "GPU available" lines are noise
+        _check_numbers(cfg)  # before the seed is applied
 
     def instantiate_trainer(self, **kwargs) -> Trainer:
         # The throttled progress bar unless the config turns the bar off or brings its own.
@@ -365,8 +377,11 @@ class TransferCLI(LightningCLI):
         trainer_cfg = config_init.get("trainer") or {}
         callbacks = trainer_cfg.get("callbacks") or []
         callbacks = list(callbacks) if isinstance(callbacks, (list, tuple)) else [callbacks]
-        if (trainer_cfg.get("enable_progress_bar") is not False and "callbacks" not in kwargs
-                and not any(isinstance(c, ProgressBar) for c in callbacks)):
+        has_bar = any(isinstance(c, ProgressBar) for c in callbacks)
+        if trainer_cfg.get("enable_progress_bar") is None and not has_bar and not sys.stdout.isatty():
+            # Not a terminal (a sweep trial's log, CI): a bar is carriage-return spam there.
+            kwargs["enable_progress_bar"] = False
+        elif (trainer_cfg.get("enable_progress_bar") is not False and "callbacks" not in kwargs and not has_bar):
             kwargs["callbacks"] = [*callbacks, ThrottledProgressBar()]
         if self.subcommand == "fit" and not any(isinstance(c, ValidationCurve) for c in callbacks):
             kwargs["callbacks"] = [*kwargs.get("callbacks", callbacks), ValidationCurve()]
@@ -392,6 +407,9 @@ class TransferCLI(LightningCLI):
         if not cfg.run.transfer:
             # The scratch baseline of an experiment that names its weights once for every strategy (a sweep's
             # --model.weights=source): same architecture, random init. The saved config records what ran.
+            if cfg.model.weights not in (None, "source"):  # any other file or keyword was meant to be loaded
+                say(f"[lit_transfer] warning: model.weights={cfg.model.weights} has no effect: strategy "
+                    f"{cfg.run.strategy} trains from random init (run.transfer: false)")
             cfg.model.weights = None
         if cfg.model.weights == "source":
             argv = self.argv[1:] if self.argv[:1] == [self.subcommand] else self.argv
@@ -486,6 +504,21 @@ class TransferCLI(LightningCLI):
             torch.save(merged, path)
         print(f"predictions: {path}")
 
+    def test(self, model: LightningModule, verbose: bool = True, **kwargs) -> list:
+        """``trainer.test``, its metrics printed once each (Lightning's table repeats every metric under every
+        dataloader's column, which reads as if each domain had been tested twice)."""
+        out = self.trainer.test(model, verbose=False, **kwargs)
+        if verbose and self.trainer.is_global_zero:
+            print_metrics("test", out)
+        return out
+
+    def validate(self, model: LightningModule, verbose: bool = True, **kwargs) -> list:
+        """``trainer.validate``, its metrics printed once each."""
+        out = self.trainer.validate(model, verbose=False, **kwargs)
+        if verbose and self.trainer.is_global_zero:
+            print_metrics("validation", out)
+        return out
+
     def fit(self, model: LightningModule, **kwargs) -> None:
         """``trainer.fit``; a diverged run leaves ``result.json`` with ``"status": "diverged"`` and re-raises."""
         try:
@@ -525,7 +558,7 @@ class TransferCLI(LightningCLI):
         curve = next((c.summary() for c in trainer.callbacks if isinstance(c, ValidationCurve)), None)
         test_metrics: dict = {}
         if cfg.run.test_after_fit:
-            out = trainer.test(model, datamodule=dm, ckpt_path=ckpt, verbose=trainer.is_global_zero)
+            out = self.test(model, datamodule=dm, ckpt_path=ckpt, verbose=True)
             for d in out:
                 test_metrics.update(d)
         if not trainer.is_global_zero:
@@ -558,8 +591,23 @@ class TransferCLI(LightningCLI):
         from lit_transfer.tracking import push_result_to_loggers
 
         push_result_to_loggers(trainer, result)
-        rank_zero_info(f"[lit_transfer] result: {path}")
+        say(f"[lit_transfer] result: {path}")
         print(f"run dir: {self.run_dir}")
+
+
+def print_metrics(what: str, outputs: list[dict]) -> None:
+    """Each metric once (domains are in the names: ``target/test_acc``), on stdout."""
+    from lit_transfer import results
+
+    merged: dict = {}
+    for d in outputs or []:
+        merged.update(results.scalar_metrics(d))
+    if not merged:
+        return
+    width = max(len(k) for k in merged)
+    print(f"{what} metrics:")
+    for key in sorted(merged):
+        print(f"  {key:<{width}}  {merged[key]:.6g}")
 
 
 def _check_numbers(cfg) -> None:

@@ -17,9 +17,9 @@ SCHEMA = 1
 # strategy's name or path is here too: what it sets is in the resolved config itself (and run.strategy).
 VOLATILE_KEYS = ("run.dir", "run.root", "run.stage_cache", "run.configs", "strategy", "trainer.default_root_dir",
                  "checkpoint.dirpath", "trainer.logger", "ckpt_path")
-# Keys that only say what to predict, never what a fit computes: left out of the hash (so adding them kept every
-# existing config's hash).
-PREDICT_ONLY_KEYS = ("data.predict_dir",)
+# Keys that never change what a fit computes (what to predict, how much the console says): left out of the hash
+# altogether, so adding them kept every existing config's hash.
+UNHASHED_KEYS = ("data.predict_dir", "verbose")
 
 
 def scalar_metrics(metrics: Mapping[str, Any]) -> dict[str, float]:
@@ -40,7 +40,7 @@ def config_hash(parser, cfg) -> str:
     for key in VOLATILE_KEYS:
         if key in cfg:
             cfg[key] = None
-    for key in PREDICT_ONLY_KEYS:
+    for key in UNHASHED_KEYS:
         if key in cfg:
             del cfg[key]
     text = parser.dump(cfg, skip_none=False, skip_validation=True)

@@ -305,3 +305,48 @@ def test_predict_a_folder_writes_predictions_csv_matching_the_models_forward(fol
     assert [r["predicted"] for r in rows] == [names[i] for i in probs.argmax(-1).tolist()]
     csv_probs = torch.tensor([[float(r[f"p_{n}"]) for n in names] for r in rows])
     torch.testing.assert_close(csv_probs, probs, atol=1e-5, rtol=1e-4)
+
+
+# --- issue 20, defect 8: a quiet console --------------------------------------------------------------------
+
+
+def test_console_is_quiet_by_default_and_verbose_brings_third_party_lines_back(tmp_path):
+    """A real process (pytest would capture the log records): our lines only, each test metric once, no
+    carriage returns when stdout is not a terminal (a sweep trial's log); --verbose brings the rest back."""
+    env = {**os.environ, "PYTHONPATH": str(REPO), "HF_HUB_OFFLINE": "1", "WANDB_MODE": "offline"}
+    env.pop("LIT_TRANSFER_RUN_DIR", None)
+    fast = [a for a in FAST if not a.startswith("--trainer.enable_progress_bar")]  # the default bar decision
+    cmd = [sys.executable, "-m", "lit_transfer", "fit", *BASE, *fast, "--strategy=scratch"]
+    proc = subprocess.run([*cmd, f"--run.dir={tmp_path / 'quiet'}"], cwd=tmp_path, env=env, capture_output=True,
+                          text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert [line for line in proc.stderr.splitlines() if not line.startswith("[lit_transfer]")] == [], proc.stderr
+    assert "\r" not in proc.stdout + proc.stderr
+    metrics = [line.split() for line in proc.stdout.splitlines() if line.startswith("  ")]
+    names = [m[0] for m in metrics]
+    assert len(names) == len(set(names)) and {"target/test_acc", "source/test_acc"} <= set(names)
+    assert all(len(m) == 2 for m in metrics) and "DataLoader 1" not in proc.stdout
+    proc = subprocess.run([*cmd, "--verbose=true", f"--run.dir={tmp_path / 'verbose'}"], cwd=tmp_path, env=env,
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "GPU available" in proc.stderr and "Seed set to 0" in proc.stderr
+
+
+def test_test_subcommand_prints_each_metric_once(tmp_path, source_ckpt, capsys):
+    os.environ.pop("LIT_TRANSFER_RUN_DIR", None)
+    main(["test", *BASE, f"--ckpt_path={source_ckpt}", f"--run.dir={tmp_path / 'test'}"])
+    out = capsys.readouterr().out
+    rows = [line.split() for line in out.splitlines() if line.startswith("  ")]
+    assert sorted(r[0] for r in rows) == ["source/test_acc", "source/test_f1", "source/test_loss",
+                                          "target/test_acc", "target/test_f1", "target/test_loss"]
+    assert all(len(r) == 2 for r in rows)
+
+
+def test_scratch_warns_about_weights_it_ignores(tmp_path, capfd):
+    os.environ.pop("LIT_TRANSFER_RUN_DIR", None)
+    missing = tmp_path / "missing.ckpt"
+    main(["fit", *BASE, *FAST, "--strategy=scratch", f"--model.weights={missing}", f"--run.dir={tmp_path / 'run'}"])
+    warnings = [line for line in capfd.readouterr().err.splitlines() if "warning" in line]
+    assert warnings == [f"[lit_transfer] warning: model.weights={missing} has no effect: strategy scratch trains "
+                        "from random init (run.transfer: false)"]
+    assert json.loads((tmp_path / "run" / "result.json").read_text())["status"] == "ok"
