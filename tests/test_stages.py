@@ -111,7 +111,7 @@ def test_stage_data_comes_from_the_parsed_config_with_target_only_settings_neutr
     data_yaml = tmp_path / "data.yaml"
     data_yaml.write_text("data:\n  target_shots: 50\n  val_shots: 7\n  batch_size: 16\n")
     argv = [*BASE, "--config", str(data_yaml), *STRATEGY, "--data.target_shots=1", "--data.split_seed=3"]
-    stage, args = stage_cfg(parser, argv)
+    stage, _ = stage_cfg(parser, argv)
     assert stage.data.train_on == "source" and stage.data.target_shots is None and stage.data.val_shots is None
     assert stage.data.split_seed == 3 and stage.data.batch_size == 16  # command line and YAML alike
     assert stage.model.weights is None and stage.run.strategy == "source"

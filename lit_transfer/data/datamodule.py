@@ -214,7 +214,8 @@ class DomainPairDataModule(L.LightningDataModule):
         a, b = self.specs[self.primary], self.specs[self.other]
         if self.train_on == "source+target" and domains.in_chans(a) == domains.in_chans(b):
             return [self.primary, self.other]  # joint training has a head per domain (the objective's)
-        same = self._num_classes(self.primary) == self._num_classes(self.other) and domains.in_chans(a) == domains.in_chans(b)
+        same = (self._num_classes(self.primary) == self._num_classes(self.other)
+                and domains.in_chans(a) == domains.in_chans(b))
         return [self.primary, self.other] if same else [self.primary]
 
     @property
@@ -317,6 +318,11 @@ class DomainPairDataModule(L.LightningDataModule):
         """sha256 of every split index of both domains and what defines the domains: equal data, equal hash."""
         h = hashlib.sha256()
         h.update(json.dumps({r: self.specs[r].identity() for r in _ROLES}, sort_keys=True).encode())
+        names, maps = self._match_classes()
+        if names is not None and any(m != {i: i for i in m} for m in maps.values()):
+            # classes matched by name to other labels than their folders' positions (only then: the hashes of
+            # pairs with the same class folders stay as they were)
+            h.update(json.dumps({"classes": names, "maps": {r: sorted(m.items()) for r, m in maps.items()}}).encode())
         for role, splits in self.split_indices().items():
             for split in _SPLITS:
                 h.update(f"{role}/{split}:".encode())
