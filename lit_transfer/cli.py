@@ -473,36 +473,8 @@ class TransferCLI(LightningCLI):
         push_config_to_loggers(self.trainer, self.parser, self.config[self.subcommand])
 
     def after_predict(self) -> None:
-        """Save what ``predict`` returned: class probabilities and predictions of ``data.predict_dir``'s images
-        as ``predictions.csv`` (file, predicted class name, one probability per class), or of the target test
-        split as ``predictions.pt``."""
-        out = self.trainer.predict_loop.predictions
-        if not out or not self.trainer.is_global_zero:
-            return
-        import torch
-
-        batches = out[0] if isinstance(out[0], list) else out
-        merged = {k: torch.cat([b[k] for b in batches]) for k in batches[0]}
-        dm = self.datamodule
-        files = getattr(dm, "predict_files", None)
-        if files:
-            import csv
-            import io
-
-            from lit_transfer import atomic
-
-            names = dm.class_names or [str(i) for i in range(merged["probs"].shape[1])]
-            text = io.StringIO()
-            writer = csv.writer(text)
-            writer.writerow(["file", "predicted", *(f"p_{n}" for n in names)])
-            for file, pred, probs in zip(files, merged["pred"].tolist(), merged["probs"].tolist()):
-                writer.writerow([file, names[pred], *(f"{p:.6g}" for p in probs)])
-            path = self.run_dir / "predictions.csv"
-            atomic.write_text(path, text.getvalue())
-        else:
-            path = self.run_dir / "predictions.pt"
-            torch.save(merged, path)
-        print(f"predictions: {path}")
+        if self.trainer.predict_loop.predictions and self.trainer.is_global_zero:
+            save_predictions(self.run_dir, self.trainer.predict_loop.predictions, self.datamodule)
 
     def test(self, model: LightningModule, verbose: bool = True, **kwargs) -> list:
         """``trainer.test``, its metrics printed once each (Lightning's table repeats every metric under every
@@ -593,6 +565,36 @@ class TransferCLI(LightningCLI):
         push_result_to_loggers(trainer, result)
         say(f"[lit_transfer] result: {path}")
         print(f"run dir: {self.run_dir}")
+
+
+def save_predictions(run_dir: Path, out: list, dm) -> Path:
+    """What ``predict`` returned: class probabilities and predictions of ``data.predict_dir``'s images as
+    ``predictions.csv`` (file, predicted class name, one probability per class), or of the target test split
+    as ``predictions.pt``."""
+    import torch
+
+    batches = out[0] if isinstance(out[0], list) else out
+    merged = {k: torch.cat([b[k] for b in batches]) for k in batches[0]}
+    files = getattr(dm, "predict_files", None)
+    if files:
+        import csv
+        import io
+
+        from lit_transfer import atomic
+
+        names = dm.class_names or [str(i) for i in range(merged["probs"].shape[1])]
+        text = io.StringIO()
+        writer = csv.writer(text)
+        writer.writerow(["file", "predicted", *(f"p_{n}" for n in names)])
+        for file, pred, probs in zip(files, merged["pred"].tolist(), merged["probs"].tolist()):
+            writer.writerow([file, names[pred], *(f"{p:.6g}" for p in probs)])
+        path = run_dir / "predictions.csv"
+        atomic.write_text(path, text.getvalue())
+    else:
+        path = run_dir / "predictions.pt"
+        torch.save(merged, path)
+    print(f"predictions: {path}")
+    return path
 
 
 def print_metrics(what: str, outputs: list[dict]) -> None:

@@ -34,7 +34,94 @@ def _as_spec(spec: DomainSpec | dict | None) -> DomainSpec:
     return DomainSpec(**spec) if isinstance(spec, dict) else spec
 
 
-class DomainPairDataModule(L.LightningDataModule):
+def match_classes(specs: dict[str, DomainSpec]) -> tuple[list[str] | None, dict[str, dict[int, int]]]:
+    """``(shared class names, {role: folder label -> shared label})`` when both domains name their classes
+    (image folders): the source's classes, then the target's the source lacks, matched by name (after
+    ``label_map`` renames); ``(None, {})`` for datasets whose labels are indices. No shared name: one line."""
+    names = {role: domains.class_names(spec) for role, spec in specs.items()}
+    if any(v is None for v in names.values()):
+        return None, {}
+    source, target = names["source"], names["target"]
+    if not set(source) & set(target):
+        raise TransferConfigError(
+            f"data.source classes {source} and data.target classes {target} share no name, so no class can "
+            "be matched; rename folders, or map them with data.target.label_map (folder name -> source class "
+            f"name, e.g. {{{target[0]}: '{source[0]}'}})")
+    shared = list(source) + [n for n in target if n not in source]
+    maps = {}
+    for role, spec in specs.items():
+        renamed = [str((spec.label_map or {}).get(c, c)) for c in domains.folder_class_names(spec)]
+        maps[role] = {i: shared.index(n) for i, n in enumerate(renamed)}
+    return shared, maps
+
+
+def check_channels(specs: dict[str, DomainSpec]) -> None:
+    """Image folders of a pair must resolve to the same channels: a model has one input stem, and a domain
+    with other channels would silently drop out of evaluation."""
+    if not any(spec.name == "image_folder" for spec in specs.values()):
+        return
+    chans = {role: domains.in_chans(spec) for role, spec in specs.items()}
+    if chans["source"] != chans["target"]:
+        kind = {1: "grayscale (1 channel)", 3: "RGB (3 channels)"}
+        raise TransferConfigError(
+            f"data.source images are {kind[chans['source']]} and data.target images are {kind[chans['target']]}; "
+            "a model takes one kind: set the same channels on both (data.source.channels=3 and "
+            "data.target.channels=3, or 1 for grayscale)")
+
+
+def check_sizes(specs: dict[str, DomainSpec], sizes: dict[str, tuple]) -> None:
+    """Source and target images of one size, unless an ``image_size`` decided them (set on either domain)."""
+    if sizes["source"] == sizes["target"] or any(s.image_size is not None for s in specs.values()):
+        return
+    big = max(max(s) for s in sizes.values())
+    (sh, sw), (th, tw) = sizes["source"], sizes["target"]
+    raise TransferConfigError(
+        f"data.source images are {sh}x{sw} and data.target images are {th}x{tw}; set image_size on both "
+        f"(e.g. data.source.image_size={big} and data.target.image_size={big}) so the model sees one size")
+
+
+class ClassMatching:
+    """Class names matched across the pair (``match_classes``), for :class:`DomainPairDataModule`."""
+
+    specs: dict[str, DomainSpec]
+    _classes: tuple | None = None
+
+    @property
+    def class_names(self) -> list[str] | None:
+        """The pair's class names in label order, when both domains name their classes (image folders): the
+        source's classes, then the target's that the source lacks. Classes are matched by name, never by
+        position; ``None`` for datasets whose labels are indices."""
+        return self._match_classes()[0]
+
+    @property
+    def missing_classes(self) -> dict[str, list[str]]:
+        """``{role: [class names]}`` of the shared classes a domain has no images of (it is evaluated on the
+        classes it has)."""
+        names, maps = self._match_classes()
+        if names is None:
+            return {}
+        out = {}
+        for role, lut in maps.items():
+            missing = [n for i, n in enumerate(names) if i not in set(lut.values())]
+            if missing:
+                out[role] = missing
+        return out
+
+    def _match_classes(self) -> tuple[list[str] | None, dict[str, dict[int, int]]]:
+        if self._classes is None:
+            self._classes = match_classes(self.specs)
+        return self._classes
+
+    def _num_classes(self, role: str) -> int:
+        names = self.class_names
+        return len(names) if names is not None else domains.num_classes(self.specs[role])
+
+    def _label_map(self, role: str) -> dict[int, int] | None:
+        names, maps = self._match_classes()
+        return maps[role] if names is not None else self.specs[role].label_map
+
+
+class DomainPairDataModule(ClassMatching, L.LightningDataModule):
     """Source and target domains, each split into train/val/test once, deterministically from ``split_seed``.
 
     ``train_on`` picks the domain a run trains on, so one data config serves the source stage and every
@@ -133,57 +220,6 @@ class DomainPairDataModule(L.LightningDataModule):
         return self.specs["target"]
 
     @property
-    def class_names(self) -> list[str] | None:
-        """The pair's class names in label order, when both domains name their classes (image folders): the
-        source's classes, then the target's that the source lacks. Classes are matched by name, never by
-        position; ``None`` for datasets whose labels are indices."""
-        return self._match_classes()[0]
-
-    @property
-    def missing_classes(self) -> dict[str, list[str]]:
-        """``{role: [class names]}`` of the shared classes a domain has no images of (it is evaluated on the
-        classes it has)."""
-        names, maps = self._match_classes()
-        if names is None:
-            return {}
-        out = {}
-        for role, lut in maps.items():
-            missing = [n for i, n in enumerate(names) if i not in set(lut.values())]
-            if missing:
-                out[role] = missing
-        return out
-
-    def _match_classes(self) -> tuple[list[str] | None, dict[str, dict[int, int]]]:
-        if self._classes is not None:
-            return self._classes
-        names = {role: domains.class_names(spec) for role, spec in self.specs.items()}
-        if any(v is None for v in names.values()):
-            self._classes = (None, {})
-            return self._classes
-        source, target = names["source"], names["target"]
-        if not set(source) & set(target):
-            raise TransferConfigError(
-                f"data.source classes {source} and data.target classes {target} share no name, so no class can "
-                "be matched; rename folders, or map them with data.target.label_map (folder name -> source class "
-                f"name, e.g. {{{target[0]}: '{source[0]}'}})")
-        shared = list(source) + [n for n in target if n not in source]
-        maps = {}
-        for role, spec in self.specs.items():
-            folders = domains.folder_class_names(spec)
-            renamed = [str((spec.label_map or {}).get(c, c)) for c in folders]
-            maps[role] = {i: shared.index(n) for i, n in enumerate(renamed)}
-        self._classes = (shared, maps)
-        return self._classes
-
-    def _num_classes(self, role: str) -> int:
-        names = self.class_names
-        return len(names) if names is not None else domains.num_classes(self.specs[role])
-
-    def _label_map(self, role: str) -> dict[int, int] | None:
-        names, maps = self._match_classes()
-        return maps[role] if names is not None else self.specs[role].label_map
-
-    @property
     def source_num_classes(self) -> int:
         return self._num_classes("source")
 
@@ -246,7 +282,7 @@ class DomainPairDataModule(L.LightningDataModule):
     def _load(self) -> None:
         if self._indices:
             return
-        self._check_channels()
+        check_channels(self.specs)
         missing = self.missing_classes
         for role, names in missing.items():
             have = self._num_classes(role) - len(names)
@@ -277,31 +313,7 @@ class DomainPairDataModule(L.LightningDataModule):
             self._indices[role] = splits
             for split, idx in splits.items():
                 self._subsets[role, split] = domain.images[idx], labels[idx]
-        self._check_sizes()
-
-    def _check_channels(self) -> None:
-        """Image folders of a pair must resolve to the same channels: a model has one input stem, and a domain
-        with other channels would silently drop out of evaluation."""
-        if not any(spec.name == "image_folder" for spec in self.specs.values()):
-            return
-        chans = {role: domains.in_chans(spec) for role, spec in self.specs.items()}
-        if chans["source"] != chans["target"]:
-            kind = {1: "grayscale (1 channel)", 3: "RGB (3 channels)"}
-            raise TransferConfigError(
-                f"data.source images are {kind[chans['source']]} and data.target images are "
-                f"{kind[chans['target']]}; a model takes one kind: set the same channels on both "
-                "(data.source.channels=3 and data.target.channels=3, or 1 for grayscale)")
-
-    def _check_sizes(self) -> None:
-        """Source and target images of one size, unless both sizes were declared (``image_size``)."""
-        sizes = {role: tuple(self._subsets[role, "train"][0].shape[-2:]) for role in _ROLES}
-        if sizes["source"] == sizes["target"] or all(s.image_size is not None for s in self.specs.values()):
-            return
-        big = max(max(s) for s in sizes.values())
-        (sh, sw), (th, tw) = sizes["source"], sizes["target"]
-        raise TransferConfigError(
-            f"data.source images are {sh}x{sw} and data.target images are {th}x{tw}; set image_size on both "
-            f"(e.g. data.source.image_size={big} and data.target.image_size={big}) so the model sees one size")
+        check_sizes(self.specs, {role: tuple(self._subsets[role, "train"][0].shape[-2:]) for role in _ROLES})
 
     def split_indices(self) -> dict[str, dict[str, torch.Tensor]]:
         """``{role: {split: indices into the domain's dataset}}``, train after shots; loads the data if needed."""
