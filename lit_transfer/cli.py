@@ -26,10 +26,10 @@ from typing import Optional
 from lightning.pytorch import LightningModule, Trainer
 from lightning.pytorch.callbacks import ProgressBar
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI, SaveConfigCallback
-from lightning.pytorch.utilities import rank_zero_info
 
 from lit_transfer import configs, results
 from lit_transfer.compat import CompactHelpFormatter, ThrottledProgressBar
+from lit_transfer.console import quiet, say
 from lit_transfer.checkpointing import AtomicCheckpointIO, Checkpoint
 from lit_transfer.callbacks.throughput import Throughput
 from lit_transfer.convergence import ValidationCurve
@@ -126,6 +126,113 @@ def expand_strategy(argv: list[str]) -> list[str]:
     return [*argv[:at], "--config", str(path), *argv[at:]]
 
 
+_EVAL_SUBCOMMANDS = ("validate", "test", "predict")
+
+
+def with_run_config(argv: list[str]) -> list[str]:
+    """``validate``/``test``/``predict --ckpt_path <run>/checkpoints/X.ckpt`` without ``--config``: the run's
+    saved ``config.yaml`` comes first, so the checkpoint is evaluated on the data (and with the model) it was
+    trained with, never on the defaults. A checkpoint that does not exist is a one-line error."""
+    at = next((i for i, arg in enumerate(argv) if arg in SUBCOMMANDS and not _is_value(argv, i)), None)
+    if at is None or argv[at] not in _EVAL_SUBCOMMANDS:
+        return argv
+    options = list(_options(argv[at + 1:]))
+    ckpt = next((value for _, key, value in reversed(options) if key == "--ckpt_path"), None)
+    if ckpt is None or str(ckpt).lower() in ("null", "none", ""):
+        return argv
+    path = Path(ckpt).expanduser()
+    if not path.is_file():
+        raise TransferConfigError(f"checkpoint not found: {ckpt}; give an existing checkpoint, e.g. "
+                                  "<run dir>/checkpoints/best.ckpt")
+    if any(key in _CONFIG_FLAGS for _, key, _ in options):
+        return argv  # the user says which data and model
+    run_config = path.resolve().parent.parent / "config.yaml"
+    if not run_config.is_file():
+        raise TransferConfigError(f"{ckpt} is not inside a run directory (no {run_config}), so the data it was "
+                                  "trained on is unknown; give --config with its data and model configs")
+    print(f"[lit_transfer] using the run's config: {run_config}", file=sys.stderr)
+    return [*argv[:at + 1], "--config", str(run_config), *argv[at + 1:]]
+
+
+def _known_keys(parser) -> set[str]:
+    """Every ``--key`` the parser accepts, without the dashes (``data.target_shots``, ``model.optimizer``)."""
+    return {opt[2:] for opt in getattr(parser, "_option_string_actions", {}) if opt.startswith("--")}
+
+
+def _domain_fields() -> list[str]:
+    import dataclasses
+
+    from lit_transfer.data import DomainSpec
+
+    return [f.name for f in dataclasses.fields(DomainSpec)]
+
+
+def unknown_key(key: str, known: set[str]) -> Optional[tuple[str, Optional[str]]]:
+    """``(key, closest valid key or None)`` when ``key`` names no option; ``None`` when it is valid (or lies
+    below an option that checks its own keys: a class's ``init_args``, a dict-valued option)."""
+    import difflib
+
+    key = key.rstrip("+")  # --trainer.callbacks+=...
+    if key in known or any(k.startswith(key + ".") for k in known):  # an option, or a group given whole
+        return None
+    parts = key.split(".")
+    for i in range(len(parts) - 1, 0, -1):
+        head = ".".join(parts[:i])
+        if head not in known:
+            continue
+        if head + ".help" not in known and any(k.startswith(head + ".") for k in known):
+            break  # a group (data, model, trainer, checkpoint): the key must be one of its options
+        if head in ("data.source", "data.target"):  # a DomainSpec: its fields are known here
+            fields = _domain_fields()
+            if parts[i] in fields:
+                return None
+            close = difflib.get_close_matches(parts[i], fields, n=1, cutoff=0.6)
+            return key, (f"{head}.{close[0]}" if close else None)
+        return None  # below a class-typed or dict-valued option: jsonargparse checks it
+    close = difflib.get_close_matches(key, sorted(known), n=1, cutoff=0.6)
+    return key, (close[0] if close else None)
+
+
+def _yaml_keys(data, prefix: str, known: set[str]):
+    """Dotted keys of a config file's mapping, down to the options the parser knows."""
+    for name, value in data.items():
+        key = f"{prefix}{name}"
+        if key in ("data.source", "data.target") and isinstance(value, dict):
+            yield from (f"{key}.{field}" for field in value)
+        elif (isinstance(value, dict) and f"{key}.help" not in known
+              and any(k.startswith(key + ".") for k in known)):
+            yield from _yaml_keys(value, key + ".", known)  # a group: data, model, trainer, checkpoint
+        else:
+            yield key
+
+
+def check_keys(parser, argv: list[str]) -> None:
+    """Every key on the command line and in every ``--config`` file names an option; otherwise one line with
+    the closest valid key. Prefixes are not keys (``--data.target_shot 5`` is not ``data.target_shots``)."""
+    known = _known_keys(parser)
+    if not known:
+        return
+    for _, flag, value in _options(argv):
+        if flag in _CONFIG_FLAGS:
+            if value is None:
+                continue
+            data = _yaml_mapping(value)
+            for key in _yaml_keys(data, "", known):
+                if key == "subcommand" or key in SUBCOMMANDS:
+                    continue
+                bad = unknown_key(key, known)
+                if bad:
+                    hint = f"; did you mean {bad[1]}?" if bad[1] else "; see lit-transfer fit --help"
+                    raise TransferConfigError(f"unknown key {bad[0]} in {value}{hint}")
+            continue
+        if not flag.startswith("--") or flag in ("--help", "--print_config", "--verbose"):
+            continue
+        bad = unknown_key(flag[2:], known)
+        if bad:
+            hint = f"; did you mean --{bad[1]}?" if bad[1] else "; see lit-transfer fit --help"
+            raise TransferConfigError(f"unknown option --{bad[0]} on the command line{hint}")
+
+
 def _is_value(argv: list[str], i: int) -> bool:
     """Whether ``argv[i]`` is the value of the option before it (``--run.experiment test``)."""
     return i > 0 and argv[i - 1].startswith("-") and "=" not in argv[i - 1]
@@ -192,6 +299,13 @@ class TransferCLI(LightningCLI):
         self.subcommand_parsers: dict[str, LightningArgumentParser] = {}
         super().__init__(TransferClassifier, DomainPairDataModule, *args, **kwargs)
 
+    @staticmethod
+    def subcommands() -> dict[str, set[str]]:
+        """Lightning's subcommands; ``validate``/``test`` leave Trainer's ``verbose`` out: ``--verbose`` is ours
+        (third-party console lines), and their metrics are always printed, each once (``print_metrics``)."""
+        subs = LightningCLI.subcommands()
+        return {name: (skip | {"verbose"} if name in ("validate", "test") else skip) for name, skip in subs.items()}
+
     def init_parser(self, **kwargs) -> LightningArgumentParser:
         subcommand = kwargs.pop(_SUBCOMMAND_KWARG, None)
         parser = super().init_parser(**kwargs)
@@ -227,6 +341,9 @@ class TransferCLI(LightningCLI):
         parser.add_argument("--run.threads", type=Optional[int], default=None,
                             help="Intra-op CPU threads (torch.set_num_threads); null: torch's default. Recorded in "
                                  "result.json: results are bit-identical only at the same thread count.")
+        parser.add_argument("--verbose", type=bool, default=False,
+                            help="Show third-party log lines and warnings (off by default: lit_transfer's own "
+                                 "lines and the progress bar only).")
         parser.add_lightning_class_args(Checkpoint, "checkpoint")
         parser.set_defaults(
             {"checkpoint.monitor": "val_acc", "checkpoint.mode": "max", "checkpoint.save_last": True,
@@ -242,13 +359,18 @@ class TransferCLI(LightningCLI):
             from lit_transfer.tracking import prepare_cli_args
 
             # Agents' None values and loggers given without a save_dir (filled in with the run dir) parse.
-            self.argv = prepare_cli_args(resolve_config_paths(list(args)))
+            self.argv = with_run_config(prepare_cli_args(resolve_config_paths(list(args))))
             args = expand_strategy(self.argv)
+            at = next((i for i, arg in enumerate(args) if arg in SUBCOMMANDS and not _is_value(args, i)), None)
+            sub_parser = self.subcommand_parsers.get(args[at]) if at is not None else parser
+            check_keys(sub_parser or parser, args[at + 1:] if at is not None else args)
         with warnings.catch_warnings():  # the arguments are passed explicitly on purpose (strategy expanded)
             warnings.filterwarnings("ignore", message="LightningCLI's args parameter is intended")
             super().parse_arguments(parser, args)
         subcommand = self.config.get("subcommand")
-        _check_numbers(self.config[subcommand] if subcommand else self.config)  # before the seed is applied
+        cfg = self.config[subcommand] if subcommand else self.config
+        quiet(bool(cfg.get("verbose")))  # before the trainer exists: its "GPU available" lines are noise
+        _check_numbers(cfg)  # before the seed is applied
 
     def instantiate_trainer(self, **kwargs) -> Trainer:
         # The throttled progress bar unless the config turns the bar off or brings its own.
@@ -256,8 +378,11 @@ class TransferCLI(LightningCLI):
         trainer_cfg = config_init.get("trainer") or {}
         callbacks = trainer_cfg.get("callbacks") or []
         callbacks = list(callbacks) if isinstance(callbacks, (list, tuple)) else [callbacks]
-        if (trainer_cfg.get("enable_progress_bar") is not False and "callbacks" not in kwargs
-                and not any(isinstance(c, ProgressBar) for c in callbacks)):
+        has_bar = any(isinstance(c, ProgressBar) for c in callbacks)
+        if trainer_cfg.get("enable_progress_bar") is None and not has_bar and not sys.stdout.isatty():
+            # Not a terminal (a sweep trial's log, CI): a bar is carriage-return spam there.
+            kwargs["enable_progress_bar"] = False
+        elif (trainer_cfg.get("enable_progress_bar") is not False and "callbacks" not in kwargs and not has_bar):
             kwargs["callbacks"] = [*callbacks, ThrottledProgressBar()]
         if self.subcommand == "fit" and not any(isinstance(c, ValidationCurve) for c in callbacks):
             kwargs["callbacks"] = [*kwargs.get("callbacks", callbacks), ValidationCurve()]
@@ -285,6 +410,9 @@ class TransferCLI(LightningCLI):
         if not cfg.run.transfer:
             # The scratch baseline of an experiment that names its weights once for every strategy (a sweep's
             # --model.weights=source): same architecture, random init. The saved config records what ran.
+            if cfg.model.weights not in (None, "source"):  # any other file or keyword was meant to be loaded
+                say(f"[lit_transfer] warning: model.weights={cfg.model.weights} has no effect: strategy "
+                    f"{cfg.run.strategy} trains from random init (run.transfer: false)")
             cfg.model.weights = None
         self.weights_from_stage = cfg.model.weights == "source"
         if self.weights_from_stage and cfg.data.get("source") == "none":
@@ -352,17 +480,23 @@ class TransferCLI(LightningCLI):
         push_config_to_loggers(self.trainer, self.parser, self.config[self.subcommand])
 
     def after_predict(self) -> None:
-        """Save what ``predict`` returned (class probabilities and predictions of the target test split)."""
-        out = self.trainer.predict_loop.predictions
-        if not out or not self.trainer.is_global_zero:
-            return
-        import torch
+        if self.trainer.predict_loop.predictions and self.trainer.is_global_zero:
+            save_predictions(self.run_dir, self.trainer.predict_loop.predictions, self.datamodule)
 
-        batches = out[0] if isinstance(out[0], list) else out
-        merged = {k: torch.cat([b[k] for b in batches]) for k in batches[0]}
-        path = self.run_dir / "predictions.pt"
-        torch.save(merged, path)
-        print(f"predictions: {path}")
+    def test(self, model: LightningModule, verbose: bool = True, **kwargs) -> list:
+        """``trainer.test``, its metrics printed once each (Lightning's table repeats every metric under every
+        dataloader's column, which reads as if each domain had been tested twice)."""
+        out = self.trainer.test(model, verbose=False, **kwargs)
+        if verbose and self.trainer.is_global_zero:
+            print_metrics("test", out)
+        return out
+
+    def validate(self, model: LightningModule, verbose: bool = True, **kwargs) -> list:
+        """``trainer.validate``, its metrics printed once each."""
+        out = self.trainer.validate(model, verbose=False, **kwargs)
+        if verbose and self.trainer.is_global_zero:
+            print_metrics("validation", out)
+        return out
 
     def fit(self, model: LightningModule, **kwargs) -> None:
         """``trainer.fit``; a diverged run leaves ``result.json`` with ``"status": "diverged"`` and re-raises."""
@@ -411,7 +545,7 @@ class TransferCLI(LightningCLI):
         speed = next((c.summary() for c in trainer.callbacks if isinstance(c, Throughput)), {})
         test_metrics: dict = {}
         if cfg.run.test_after_fit:
-            out = trainer.test(model, datamodule=dm, ckpt_path=ckpt, verbose=trainer.is_global_zero)
+            out = self.test(model, datamodule=dm, ckpt_path=ckpt, verbose=True)
             for d in out:
                 test_metrics.update(d)
         if not trainer.is_global_zero:
@@ -436,12 +570,61 @@ class TransferCLI(LightningCLI):
         skipping = [role for role, spec in dm.specs.items() if getattr(spec, "skip_corrupt", False)]
         if skipping:  # unreadable image files left out of this run's data
             result["skipped_corrupt"] = {role: len(dm.skipped_files.get(role, [])) for role in skipping}
+        if getattr(dm, "class_names", None) is not None:  # matched by name; a domain missing some says so
+            result["classes"] = {"names": list(dm.class_names), "missing": dm.missing_classes}
+        if getattr(dm, "converted", None):  # image files of the other mode, converted to the domain's channels
+            result["converted_mode"] = {role: dm.converted.get(role, 0) for role in dm.specs}
         path = results.write_result(self.run_dir, result)
         from lit_transfer.tracking import push_result_to_loggers
 
         push_result_to_loggers(trainer, result)
-        rank_zero_info(f"[lit_transfer] result: {path}")
+        say(f"[lit_transfer] result: {path}")
         print(f"run dir: {self.run_dir}")
+
+
+def save_predictions(run_dir: Path, out: list, dm) -> Path:
+    """What ``predict`` returned: class probabilities and predictions of ``data.predict_dir``'s images as
+    ``predictions.csv`` (file, predicted class name, one probability per class), or of the target test split
+    as ``predictions.pt``."""
+    import torch
+
+    batches = out[0] if isinstance(out[0], list) else out
+    merged = {k: torch.cat([b[k] for b in batches]) for k in batches[0]}
+    files = getattr(dm, "predict_files", None)
+    if files:
+        import csv
+        import io
+
+        from lit_transfer import atomic
+
+        names = dm.class_names or [str(i) for i in range(merged["probs"].shape[1])]
+        text = io.StringIO()
+        writer = csv.writer(text)
+        writer.writerow(["file", "predicted", *(f"p_{n}" for n in names)])
+        for file, pred, probs in zip(files, merged["pred"].tolist(), merged["probs"].tolist()):
+            writer.writerow([file, names[pred], *(f"{p:.6g}" for p in probs)])
+        path = run_dir / "predictions.csv"
+        atomic.write_text(path, text.getvalue())
+    else:
+        path = run_dir / "predictions.pt"
+        torch.save(merged, path)
+    print(f"predictions: {path}")
+    return path
+
+
+def print_metrics(what: str, outputs: list[dict]) -> None:
+    """Each metric once (domains are in the names: ``target/test_acc``), on stdout."""
+    from lit_transfer import results
+
+    merged: dict = {}
+    for d in outputs or []:
+        merged.update(results.scalar_metrics(d))
+    if not merged:
+        return
+    width = max(len(k) for k in merged)
+    print(f"{what} metrics:")
+    for key in sorted(merged):
+        print(f"  {key:<{width}}  {merged[key]:.6g}")
 
 
 def _check_numbers(cfg) -> None:

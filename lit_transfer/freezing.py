@@ -148,12 +148,11 @@ def param_counts(model: nn.Module) -> dict[str, int]:
 
 def log_param_counts(model, reason: str = "") -> None:
     """Print the counts and send them to the trainer's loggers as ``params/trainable``, ``params/total``."""
-    from lightning.pytorch.utilities import rank_zero_info
-
     from lit_transfer.compat import attached_trainer
+    from lit_transfer.console import say
 
     counts = param_counts(model)
-    rank_zero_info(f"[lit_transfer] trainable params {counts['trainable']:,} / {counts['total']:,} {reason}".rstrip())
+    say(f"[lit_transfer] trainable params {counts['trainable']:,} / {counts['total']:,} {reason}".rstrip())
     trainer = attached_trainer(model)
     if trainer is not None and trainer.loggers:
         metrics = {f"params/{k}": float(v) for k, v in counts.items()}

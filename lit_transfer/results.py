@@ -17,6 +17,9 @@ SCHEMA = 1
 # strategy's name or path is here too: what it sets is in the resolved config itself (and run.strategy).
 VOLATILE_KEYS = ("run.dir", "run.root", "run.stage_cache", "run.configs", "strategy", "trainer.default_root_dir",
                  "checkpoint.dirpath", "trainer.logger", "ckpt_path")
+# Keys that never change what a fit computes (what to predict, how much the console says): left out of the hash
+# altogether, so adding them kept every existing config's hash.
+UNHASHED_KEYS = ("data.predict_dir", "verbose")
 
 
 def scalar_metrics(metrics: Mapping[str, Any]) -> dict[str, float]:
@@ -37,6 +40,9 @@ def config_hash(parser, cfg) -> str:
     for key in VOLATILE_KEYS:
         if key in cfg:
             cfg[key] = None
+    for key in UNHASHED_KEYS:
+        if key in cfg:
+            del cfg[key]
     text = parser.dump(cfg, skip_none=False, skip_validation=True)
     return hashlib.sha256(text.encode()).hexdigest()
 

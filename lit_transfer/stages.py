@@ -1,9 +1,12 @@
 """Shared stages: ``--model.weights=source`` trains the experiment's source model once and reuses it.
 
 The source stage of a target run is the same command with the strategy swapped for ``source`` and the
-target-only settings dropped: strategy and protocol configs (the target's budget and tuning), target shots and
-validation labels, and every ``--trainer.*`` override except the few that change what is computed (precision,
-accelerator, devices, determinism). It is content-addressed by its resolved config, so every trial of a sweep
+target-only settings dropped: strategy and protocol configs (the target's budget and tuning), and every
+``--trainer.*`` override except the few that change what is computed (precision, accelerator, devices,
+determinism). Its data is the target run's *parsed* ``data`` section (YAML and command line alike), with the
+target-only settings (target shots, validation labels, shots seed, the unlabeled stream) set to neutral values:
+a ``--data.target_shots`` on the command line can never make the stage fail on a rare target class, and every
+shots setting shares one stage. It is content-addressed by its resolved config, so every trial of a sweep
 that needs it (any strategy, shots, seed or budget) loads one checkpoint, and concurrent trials wait on a file
 lock instead of training it twice. Target runs load the checkpoint the stage itself was tested with (its
 ``result.json``), so the stage's reported accuracy and every run's "before" are the same model.
@@ -24,13 +27,17 @@ from pathlib import Path
 from lit_transfer import configs
 from lit_transfer.errors import TransferConfigError
 
-__all__ = ["resolve_source_stage", "source_stage_args", "stage_key", "stage_checkpoint"]
+__all__ = ["resolve_source_stage", "source_stage_args", "stage_data_args", "stage_key", "stage_checkpoint"]
 # Overrides that define what the source model is; everything else (strategy, lr, budget, shots, ...) is the
 # target's. A target run's --trainer.max_steps must not give the sweep a different source model than the demo.
 _KEEP = ("--data.", "--model.backbone", "--model.in_chans", "--trainer.precision",
          "--trainer.accelerator", "--trainer.devices", "--trainer.num_nodes", "--trainer.deterministic",
          "--trainer.strategy")
 _DROP = tuple(f"--data.{k}" for k in ("target_shots", "val_shots", "shots_seed", "train_on", "unlabeled_target"))
+# The stage's values of the target-only data settings, whatever the target run says; train_on comes from
+# strategy/source.yaml; predict_dir never defines a model.
+NEUTRAL_DATA = {"target_shots": None, "val_shots": None, "shots_seed": None, "unlabeled_target": False}
+_NOT_STAGE_DATA = ("train_on", "predict_dir")
 TARGET_CONFIG_DIRS = ("strategy", "protocol")  # config folders that only describe the target run
 _TARGET_FLAGS = ("--strategy",)  # the stage's own strategy replaces the target's
 
@@ -39,9 +46,26 @@ def _is_target_config(path: str) -> bool:
     return Path(path).parent.name in TARGET_CONFIG_DIRS
 
 
+def stage_data_args(data: dict) -> list[str]:
+    """``--data.KEY=<json>`` for every setting of the target run's parsed ``data`` section that defines the
+    source stage's data; target-only settings get their neutral values (``NEUTRAL_DATA``)."""
+    import json
+
+    out = []
+    for key, value in data.items():
+        if key in _NOT_STAGE_DATA:
+            continue
+        value = NEUTRAL_DATA.get(key, value)
+        out.append(f"--data.{key}={json.dumps(value, sort_keys=True)}")
+    return out
+
+
 def source_stage_args(argv: list[str], source_seed: int, threads: int | None = None,
-                      configs_dir: str | None = None) -> list[str]:
+                      configs_dir: str | None = None, data: dict | None = None) -> list[str]:
     """The ``fit`` arguments of the source stage, derived from a target run's arguments (without ``fit``).
+
+    ``data``: the target run's parsed ``data`` section (a plain dict): the stage's data settings come from it,
+    not from the command line's ``--data.*`` flags or a re-read of the YAML files.
 
     ``--strategy=<source.yaml>`` comes last, so a ``strategy:`` key in one of the target's configs never turns
     the stage into a target run. ``configs_dir``: the target's
@@ -63,7 +87,7 @@ def source_stage_args(argv: list[str], source_seed: int, threads: int | None = N
             i += 2
             continue
         key = arg.split("=", 1)[0].replace(".init_args.", ".")
-        if key.startswith(_KEEP) and not key.startswith(_DROP):
+        if key.startswith(_KEEP) and not key.startswith(_DROP) and not (data is not None and key.startswith("--data.")):
             if "=" in arg:
                 overrides.append(arg)
             elif i + 1 < len(argv):
@@ -75,8 +99,9 @@ def source_stage_args(argv: list[str], source_seed: int, threads: int | None = N
     threads_arg = [] if threads is None else [f"--run.threads={threads}"]
     # source.yaml also right after the target's configs: it wins over them (model.weights: null even when a
     # model config names pretrained weights), as the stage always did; explicit source-defining flags win over it.
-    return ["fit", *config_args, "--config", source, *overrides, f"--seed_everything={source_seed}", *threads_arg,
-            f"--strategy={source}"]
+    data_args = [] if data is None else stage_data_args(data)
+    return ["fit", *config_args, "--config", source, *data_args, *overrides, f"--seed_everything={source_seed}",
+            *threads_arg, f"--strategy={source}"]
 
 
 def stage_key(fit_parser, args: list[str]) -> str:
@@ -92,7 +117,8 @@ def resolve_source_stage(argv: list[str], fit_parser, cfg) -> Path:
     ``argv``: the target run's ``fit`` arguments (without ``fit``); ``fit_parser``: the CLI's ``fit`` parser;
     ``cfg``: the target's parsed config (``run.source_seed``, ``run.threads``, ``run.configs``,
     ``run.stage_cache``, ``run.experiment``)."""
-    args = source_stage_args(list(argv), cfg.run.source_seed, cfg.run.threads, cfg.run.get("configs"))
+    data = cfg.data.as_dict() if hasattr(cfg.data, "as_dict") else dict(cfg.data)
+    args = source_stage_args(list(argv), cfg.run.source_seed, cfg.run.threads, cfg.run.get("configs"), data=data)
     key = stage_key(fit_parser, args[1:])
     cache = Path(cfg.run.get("stage_cache") or "~/.cache/lit_transfer/stages").expanduser()
     stage_dir = cache / f"{cfg.run.experiment}-source-{key}"

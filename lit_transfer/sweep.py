@@ -4,6 +4,11 @@ The same YAML runs unmodified under `wandb sweep` + `wandb agent`; this runner n
 its own process (forked from this pre-imported runner when it runs our CLI, spawned otherwise) with its
 own directory `<out>/trials/<trial_id>/`, so a crash (exception, OOM kill, SIGKILL) costs one trial, never the sweep. Trial ids are derived from the parameter values, so re-running the same
 command resumes: trials with a result are skipped, failed ones are retried only with --retry-failed.
+
+A trial is its full resolved command (every token but where it runs: interpreter path, run dir, stage cache)
+plus the content of every ``--config`` file it names. A re-run whose command differs from the one a trial in
+``<out>`` ran refuses with one line (results of two commands are never mixed in one directory, and
+``sweep.yaml`` is never overwritten with a different command): give ``--out`` for the changed sweep.
 """
 
 from __future__ import annotations
@@ -321,6 +326,74 @@ def build_command(cfg: dict, params: dict, trial_dir: Path, stage_cache: Path | 
     return cmd
 
 
+_PYTHON_RE = re.compile(r"python[0-9.]*(\.exe)?")
+
+
+def command_identity(cmd: list[str]) -> list[str]:
+    """What a trial's command computes: its tokens without where it runs (the interpreter's path, the run dir,
+    the stage cache), so a moved sweep directory or another virtual environment is the same trial."""
+    out, i = [], 0
+    while i < len(cmd):
+        token = str(cmd[i])
+        if token == "--run.dir":
+            i += 2
+            continue
+        if not token.startswith(("--run.dir=", "--run.stage_cache=")):
+            out.append("${interpreter}" if _PYTHON_RE.fullmatch(os.path.basename(token)) else token)
+        i += 1
+    return out
+
+
+def command_inputs(cmd: list[str]) -> dict[str, str]:
+    """sha256 (16 hex digits) of every ``--config`` file a command names: a changed config is a changed trial."""
+    from lit_transfer.configs import resolve
+
+    out = {}
+    for i, token in enumerate(map(str, cmd)):
+        if token in ("--config", "-c") and i + 1 < len(cmd):
+            value = str(cmd[i + 1])
+        elif token.startswith(("--config=", "-c=")):
+            value = token.split("=", 1)[1]
+        else:
+            continue
+        path = Path(resolve(value)).expanduser()
+        with contextlib.suppress(OSError):
+            out[value] = hashlib.sha256(path.read_bytes()).hexdigest()[:16]
+    return out
+
+
+def command_change(recorded: dict, cmd: list[str]) -> str | None:
+    """How ``cmd`` differs from the command a trial recorded in its ``trial.json`` (``None``: the same)."""
+    if "command" not in recorded:
+        return None
+    old, new = command_identity(recorded["command"]), command_identity(cmd)
+    if old != new:
+        gone = [t for t in old if t not in new] or ["(nothing)"]
+        added = [t for t in new if t not in old] or ["(nothing)"]
+        return f"it ran {shlex.join(gone[:3])} where the command now has {shlex.join(added[:3])}"
+    now = command_inputs(cmd)
+    changed = [k for k, v in (recorded.get("inputs") or {}).items() if now.get(k) not in (None, v)]
+    if changed:
+        return f"config file {changed[0]} changed since it ran"
+    return None
+
+
+def check_same_command(cfg: dict, out: Path, trials: list[tuple[str, dict]]) -> None:
+    """Refuse (one line) to resume ``out`` when a trial there ran a different command than this sweep file now
+    gives it: its results would be reported as if they came from the new command."""
+    constants = {n: s["value"] for n, s in cfg["_params"].items() if s["distribution"] == "constant"}
+    for tid, params in trials:
+        recorded = _read_json(out / "trials" / tid / "trial.json") or {}
+        if "command" not in recorded:
+            continue
+        params = {**params, **constants}  # what this trial would run now: today's constants
+        change = command_change(recorded, build_command(cfg, params, out / "trials" / tid, stage_cache_of(out)))
+        if change:
+            raise SweepError(f"{out} holds trials of a different command (trial {tid}: {change}); results of two "
+                             f"commands are never mixed: give --out <new dir> to run this sweep apart (the old "
+                             f"results stay in {out}), or restore the command they ran")
+
+
 def stage_cache_of(out: Path) -> Path:
     """Where a sweep's trials share their source stages (content-addressed, so a re-run reuses them)."""
     return (Path(out) / "stages").resolve()
@@ -566,7 +639,7 @@ class Runner:
         if "${args_json_file}" in map(str, self.cfg.get("command", [])):
             atomic.write_json(trial.dir / "args.json", trial.params)
         info = {"schema": 1, "trial_id": trial.id, "status": "running", "params": trial.params,
-                "command": cmd, "started_at": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+                "command": cmd, "inputs": command_inputs(cmd), "started_at": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
         atomic.write_json(trial.dir / "trial.json", info)
         log = open(trial.dir / "trial.log", "wb")
         proc = None
@@ -612,7 +685,8 @@ class Runner:
                 rc: int | None = None, error: str | None = None) -> None:
         wall = time.time() - started
         info = {"schema": 1, "trial_id": trial.id, "status": status, "params": trial.params, "command": cmd,
-                "wall_time_s": round(wall, 3), "ended_at": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+                "inputs": command_inputs(cmd), "wall_time_s": round(wall, 3),
+                "ended_at": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
         if rc is not None:
             info["returncode"] = rc
             if rc < 0:
@@ -732,6 +806,9 @@ def run_sweep(path: str | os.PathLike, out: str | os.PathLike | None = None, wor
         raise SweepError("--threads must be at least 1")
     constants = _constants(cfg)
     cap = run_cap if run_cap is not None else cfg.get("run_cap")
+    # every trial already in out, planned now or not: a changed constant gives new trial ids, not new results
+    check_same_command(cfg, out, [(d.name, info["params"]) for d in sorted((out / "trials").glob("*"))
+                                  for info in [_read_json(d / "trial.json") or {}] if "params" in info])
 
     if cfg["method"] == "bayes":
         if not cap:

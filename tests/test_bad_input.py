@@ -564,3 +564,102 @@ def test_one_step_to_huge_finite_weights_is_caught_by_the_validation_loss(tmp_pa
     (result,) = found
     assert result["status"] == "diverged" and result["divergence"]["what"] == "val_loss"
     assert "val_loss" in result["divergence"]["params"]
+
+
+# --- issue 20: your own data --------------------------------------------------------------------------------
+
+
+def write_classes(root, classes, per_class=6, size=8, mode="L", ext="png"):
+    for c, name in enumerate(classes):
+        (root / name).mkdir(parents=True, exist_ok=True)
+        for i in range(per_class):
+            value = (40 * c + 3 * i) % 256
+            array = np.full((size, size) if mode == "L" else (size, size, 3), value, np.uint8)
+            Image.fromarray(array, mode).save(root / name / f"{i}.{ext}")
+
+
+def pair_config(tmp_path, source_root, target_root, source=None, target=None):
+    data = {"source": {"name": "image_folder", "root": str(source_root), "download": False, **(source or {})},
+            "target": {"name": "image_folder", "root": str(target_root), "download": False, **(target or {})},
+            "val_fraction": 0.25, "test_fraction": 0.25, "batch_size": 4}
+    path = tmp_path / "pair.yaml"
+    path.write_text(yaml.safe_dump({"data": data, "model": {"backbone": "small_cnn_tiny"}}))
+    return ["--config", str(path)]
+
+
+def test_renamed_target_classes_are_one_line_then_label_map_fixes_it(tmp_path, capfd):
+    write_classes(tmp_path / "src", ["0", "1", "2"])
+    write_classes(tmp_path / "tgt", ["zero", "one", "two"])
+    out = fit_in_process(capfd, tmp_path / "runs", "--data.target_shots=2",
+                         configs=pair_config(tmp_path, tmp_path / "src", tmp_path / "tgt"))
+    assert_one_line_error(*out, "['0', '1', '2']", "['one', 'two', 'zero']", "share no name", "label_map")
+    renames = {"zero": "0", "one": "1", "two": "2"}
+    code, err, found = fit_in_process(capfd, tmp_path / "runs", "--data.target_shots=2", configs=pair_config(
+        tmp_path, tmp_path / "src", tmp_path / "tgt", target={"label_map": renames}))
+    assert code == 0, err[-2000:]
+    assert found[0]["classes"] == {"names": ["0", "1", "2"], "missing": {}}
+
+
+def test_target_without_a_class_is_tested_on_the_classes_it_has(tmp_path, capfd):
+    write_classes(tmp_path / "src", ["a", "b", "c"])
+    write_classes(tmp_path / "tgt", ["a", "b"])
+    code, err, found = fit_in_process(capfd, tmp_path / "runs", "--data.target_shots=2",
+                                      configs=pair_config(tmp_path, tmp_path / "src", tmp_path / "tgt"))
+    assert code == 0, err[-2000:]
+    assert "data.target has 2 of the 3 classes (no images of ['c'])" in err
+    (result,) = found
+    assert "target/test_acc" in result["metrics"] and "source/test_acc" in result["metrics"]
+    assert result["classes"] == {"names": ["a", "b", "c"], "missing": {"target": ["c"]}}
+
+
+def test_empty_class_folder_through_the_cli(tmp_path, capfd):
+    write_classes(tmp_path / "src", ["a", "b", "c"])
+    (tmp_path / "src" / "b0").mkdir()
+    out = fit_in_process(capfd, tmp_path / "runs", "--data.target_shots=2",
+                         configs=pair_config(tmp_path, tmp_path / "src", tmp_path / "src"))
+    assert_one_line_error(*out, "class folder(s) ['b0']", "have no images")
+
+
+def test_mixed_modes_are_converted_and_counted_and_sizes_must_agree(tmp_path, capfd):
+    write_classes(tmp_path / "src", ["a", "b"], size=8)
+    write_classes(tmp_path / "tgt", ["a", "b"], size=8)
+    Image.fromarray(np.zeros((8, 8, 3), np.uint8), "RGB").save(tmp_path / "tgt" / "a" / "0.png")
+    code, err, found = fit_in_process(capfd, tmp_path / "runs", "--data.target_shots=2",
+                                      configs=pair_config(tmp_path, tmp_path / "src", tmp_path / "tgt"))
+    assert code == 0, err[-2000:]
+    assert found[0]["converted_mode"] == {"source": 0, "target": 1}
+    write_classes(tmp_path / "big", ["a", "b"], size=28)
+    out = fit_in_process(capfd, tmp_path / "runs2", "--data.target_shots=2",
+                         configs=pair_config(tmp_path, tmp_path / "src", tmp_path / "big"))
+    assert_one_line_error(*out, "8x8", "28x28", "data.source.image_size=28 and data.target.image_size=28")
+
+
+# --- issue 20, defect 8: unknown and prefix keys ------------------------------------------------------------
+
+
+@pytest.mark.parametrize("args, words", [
+    (["--data.target_shot", "5"], "unknown option --data.target_shot on the command line; did you mean "
+                                  "--data.target_shots?"),  # a prefix is not a key
+    (["--data.target.image_sise=28"], "did you mean --data.target.image_size?"),
+    (["--modle.lr=0.1"], "did you mean --model.lr?"),
+])
+def test_unknown_or_prefix_key_on_the_command_line(tmp_path, capfd, args, words):
+    out = fit_in_process(capfd, tmp_path / "runs", *args)
+    assert_one_line_error(*out, words)
+    assert not (tmp_path / "runs").exists()
+
+
+def test_misspelled_key_in_a_config_file(tmp_path, capfd):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("data:\n  target:\n    name: digits\n    image_sise: 28\n")
+    out = fit_in_process(capfd, tmp_path / "runs", "--config", str(bad))
+    assert_one_line_error(*out, f"unknown key data.target.image_sise in {bad}; did you mean data.target.image_size?")
+
+
+def test_keys_below_class_options_are_left_to_their_class(tmp_path, capfd):
+    code, err, found = fit_in_process(capfd, tmp_path / "runs", "--model.head.init_args.dropout=0.1",
+                                      "--trainer.callbacks+=lightning.pytorch.callbacks.LearningRateMonitor",
+                                      "--trainer.callbacks.logging_interval=step",
+                                      "--model.optimizer=torch.optim.SGD", "--model.optimizer.init_args.momentum=0.5")
+    assert code == 0, err[-2000:]
+    assert found and found[0]["status"] == "ok"

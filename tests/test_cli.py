@@ -207,3 +207,146 @@ def test_wandb_summary_has_transfer_gain_over_the_scratch_sibling(tmp_path, monk
     data = wandb_records(run, b"transfer_gain")
     # W&B stores summary values as JSON: the exact gain over the scratch run of the same seed/shots/split
     assert b"transfer_gain" in data and json.dumps(gain).encode() in data
+
+
+# --- issue 20: a run's checkpoint is evaluated on the run's data; predict on a folder -------------------------
+
+
+def write_class_folders(root, classes=("cat", "dog", "eel"), per_class=8, size=8):
+    """Grayscale PNGs: class ``c`` is a bright column at ``2c`` plus a little per-image noise."""
+    import numpy as np
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    for c, name in enumerate(classes):
+        (root / name).mkdir(parents=True, exist_ok=True)
+        for i in range(per_class):
+            array = rng.integers(0, 40, (size, size), dtype=np.uint8)
+            array[:, 2 * c] = 250
+            Image.fromarray(array, "L").save(root / name / f"{i}.png")
+
+
+@pytest.fixture(scope="module")
+def folder_run(tmp_path_factory) -> tuple[Path, Path, dict]:
+    base = tmp_path_factory.mktemp("own_data")
+    write_class_folders(base / "images")
+    spec = {"name": "image_folder", "root": str(base / "images"), "download": False}
+    config = base / "own.yaml"
+    config.write_text(yaml.safe_dump({"data": {"source": spec, "target": spec, "val_fraction": 0.25,
+                                               "test_fraction": 0.25, "batch_size": 4},
+                                      "model": {"backbone": "small_cnn_tiny"}}))
+    os.environ.pop("LIT_TRANSFER_RUN_DIR", None)
+    run_dir = base / "run"
+    main(["fit", "--config", str(config), "--trainer.max_epochs=3", "--trainer.enable_progress_bar=false",
+          "--data.target_shots=3", "--strategy=scratch", f"--run.dir={run_dir}"])
+    return run_dir, base / "images", json.loads((run_dir / "result.json").read_text())
+
+
+def test_test_with_a_run_checkpoint_and_no_config_uses_the_runs_data(folder_run, tmp_path):
+    from lit_transfer.cli import TransferCLI
+
+    run_dir, images, result = folder_run
+    os.environ.pop("LIT_TRANSFER_RUN_DIR", None)
+    cli = TransferCLI(args=["test", f"--ckpt_path={run_dir / 'checkpoints' / 'best.ckpt'}",
+                            "--trainer.enable_progress_bar=false", f"--run.dir={tmp_path / 'test'}"])
+    saved = yaml.safe_load((tmp_path / "test" / "config.yaml").read_text())
+    assert saved["data"]["target"]["root"] == str(images) and saved["data"]["target"]["name"] == "image_folder"
+    assert cli.datamodule.num_classes == 3
+    # the same checkpoint on the same data: exactly the numbers the fit reported
+    tested = {k: float(v) for k, v in cli.trainer.callback_metrics.items()}
+    assert tested["target/test_acc"] == pytest.approx(result["metrics"]["target/test_acc"], abs=1e-7)
+
+
+@pytest.mark.parametrize("subcommand", ["test", "validate", "predict"])
+def test_missing_checkpoint_is_one_line(tmp_path, capsys, subcommand):
+    os.environ.pop("LIT_TRANSFER_RUN_DIR", None)
+    with pytest.raises(SystemExit) as exc:
+        main([subcommand, f"--ckpt_path={tmp_path / 'missing.ckpt'}", f"--run.root={tmp_path / 'runs'}"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert exc.value.code == 2 and "Traceback" not in "\n".join(err)
+    assert err[-1] == (f"lit-transfer: error: checkpoint not found: {tmp_path / 'missing.ckpt'}; give an existing "
+                       "checkpoint, e.g. <run dir>/checkpoints/best.ckpt")
+    assert not (tmp_path / "runs").exists()
+
+
+@pytest.mark.parametrize("layout", ["flat", "class_folders"])
+def test_predict_a_folder_writes_predictions_csv_matching_the_models_forward(folder_run, tmp_path, layout):
+    import csv
+
+    import numpy as np
+    from PIL import Image
+
+    from lit_transfer.module import TransferClassifier
+
+    run_dir, _, _ = folder_run
+    new = tmp_path / "new"
+    if layout == "flat":
+        write_class_folders(tmp_path / "tmp", per_class=2)
+        new.mkdir()
+        for i, path in enumerate(sorted((tmp_path / "tmp").rglob("*.png"))):
+            path.rename(new / f"img{i}.png")
+        Image.open(new / "img0.png").convert("RGB").save(new / "img0.jpg", quality=100)  # another mode and format
+    else:
+        write_class_folders(new, classes=("x", "y"), per_class=3)  # any class names: only the files count
+    (new / ".DS_Store").write_bytes(b"junk")
+    os.environ.pop("LIT_TRANSFER_RUN_DIR", None)
+    ckpt = run_dir / "checkpoints" / "best.ckpt"
+    main(["predict", f"--ckpt_path={ckpt}", f"--data.predict_dir={new}", "--trainer.enable_progress_bar=false",
+          f"--run.dir={tmp_path / 'pred'}"])
+    rows = list(csv.DictReader((tmp_path / "pred" / "predictions.csv").open()))
+    files = sorted(p.relative_to(new).as_posix() for p in new.rglob("*") if p.suffix in (".png", ".jpg"))
+    assert [r["file"] for r in rows] == files
+    assert list(rows[0]) == ["file", "predicted", "p_cat", "p_dog", "p_eel"]
+    model = TransferClassifier.load_from_checkpoint(ckpt, map_location="cpu").eval()
+    x = torch.stack([torch.from_numpy(np.asarray(Image.open(new / f).convert("L")))[None] for f in files])
+    with torch.no_grad():
+        probs = model(x).softmax(-1)
+    names = ["cat", "dog", "eel"]
+    assert [r["predicted"] for r in rows] == [names[i] for i in probs.argmax(-1).tolist()]
+    csv_probs = torch.tensor([[float(r[f"p_{n}"]) for n in names] for r in rows])
+    torch.testing.assert_close(csv_probs, probs, atol=1e-5, rtol=1e-4)
+
+
+# --- issue 20, defect 8: a quiet console --------------------------------------------------------------------
+
+
+def test_console_is_quiet_by_default_and_verbose_brings_third_party_lines_back(tmp_path):
+    """A real process (pytest would capture the log records): our lines only, each test metric once, no
+    carriage returns when stdout is not a terminal (a sweep trial's log); --verbose brings the rest back."""
+    env = {**os.environ, "PYTHONPATH": str(REPO), "HF_HUB_OFFLINE": "1", "WANDB_MODE": "offline"}
+    env.pop("LIT_TRANSFER_RUN_DIR", None)
+    fast = [a for a in FAST if not a.startswith("--trainer.enable_progress_bar")]  # the default bar decision
+    cmd = [sys.executable, "-m", "lit_transfer", "fit", *BASE, *fast, "--strategy=scratch"]
+    proc = subprocess.run([*cmd, f"--run.dir={tmp_path / 'quiet'}"], cwd=tmp_path, env=env, capture_output=True,
+                          text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert [line for line in proc.stderr.splitlines() if not line.startswith("[lit_transfer]")] == [], proc.stderr
+    assert "\r" not in proc.stdout + proc.stderr
+    metrics = [line.split() for line in proc.stdout.splitlines() if line.startswith("  ")]
+    names = [m[0] for m in metrics]
+    assert len(names) == len(set(names)) and {"target/test_acc", "source/test_acc"} <= set(names)
+    assert all(len(m) == 2 for m in metrics) and "DataLoader 1" not in proc.stdout
+    proc = subprocess.run([*cmd, "--verbose=true", f"--run.dir={tmp_path / 'verbose'}"], cwd=tmp_path, env=env,
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "GPU available" in proc.stderr and "Seed set to 0" in proc.stderr
+
+
+def test_test_subcommand_prints_each_metric_once(tmp_path, source_ckpt, capsys):
+    os.environ.pop("LIT_TRANSFER_RUN_DIR", None)
+    main(["test", *BASE, f"--ckpt_path={source_ckpt}", f"--run.dir={tmp_path / 'test'}"])
+    out = capsys.readouterr().out
+    rows = [line.split() for line in out.splitlines() if line.startswith("  ")]
+    assert sorted(r[0] for r in rows) == ["source/test_acc", "source/test_f1", "source/test_loss",
+                                          "target/test_acc", "target/test_f1", "target/test_loss"]
+    assert all(len(r) == 2 for r in rows)
+
+
+def test_scratch_warns_about_weights_it_ignores(tmp_path, capfd):
+    os.environ.pop("LIT_TRANSFER_RUN_DIR", None)
+    missing = tmp_path / "missing.ckpt"
+    main(["fit", *BASE, *FAST, "--strategy=scratch", f"--model.weights={missing}", f"--run.dir={tmp_path / 'run'}"])
+    warnings = [line for line in capfd.readouterr().err.splitlines() if "warning" in line]
+    assert warnings == [f"[lit_transfer] warning: model.weights={missing} has no effect: strategy scratch trains "
+                        "from random init (run.transfer: false)"]
+    assert json.loads((tmp_path / "run" / "result.json").read_text())["status"] == "ok"

@@ -144,9 +144,17 @@ def test_cli_uses_the_throttled_progress_bar(tmp_path, monkeypatch):
     monkeypatch.delenv("LIT_TRANSFER_RUN_DIR", raising=False)
     base = ["fit", "--config", str(REPO / "configs/data/digits_shift.yaml"), "--config",
             str(REPO / "configs/model/small_cnn.yaml"), f"--run.root={tmp_path}"]
+    import sys
+
+    monkeypatch.setattr(sys.stdout, "isatty", lambda: True)  # a terminal: the throttled bar
     cli = TransferCLI(args=base[1:], run=False)
     bars = [c for c in cli.trainer.callbacks if isinstance(c, ProgressBar)]
     assert len(bars) == 1 and isinstance(bars[0], ThrottledProgressBar)
+    monkeypatch.setattr(sys.stdout, "isatty", lambda: False)  # a log file (sweep trial, CI): no bar at all
+    monkeypatch.delenv("LIT_TRANSFER_RUN_DIR", raising=False)
+    cli = TransferCLI(args=base[1:], run=False)
+    assert not any(isinstance(c, ProgressBar) for c in cli.trainer.callbacks)
+    monkeypatch.setattr(sys.stdout, "isatty", lambda: True)
     monkeypatch.delenv("LIT_TRANSFER_RUN_DIR", raising=False)
     cli = TransferCLI(args=[*base[1:], "--trainer.enable_progress_bar=false"], run=False)
     assert not any(isinstance(c, ProgressBar) for c in cli.trainer.callbacks)

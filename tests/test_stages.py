@@ -21,8 +21,10 @@ def parser(tmp_path_factory):
     return cli.parser
 
 
-def key(parser, argv):
-    return stage_key(parser, source_stage_args(argv, source_seed=0, threads=1)[1:])
+def key(parser, argv, source_seed=0, threads=1):
+    """The stage key of a target run, as resolve_source_stage derives it (data from the parsed config)."""
+    data = parser.parse_args(argv).data.as_dict()
+    return stage_key(parser, source_stage_args(argv, source_seed=source_seed, threads=threads, data=data)[1:])
 
 
 def test_target_only_settings_never_reach_the_source_stage(parser):
@@ -44,8 +46,8 @@ def test_source_defining_settings_change_the_key(parser):
     for extra in (["--data.batch_size=32"], ["--data.split_seed=1"], ["--model.backbone=small_cnn_tiny"],
                   ["--trainer.precision=bf16-mixed"], ["--trainer.deterministic=true"]):
         assert key(parser, [*BASE, *STRATEGY, *extra]) != base, extra
-    assert stage_key(parser, source_stage_args([*BASE], 1, 1)[1:]) != base  # the source seed
-    assert stage_key(parser, source_stage_args([*BASE], 0, 2)[1:]) != base  # thread count: other float sums
+    assert key(parser, [*BASE, *STRATEGY], source_seed=1) != base  # the source seed
+    assert key(parser, [*BASE, *STRATEGY], threads=2) != base  # thread count: other float sums
 
 
 def test_targets_load_the_checkpoint_the_stage_was_tested_with(tmp_path):
@@ -93,3 +95,57 @@ def test_the_stage_never_inherits_the_target_strategy(tmp_path):
     args = source_stage_args([*BASE, "--config", str(experiment), "--strategy", "lp_ft"], 0)
     assert "lp_ft" not in " ".join(args) and args[-1].startswith("--strategy=")
     assert args[-1].endswith(os.path.join("strategy", "source.yaml"))  # last: it wins over experiment.yaml's
+
+
+# --- issue 20, defect 7: the stage's data is the parsed config's ---------------------------------------------
+
+
+def stage_cfg(parser, argv):
+    """The source stage's parsed config, derived as resolve_source_stage derives it from a target run."""
+    cfg = parser.parse_args(argv)
+    args = source_stage_args(argv, 0, 1, data=cfg.data.as_dict())
+    return parser.parse_args(args[1:]), args
+
+
+def test_stage_data_comes_from_the_parsed_config_with_target_only_settings_neutral(parser, tmp_path):
+    data_yaml = tmp_path / "data.yaml"
+    data_yaml.write_text("data:\n  target_shots: 50\n  val_shots: 7\n  batch_size: 16\n")
+    argv = [*BASE, "--config", str(data_yaml), *STRATEGY, "--data.target_shots=1", "--data.split_seed=3"]
+    stage, _ = stage_cfg(parser, argv)
+    assert stage.data.train_on == "source" and stage.data.target_shots is None and stage.data.val_shots is None
+    assert stage.data.split_seed == 3 and stage.data.batch_size == 16  # command line and YAML alike
+    assert stage.model.weights is None and stage.run.strategy == "source"
+    # every shots setting shares one stage
+    assert key(parser, argv) == key(parser, [*argv, "--data.target_shots=20", "--data.val_shots=2"])
+
+
+def test_a_rare_target_class_runs_with_target_shots_from_the_command_line(tmp_path, capfd):
+    """The target's class 'b' has 4 images (2 to train on); the YAML says target_shots: 5. The command line's
+    --data.target_shots=1 must be enough: the source stage never fails on target shots it does not use."""
+    import numpy as np
+    import yaml
+    from PIL import Image
+
+    from lit_transfer.cli import main
+
+    for role, counts in (("src", {"a": 12, "b": 12}), ("tgt", {"a": 12, "b": 4})):
+        for name, n in counts.items():
+            (tmp_path / role / name).mkdir(parents=True)
+            for i in range(n):
+                value = 30 + 150 * (name == "b") + i
+                Image.fromarray(np.full((8, 8), value, np.uint8), "L").save(tmp_path / role / name / f"{i}.png")
+    spec = {"name": "image_folder", "download": False}
+    config = tmp_path / "own.yaml"
+    config.write_text(yaml.safe_dump({
+        "run": {"experiment": "rare"},
+        "data": {"source": {**spec, "root": str(tmp_path / "src")}, "target": {**spec, "root": str(tmp_path / "tgt")},
+                 "target_shots": 5, "val_fraction": 0.25, "test_fraction": 0.25, "batch_size": 4},
+        "model": {"backbone": "small_cnn_tiny"}}))
+    os.environ.pop("LIT_TRANSFER_RUN_DIR", None)
+    main(["fit", "--config", str(config), "--strategy=finetune", "--model.weights=source",
+          "--data.target_shots=1", "--trainer.max_epochs=1", "--trainer.enable_progress_bar=false",
+          f"--run.stage_cache={tmp_path / 'stages'}", f"--run.dir={tmp_path / 'run'}"])
+    result = json.loads((tmp_path / "run" / "result.json").read_text())
+    assert result["status"] == "ok" and result["target_shots"] == 1
+    (stage,) = [p for p in (tmp_path / "stages").iterdir() if p.is_dir()]
+    assert json.loads((stage / "result.json").read_text())["target_shots"] is None

@@ -363,3 +363,49 @@ def test_progress_rewrites_one_line_on_a_tty():
     text = stream.getvalue()
     assert text.startswith("\r\x1b[K[demo] 1/4 ok, 0 failed, 0 running, 3 pending, ETA 1m30s")
     assert "\r\x1b[Kok      trial-a (1m00s)\n" in text and "\n" not in text.split("(1m00s)\n")[1]
+
+
+# ----------------------------------------------------------------------------------------------- issue 20
+def test_a_changed_command_is_refused_and_sweep_yaml_keeps_the_old_one(tmp_path, fake, capsys):
+    """Defect 5: after --trainer.max_steps=80 became 200 a re-run printed "2 ok (2 already done)" with the
+    80-step results and overwrote sweep.yaml with the 200-step command."""
+    command = ["${env}", "${interpreter}", str(fake), "--trainer.max_steps=80", "${args}"]
+    path = write_sweep(tmp_path, {"seed_everything": {"values": [0, 1]}}, command=command)
+    out = tmp_path / "out"
+    assert sweep.main([str(path), "--out", str(out)]) == 0
+    first = (out / "sweep.yaml").read_text()
+    results = {p: p.read_text() for p in out.rglob("result.json")}
+    assert len(results) == 2
+    capsys.readouterr()
+    for changed in (
+        {"command": [*command[:3], "--trainer.max_steps=200", "${args}"]},  # a literal in the command
+        {"command": command, "parameters": {"seed_everything": {"values": [0, 1]},
+                                            "model.lr": {"value": 0.1}}},  # a new constant: new ids, same dir
+    ):
+        path = write_sweep(tmp_path, changed.get("parameters", {"seed_everything": {"values": [0, 1]}}),
+                           command=changed["command"])
+        assert sweep.main([str(path), "--out", str(out)]) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and err[0].startswith("lit-transfer sweep: error: ") and "--out" in err[0], err
+        assert (out / "sweep.yaml").read_text() == first  # never overwritten with a different command
+        assert {p: p.read_text() for p in out.rglob("result.json")} == results
+    assert "--trainer.max_steps=80" in err[0] or "model.lr" in err[0]
+    # the changed sweep runs apart, with its own results
+    assert sweep.main([str(path), "--out", str(tmp_path / "new")]) == 0
+    assert len(list((tmp_path / "new").rglob("result.json"))) == 2
+    # the unchanged command resumes as before
+    path = write_sweep(tmp_path, {"seed_everything": {"values": [0, 1, 2]}}, command=command)
+    assert sweep.main([str(path), "--out", str(out)]) == 0
+    assert "2 already done" in capsys.readouterr().err
+
+
+def test_a_changed_config_file_is_a_changed_command(tmp_path, fake, capsys):
+    config = tmp_path / "budget.yaml"
+    config.write_text("trainer:\n  max_steps: 80\n")
+    command = ["${env}", "${interpreter}", str(fake), "--config", str(config), "${args}"]
+    path = write_sweep(tmp_path, {"seed_everything": {"values": [0]}}, command=command)
+    out = tmp_path / "out"
+    assert sweep.main([str(path), "--out", str(out)]) == 0
+    config.write_text("trainer:\n  max_steps: 200\n")
+    assert sweep.main([str(path), "--out", str(out)]) == 2
+    assert f"config file {config} changed since it ran" in capsys.readouterr().err

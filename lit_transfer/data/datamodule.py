@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import sys
 from typing import Literal
 
 import lightning as L
@@ -37,7 +38,94 @@ def _as_spec(spec: DomainSpec | dict | None) -> DomainSpec:
 NO_SOURCE = "none"
 
 
-class DomainPairDataModule(L.LightningDataModule):
+def match_classes(specs: dict[str, DomainSpec]) -> tuple[list[str] | None, dict[str, dict[int, int]]]:
+    """``(shared class names, {role: folder label -> shared label})`` when both domains name their classes
+    (image folders): the source's classes, then the target's the source lacks, matched by name (after
+    ``label_map`` renames); ``(None, {})`` for datasets whose labels are indices. No shared name: one line."""
+    names = {role: domains.class_names(spec) for role, spec in specs.items()}
+    if any(v is None for v in names.values()) or "source" not in names:
+        return None, {}
+    source, target = names["source"], names["target"]
+    if not set(source) & set(target):
+        raise TransferConfigError(
+            f"data.source classes {source} and data.target classes {target} share no name, so no class can "
+            "be matched; rename folders, or map them with data.target.label_map (folder name -> source class "
+            f"name, e.g. {{{target[0]}: '{source[0]}'}})")
+    shared = list(source) + [n for n in target if n not in source]
+    maps = {}
+    for role, spec in specs.items():
+        renamed = [str((spec.label_map or {}).get(c, c)) for c in domains.folder_class_names(spec)]
+        maps[role] = {i: shared.index(n) for i, n in enumerate(renamed)}
+    return shared, maps
+
+
+def check_channels(specs: dict[str, DomainSpec]) -> None:
+    """Image folders of a pair must resolve to the same channels: a model has one input stem, and a domain
+    with other channels would silently drop out of evaluation."""
+    if "source" not in specs or not any(spec.name == "image_folder" for spec in specs.values()):
+        return
+    chans = {role: domains.in_chans(spec) for role, spec in specs.items()}
+    if chans["source"] != chans["target"]:
+        kind = {1: "grayscale (1 channel)", 3: "RGB (3 channels)"}
+        raise TransferConfigError(
+            f"data.source images are {kind[chans['source']]} and data.target images are {kind[chans['target']]}; "
+            "a model takes one kind: set the same channels on both (data.source.channels=3 and "
+            "data.target.channels=3, or 1 for grayscale)")
+
+
+def check_sizes(specs: dict[str, DomainSpec], sizes: dict[str, tuple]) -> None:
+    """Source and target images of one size, unless an ``image_size`` decided them (set on either domain)."""
+    if len(sizes) < 2 or sizes["source"] == sizes["target"] or any(s.image_size is not None for s in specs.values()):
+        return
+    big = max(max(s) for s in sizes.values())
+    (sh, sw), (th, tw) = sizes["source"], sizes["target"]
+    raise TransferConfigError(
+        f"data.source images are {sh}x{sw} and data.target images are {th}x{tw}; set image_size on both "
+        f"(e.g. data.source.image_size={big} and data.target.image_size={big}) so the model sees one size")
+
+
+class ClassMatching:
+    """Class names matched across the pair (``match_classes``), for :class:`DomainPairDataModule`."""
+
+    specs: dict[str, DomainSpec]
+    _classes: tuple | None = None
+
+    @property
+    def class_names(self) -> list[str] | None:
+        """The pair's class names in label order, when both domains name their classes (image folders): the
+        source's classes, then the target's that the source lacks. Classes are matched by name, never by
+        position; ``None`` for datasets whose labels are indices."""
+        return self._match_classes()[0]
+
+    @property
+    def missing_classes(self) -> dict[str, list[str]]:
+        """``{role: [class names]}`` of the shared classes a domain has no images of (it is evaluated on the
+        classes it has)."""
+        names, maps = self._match_classes()
+        if names is None:
+            return {}
+        out = {}
+        for role, lut in maps.items():
+            missing = [n for i, n in enumerate(names) if i not in set(lut.values())]
+            if missing:
+                out[role] = missing
+        return out
+
+    def _match_classes(self) -> tuple[list[str] | None, dict[str, dict[int, int]]]:
+        if self._classes is None:
+            self._classes = match_classes(self.specs)
+        return self._classes
+
+    def _num_classes(self, role: str) -> int:
+        names = self.class_names
+        return len(names) if names is not None else domains.num_classes(self.specs[role])
+
+    def _label_map(self, role: str) -> dict[int, int] | None:
+        names, maps = self._match_classes()
+        return maps[role] if names is not None else self.specs[role].label_map
+
+
+class DomainPairDataModule(ClassMatching, L.LightningDataModule):
     """Source and target domains, each split into train/val/test once, deterministically from ``split_seed``.
 
     ``train_on`` picks the domain a run trains on, so one data config serves the source stage and every
@@ -70,6 +158,9 @@ class DomainPairDataModule(L.LightningDataModule):
             ``unlabeled_target``) training batches are dicts ``{"source": (x, y), "target": (x, y),
             "unlabeled": x}`` holding only the configured streams (a ``CombinedLoader``, ``max_size_cycle``);
             a single stream stays an ``(x, y)`` tuple.
+        predict_dir: a folder of images (any layout: flat, or class folders; read recursively) that
+            ``predict`` serves instead of the target test split, converted to the model's channels and size;
+            ``predict_files`` lists them in order (``lit-transfer predict`` writes ``predictions.csv``).
     """
 
     def __init__(
@@ -89,6 +180,7 @@ class DomainPairDataModule(L.LightningDataModule):
         augment: dict | None = None,
         unlabeled_target: bool = False,
         test_per_class: int | None = None,
+        predict_dir: str | None = None,
     ) -> None:
         super().__init__()
         if train_on not in _TRAIN_ON:
@@ -105,8 +197,9 @@ class DomainPairDataModule(L.LightningDataModule):
         for spec in self.specs.values():
             domains.check_spec(spec)
             values = set((spec.label_map or {}).values())
-            if values and values != set(range(len(values))):
+            if values and not domains.renames(spec) and values != set(range(len(values))):
                 raise TransferConfigError(f"label_map values must be 0..k-1 without gaps, got {sorted(values)}.")
+        self._classes: tuple | None = None  # (shared class names, {role: label map}), read on first use
         for role, spec in self.specs.items():  # a one-class "classifier" trains and scores nothing
             if domains.num_classes(spec) < 2:
                 raise TransferConfigError(f"data.{role} ({spec.name}) has {domains.num_classes(spec)} class; a "
@@ -127,6 +220,9 @@ class DomainPairDataModule(L.LightningDataModule):
         self._indices: dict[str, dict[str, torch.Tensor]] = {}
         self._subsets: dict[tuple[str, str], tuple[torch.Tensor, torch.Tensor]] = {}
         self.skipped_files: dict[str, list[str]] = {}  # unreadable files left out (skip_corrupt: true), per role
+        self.converted: dict[str, int] = {}  # image files converted to their domain's channels, per role
+        self.predict_dir = predict_dir
+        self.predict_files: list[str] = []  # predict_dir's images, relative to it, in prediction order
 
     # --- known before any data is loaded (the CLI links these into the model) ---
 
@@ -141,11 +237,11 @@ class DomainPairDataModule(L.LightningDataModule):
 
     @property
     def source_num_classes(self) -> int | None:
-        return None if self.source is None else domains.num_classes(self.source)
+        return None if self.source is None else self._num_classes("source")
 
     @property
     def target_num_classes(self) -> int:
-        return domains.num_classes(self.target)
+        return self._num_classes("target")
 
     @property
     def primary(self) -> Role:
@@ -154,7 +250,7 @@ class DomainPairDataModule(L.LightningDataModule):
 
     @property
     def num_classes(self) -> int:
-        return domains.num_classes(self.specs[self.primary])
+        return self._num_classes(self.primary)
 
     @property
     def in_chans(self) -> int:
@@ -172,7 +268,8 @@ class DomainPairDataModule(L.LightningDataModule):
         a, b = self.specs[self.primary], self.specs[self.other]
         if self.train_on == "source+target" and domains.in_chans(a) == domains.in_chans(b):
             return [self.primary, self.other]  # joint training has a head per domain (the objective's)
-        same = domains.num_classes(a) == domains.num_classes(b) and domains.in_chans(a) == domains.in_chans(b)
+        same = (self._num_classes(self.primary) == self._num_classes(self.other)
+                and domains.in_chans(a) == domains.in_chans(b))
         return [self.primary, self.other] if same else [self.primary]
 
     @property
@@ -203,19 +300,29 @@ class DomainPairDataModule(L.LightningDataModule):
     def _load(self) -> None:
         if self._indices:
             return
+        check_channels(self.specs)
+        missing = self.missing_classes
+        for role, names in missing.items():
+            have = self._num_classes(role) - len(names)
+            print(f"[lit_transfer] data.{role} has {have} of the {self._num_classes(role)} classes (no images of "
+                  f"{names}): it is evaluated on the classes it has", file=sys.stderr)
         for role, spec in self.specs.items():
             domain = load_domain(spec, self.split_seed)
             if getattr(domain, "skipped", None):
                 self.skipped_files[role] = list(domain.skipped)
-            labels = map_labels(domain.labels, spec.label_map)
+            if domain.converted:
+                self.converted[role] = domain.converted
+            labels = map_labels(domain.labels, self._label_map(role))
             splits = split_domain(
                 domain.labels, domain.official, self.split_seed, self.val_fraction, self.test_fraction
             )
             splits = {k: v[labels[v] >= 0] for k, v in splits.items()}
             if role == "target":  # the whole train split, before shots: the unlabeled-target stream's images
                 self._subsets["target", "unlabeled"] = domain.images[splits["train"]], labels[splits["train"]]
-            k = domains.num_classes(spec)
-            splits["train"] = take_shots(splits["train"], labels, self.shots[role], k, self.shots_seed, f"{role}_shots")
+            k = self._num_classes(role)
+            absent = {self.class_names.index(n) for n in missing.get(role, [])}
+            splits["train"] = take_shots(splits["train"], labels, self.shots[role], k, self.shots_seed, f"{role}_shots",
+                                         absent=absent)
             if self.test_per_class is not None:  # seeded by split_seed: every run is tested on the same images
                 splits["test"] = take_shots(splits["test"], labels, self.test_per_class, k, self.split_seed,
                                             "test_per_class", at_most=True)
@@ -223,10 +330,11 @@ class DomainPairDataModule(L.LightningDataModule):
                 auto = self.val_shots == "auto"
                 shots = self.shots["target"] if auto else self.val_shots
                 splits["val"] = take_shots(splits["val"], labels, shots, k, self.shots_seed, "val_shots",
-                                           at_most=auto)
+                                           at_most=auto, absent=absent)
             self._indices[role] = splits
             for split, idx in splits.items():
                 self._subsets[role, split] = domain.images[idx], labels[idx]
+        check_sizes(self.specs, {role: tuple(self._subsets[role, "train"][0].shape[-2:]) for role in self.specs})
 
     def split_indices(self) -> dict[str, dict[str, torch.Tensor]]:
         """``{role: {split: indices into the domain's dataset}}``, train after shots; loads the data if needed."""
@@ -246,6 +354,11 @@ class DomainPairDataModule(L.LightningDataModule):
         if self.test_per_class is not None:  # only when set, so the hashes of existing configs stay as they were
             ident["test_per_class"] = self.test_per_class
         h.update(json.dumps(ident, sort_keys=True).encode())
+        names, maps = self._match_classes()
+        if names is not None and any(m != {i: i for i in m} for m in maps.values()):
+            # classes matched by name to other labels than their folders' positions (only then: the hashes of
+            # pairs with the same class folders stay as they were)
+            h.update(json.dumps({"classes": names, "maps": {r: sorted(m.items()) for r, m in maps.items()}}).encode())
         for role, splits in self.split_indices().items():
             for split in _SPLITS:
                 h.update(f"{role}/{split}:".encode())
@@ -299,7 +412,16 @@ class DomainPairDataModule(L.LightningDataModule):
         return self._eval_loaders("test", self.test_domains)
 
     def predict_dataloader(self) -> InMemoryLoader:
-        return self._eval_loaders("test", ["target"])[0]
+        if self.predict_dir is None:
+            return self._eval_loaders("test", ["target"])[0]
+        spec = self.specs[self.primary]
+        size = spec.image_size or int(self.subset(self.primary, "train")[0].shape[-1])
+        files, images = domains.read_image_files(self.predict_dir, domains.in_chans(spec), size)
+        self.predict_files = files
+        rank, world_size = self._dist()
+        placeholder = torch.full((len(images),), -1, dtype=torch.int64)
+        return InMemoryLoader(images, placeholder, self.eval_batch_size, shuffle=False, rank=rank,
+                              world_size=world_size)
 
     def on_after_batch_transfer(self, batch, dataloader_idx: int):
         trainer = self.trainer

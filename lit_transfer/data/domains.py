@@ -31,7 +31,9 @@ class DomainSpec:
     root: str = "~/.cache/lit_transfer/data"
     download: bool = True
     shifts: list[dict] = field(default_factory=list)  # applied in order, e.g. [{name: rotate, degrees: 90}]
-    label_map: dict[int, int] | None = None  # original → new label; unmapped classes are dropped
+    # original → new label; unmapped classes are dropped. image_folder also takes names: folder name → class
+    # name (renames, e.g. {zero: "0"}; folders not named keep their own name), matched by name across domains
+    label_map: dict[int, int] | dict[str, str] | None = None
     channels: int | None = None  # force 1 (grayscale) or 3 (RGB)
     image_size: int | None = None  # square resize at load; None keeps the native size
     # image_folder: skip unreadable image files (listed in a warning, counted in result.json) instead of failing
@@ -46,7 +48,12 @@ class DomainSpec:
 
     def identity(self) -> dict:
         """What determines the data (not where it is stored): hashed into ``split_hash``."""
-        label_map = None if self.label_map is None else sorted((int(k), int(v)) for k, v in self.label_map.items())
+        if self.label_map is None:
+            label_map = None
+        elif renames(self):
+            label_map = sorted((str(k), str(v)) for k, v in self.label_map.items())
+        else:
+            label_map = sorted((int(k), int(v)) for k, v in self.label_map.items())
         ident = {"name": self.name, "shifts": [dict(s) for s in self.shifts], "label_map": label_map,
                  "channels": self.channels, "image_size": self.image_size}
         if self.half is not None:  # only when set, so the hashes of existing configs stay as they were
@@ -61,6 +68,7 @@ class Domain:
     official: dict[str, torch.Tensor] = field(default_factory=dict)  # e.g. {"train": idx, "test": idx}
     skipped: list[str] = field(default_factory=list)  # unreadable files left out (``skip_corrupt: true``)
     origin: torch.Tensor | None = None  # with ``half``: each image's index in the whole dataset
+    converted: int = 0  # image files converted to the domain's channels (grayscale <-> RGB)
 
 
 IntOrFn = Union[int, Callable[[DomainSpec], int]]
@@ -105,7 +113,26 @@ def check_spec(spec: DomainSpec) -> None:
         raise TransferConfigError(f"half must be 0, 1 or null, got {spec.half!r}.")
 
 
+def renames(spec: DomainSpec) -> bool:
+    """Whether ``label_map`` renames classes by name (``{zero: "0"}``) rather than mapping label indices."""
+    return bool(spec.label_map) and any(isinstance(k, str) and not k.lstrip("-").isdigit() or
+                                        isinstance(v, str) and not v.lstrip("-").isdigit()
+                                        for k, v in spec.label_map.items())
+
+
+def class_names(spec: DomainSpec) -> list[str] | None:
+    """The domain's class names in label order, after ``label_map`` renames (classes merged by a rename share
+    one label); ``None`` for datasets whose classes are label indices."""
+    if spec.name != "image_folder" or (spec.label_map is not None and not renames(spec)):
+        return None
+    names = [str((spec.label_map or {}).get(c, c)) for c in folder_class_names(spec)]
+    return sorted(set(names))
+
+
 def num_classes(spec: DomainSpec) -> int:
+    names = class_names(spec)
+    if names is not None:
+        return len(names)
     if spec.label_map is not None:
         return len(set(spec.label_map.values()))
     n = _DOMAINS.get_or_raise(spec.name).num_classes
@@ -168,7 +195,8 @@ def _prepare(spec: DomainSpec, split_seed: int) -> Domain:
     images = apply_shifts(images, spec.shifts, split_seed, spec.name)
     if skipped:  # the unreadable files left out (skip_corrupt: true), counted in result.json
         return dataclasses.replace(domain, images=images.contiguous(), skipped=skipped)
-    return Domain(images.contiguous(), domain.labels, domain.official, origin=domain.origin)
+    return Domain(images.contiguous(), domain.labels, domain.official, origin=domain.origin,
+                  converted=domain.converted)
 
 
 def half_indices(labels: torch.Tensor, official: dict[str, torch.Tensor], half: int, split_seed: int) -> torch.Tensor:
@@ -388,11 +416,19 @@ _SPLITS = ("train", "val", "test")
 
 
 def _images_in(folder: Path) -> list[Path]:
-    return sorted(p for p in folder.iterdir() if p.suffix.lower() in _IMAGE_EXT)
+    return sorted(p for p in folder.iterdir() if p.suffix.lower() in _IMAGE_EXT and not p.name.startswith("."))
+
+
+def _class_dirs(folder: Path) -> list[Path]:
+    """Class folders: every sub-folder except hidden ones (``.ipynb_checkpoints``, ``.git``)."""
+    return sorted(d for d in folder.iterdir() if d.is_dir() and not d.name.startswith("."))
 
 
 def _folder_layout(spec: DomainSpec) -> tuple[dict[str, Path], list[str]]:
-    """Split folders (``train`` required, ``val``/``test`` optional) or ``{"all": root}``; and class names."""
+    """Split folders (``train`` required, ``val``/``test`` optional) or ``{"all": root}``; and class names.
+
+    Every class folder counts, in every split: an empty one, or one a split lacks, is a one-line error (dropping
+    it would shift every later class index, or test on fewer classes than were trained)."""
     root = Path(_root(spec))
     layout = "expected root/<class>/*.png or root/train|val|test/<class>/*.png"
     if not root.is_dir():
@@ -401,29 +437,103 @@ def _folder_layout(spec: DomainSpec) -> tuple[dict[str, Path], list[str]]:
     if "train" not in splits:
         splits = {"all": root}
     first = next(iter(splits.values()))
-    classes = sorted(d.name for d in first.iterdir() if d.is_dir() and _images_in(d))
-    if not classes:
+    dirs = _class_dirs(first)
+    full = [d.name for d in dirs if _images_in(d)]
+    if not full:
         raise TransferConfigError(f"image_folder root {root} has no class folders with images; {layout}.")
+    empty = [d.name for d in dirs if d.name not in full]
+    if empty:
+        raise TransferConfigError(f"image_folder root {root}: class folder(s) {empty} under {first} have no images "
+                                  f"({', '.join(sorted(_IMAGE_EXT))}); add images or remove the folder(s)")
+    classes = full
     if len(classes) < 2:
         raise TransferConfigError(f"image_folder root {root} has one class folder ({classes[0]!r}); a classifier "
                                   f"needs at least 2: {layout}.")
+    for split, folder in splits.items():
+        if folder == first:
+            continue
+        present = {d.name for d in _class_dirs(folder) if _images_in(d)}
+        missing = [c for c in classes if c not in present]
+        if missing:
+            raise TransferConfigError(f"image_folder root {root}: {folder} has no images of class(es) {missing} "
+                                      f"that {first} has; add them, or remove {folder} to carve {split} from "
+                                      f"{first.name}")
     return splits, classes
 
 
-def _folder_in_chans(spec: DomainSpec) -> int:
+def folder_class_names(spec: DomainSpec) -> list[str]:
+    """An image_folder domain's class names, in label order (sorted folder names)."""
+    return list(_folder_layout(spec)[1])
+
+
+_GRAY_MODES = ("1", "L", "LA", "I", "I;16", "I;16B", "I;16L", "F")
+_scan_cache: dict[str, tuple[tuple, dict[str, int]]] = {}
+
+
+def folder_modes(spec: DomainSpec) -> dict[str, int]:
+    """How many of the domain's image files are grayscale (``"gray"``) and colour (``"rgb"``): every file's
+    header is read (not only the first file's), cached per set of files (path, size, mtime)."""
     from PIL import Image
 
     splits, classes = _folder_layout(spec)
-    for path in _images_in(next(iter(splits.values())) / classes[0]):
+    files = [p for folder in splits.values() for name in classes if (folder / name).is_dir()
+             for p in _images_in(folder / name)]
+    key = tuple((str(p), st.st_size, st.st_mtime_ns) for p in files for st in [p.stat()])
+    cached = _scan_cache.get(str(Path(_root(spec))))
+    if cached is not None and cached[0] == key:
+        return dict(cached[1])
+    counts = {"gray": 0, "rgb": 0}
+    for path in files:
         try:
             with Image.open(path) as img:  # reads the header only
-                return 1 if img.mode in ("1", "L", "I", "I;16", "F") else 3
+                counts["gray" if img.mode in _GRAY_MODES else "rgb"] += 1
         except Exception:  # noqa: BLE001 - an unreadable file: loading lists it (or skips it)
             continue
-    return 3
+    _scan_cache[str(Path(_root(spec)))] = (key, dict(counts))
+    return counts
+
+
+def _folder_in_chans(spec: DomainSpec) -> int:
+    """1 when most image files are grayscale, else 3 (a tie is 3: colour kept); ``channels`` overrides it.
+    Files of the other kind are converted at load and counted (``Domain.converted``, ``result.json``)."""
+    counts = folder_modes(spec)
+    return 1 if counts["gray"] > counts["rgb"] else 3
 
 
 _MAX_LISTED = 20  # unreadable files named in one error line
+
+
+def read_image_files(folder: str, channels: int, size: int) -> tuple[list[str], torch.Tensor]:
+    """Every image file under ``folder`` (recursively: flat or class folders; hidden files skipped), sorted,
+    as ``(paths relative to folder, uint8 [N, channels, size, size])``; unreadable files are one error."""
+    from PIL import Image
+
+    root = Path(folder).expanduser()
+    if not root.is_dir():
+        raise TransferConfigError(f"data.predict_dir {root} is not a folder; give a folder of images (flat or in "
+                                  "class folders)")
+    paths = sorted(p for p in root.rglob("*") if p.is_file() and p.suffix.lower() in _IMAGE_EXT
+                   and not any(part.startswith(".") for part in p.relative_to(root).parts))
+    if not paths:
+        raise TransferConfigError(f"data.predict_dir {root} has no image files ({', '.join(sorted(_IMAGE_EXT))})")
+    mode = "L" if channels == 1 else "RGB"
+    arrays, bad = [], []
+    for path in paths:
+        try:
+            with Image.open(path) as img:
+                img = img.convert(mode)
+                if img.size != (size, size):
+                    img = img.resize((size, size), Image.BILINEAR)
+                arrays.append(np.asarray(img))
+        except Exception as err:  # noqa: BLE001 - PIL raises many types for broken files
+            bad.append(_unreadable(path, err))
+    if bad:
+        more = f", and {len(bad) - _MAX_LISTED} more" if len(bad) > _MAX_LISTED else ""
+        raise TransferConfigError(f"data.predict_dir {root}: {len(bad)} unreadable image file(s): "
+                                  f"{', '.join(bad[:_MAX_LISTED])}{more}; fix or remove them")
+    images = torch.from_numpy(np.stack(arrays))
+    images = images[:, None] if images.ndim == 3 else images.permute(0, 3, 1, 2)
+    return [p.relative_to(root).as_posix() for p in paths], images.contiguous()
 
 
 def _unreadable(path: Path, err: Exception) -> str:
@@ -438,7 +548,7 @@ def _image_folder(spec: DomainSpec) -> Domain:
 
     splits, classes = _folder_layout(spec)
     mode = "L" if in_chans(spec) == 1 else "RGB"
-    arrays, labels, official, bad = [], [], {}, []
+    arrays, labels, official, bad, converted = [], [], {}, [], 0
     for split, folder in splits.items():
         start = len(labels)
         for label, name in enumerate(classes):
@@ -447,6 +557,7 @@ def _image_folder(spec: DomainSpec) -> Domain:
             for path in _images_in(folder / name):
                 try:
                     with Image.open(path) as img:
+                        converted += (img.mode in _GRAY_MODES) != (mode == "L")
                         img = img.convert(mode)
                         if spec.image_size is not None:
                             img = img.resize((spec.image_size, spec.image_size), Image.BILINEAR)
@@ -455,7 +566,7 @@ def _image_folder(spec: DomainSpec) -> Domain:
                     bad.append(_unreadable(path, err))
                     continue
                 labels.append(label)
-        unknown = {d.name for d in folder.iterdir() if d.is_dir()} - set(classes) if split != "all" else set()
+        unknown = {d.name for d in _class_dirs(folder)} - set(classes) if split != "all" else set()
         if unknown:
             raise TransferConfigError(f"{folder} has class folders {sorted(unknown)} missing from {splits['train']}.")
         official[split] = torch.arange(start, len(labels))
@@ -477,4 +588,5 @@ def _image_folder(spec: DomainSpec) -> Domain:
     images = torch.from_numpy(np.stack(arrays))
     images = images[:, None] if images.ndim == 3 else images.permute(0, 3, 1, 2)
     official.pop("all", None)
-    return Domain(images, torch.tensor(labels, dtype=torch.long), official, skipped=[b.split(" (")[0] for b in bad])
+    return Domain(images, torch.tensor(labels, dtype=torch.long), official, skipped=[b.split(" (")[0] for b in bad],
+                  converted=converted)

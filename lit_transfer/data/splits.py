@@ -61,17 +61,18 @@ def map_labels(labels: torch.Tensor, label_map: dict[int, int] | None) -> torch.
 
 def take_shots(
     train: torch.Tensor, labels: torch.Tensor, shots: int | None, num_classes: int, seed: int, what: str,
-    at_most: bool = False,
+    at_most: bool = False, absent: set[int] | frozenset = frozenset(),
 ) -> torch.Tensor:
     """The first ``shots`` of a fixed per-class permutation: for one seed, 5 shots ⊂ 20 shots.
 
-    ``at_most``: a class with fewer examples gives all it has instead of an error.
+    ``at_most``: a class with fewer examples gives all it has instead of an error. ``absent``: classes the
+    domain has no images of at all (a target without some of the shared classes): not an error.
     """
     if shots is None:
         return train
     counts = torch.bincount(labels[train], minlength=num_classes)
     for c in range(num_classes):
-        if counts[c] < shots and not at_most:
+        if counts[c] < shots and not at_most and c not in absent:
             where = "target val split" if what == "val_shots" else f"{what.split('_')[0]} domain"
             kind = "validation" if what == "val_shots" else "training"
             raise TransferConfigError(f"{what}={shots} but class {c} of the {where} has only {int(counts[c])} "
