@@ -384,13 +384,10 @@ class TransferCLI(LightningCLI):
             kwargs["enable_progress_bar"] = False
         elif (trainer_cfg.get("enable_progress_bar") is not False and "callbacks" not in kwargs and not has_bar):
             kwargs["callbacks"] = [*callbacks, ThrottledProgressBar()]
-        if self.subcommand == "fit" and not any(isinstance(c, ValidationCurve) for c in callbacks):
-            kwargs["callbacks"] = [*kwargs.get("callbacks", callbacks), ValidationCurve()]
-        if self.subcommand == "fit":  # images/s of training, for the report's "what was compared" columns
-            kwargs["callbacks"] = [*kwargs.get("callbacks", callbacks), Throughput()]
-        # Every fit stops at its first non-finite loss (lit_transfer.divergence), unless the config brings a guard.
-        if self.subcommand == "fit" and not any(isinstance(c, DivergenceGuard) for c in callbacks):
-            kwargs["callbacks"] = [*kwargs.get("callbacks", callbacks), DivergenceGuard()]
+        # Every fit records its val curve and images/s, and stops at its first non-finite loss (unless configured).
+        for kind in (ValidationCurve, Throughput, DivergenceGuard) if self.subcommand == "fit" else ():
+            if not any(isinstance(c, kind) for c in callbacks):
+                kwargs["callbacks"] = [*kwargs.get("callbacks", callbacks), kind()]
         # Checkpoints written straight to their file (lit_transfer.checkpointing), unless the config brings its
         # own plugins or a strategy that saves sharded checkpoints its own way.
         strategy = trainer_cfg.get("strategy", "auto")
@@ -415,9 +412,6 @@ class TransferCLI(LightningCLI):
                     f"{cfg.run.strategy} trains from random init (run.transfer: false)")
             cfg.model.weights = None
         self.weights_from_stage = cfg.model.weights == "source"
-        if self.weights_from_stage and cfg.data.get("source") == "none":
-            raise TransferConfigError("model.weights=source trains a source stage, but data.source is 'none' (no "
-                                      "source domain); name a source domain, or use model.weights=pretrained")
         if self.weights_from_stage:
             argv = self.argv[1:] if self.argv[:1] == [self.subcommand] else self.argv
             cfg.model.weights = str(resolve_source_stage(argv, self.fit_parser, cfg))
@@ -519,13 +513,6 @@ class TransferCLI(LightningCLI):
         results.write_result(self.run_dir, result)
         print(f"run dir: {self.run_dir}")
 
-    def _compared(self, model, dm) -> dict:
-        """What a row compares besides its strategy: where the backbone's weights came from and the input size."""
-        origin = "source stage" if getattr(self, "weights_from_stage", False) else model.backbone.origin
-        images = dm.subset(dm.primary, "train")[0] if hasattr(dm, "subset") else None
-        size = list(images.shape[1:]) if images is not None and images.ndim == 4 else None
-        return {"weights_origin": origin, "input_size": size}
-
     def after_fit(self) -> None:
         cfg = self.config["fit"]
         trainer, model, dm = self.trainer, self.model, self.datamodule
@@ -565,7 +552,7 @@ class TransferCLI(LightningCLI):
             checkpoint=ckpt or (checkpoint.last_model_path if checkpoint else None),
             steps=trainer.global_step,
             labels={**counts, "total": sum(counts.values())} if counts else None,
-            extra={**(curve or {}), **speed, **self._compared(model, dm)},
+            extra={**(curve or {}), **speed, **results.compared(model, dm, getattr(self, "weights_from_stage", False))},
         )
         skipping = [role for role, spec in dm.specs.items() if getattr(spec, "skip_corrupt", False)]
         if skipping:  # unreadable image files left out of this run's data

@@ -93,6 +93,15 @@ def environment() -> dict:
             "timm": timm.__version__, "python": platform.python_version(), "device": device, **code_version()}
 
 
+def compared(model, datamodule, weights_from_stage: bool = False) -> dict:
+    """What a row compares besides its strategy: where the backbone's weights came from (``random``, ``hub``,
+    ``package:<pip name>``, ``file`` or ``source stage``) and the input size ``[C, H, W]`` it trained on."""
+    origin = "source stage" if weights_from_stage else model.backbone.origin
+    images = datamodule.subset(datamodule.primary, "train")[0] if hasattr(datamodule, "subset") else None
+    size = list(images.shape[1:]) if images is not None and images.ndim == 4 else None
+    return {"weights_origin": origin, "input_size": size}
+
+
 def build_result(*, cfg, config_hash: str, split_hash: str, metrics: dict, params: dict, wall_time_s: float,
                  run_dir: Path, checkpoint, steps: int | None = None, labels: dict | None = None,
                  extra: dict | None = None) -> dict:

@@ -117,6 +117,9 @@ def resolve_source_stage(argv: list[str], fit_parser, cfg) -> Path:
     ``argv``: the target run's ``fit`` arguments (without ``fit``); ``fit_parser``: the CLI's ``fit`` parser;
     ``cfg``: the target's parsed config (``run.source_seed``, ``run.threads``, ``run.configs``,
     ``run.stage_cache``, ``run.experiment``)."""
+    if cfg.data.get("source") == "none":
+        raise TransferConfigError("model.weights=source trains a source stage, but data.source is 'none' (no "
+                                  "source domain); name a source domain, or use model.weights=pretrained")
     data = cfg.data.as_dict() if hasattr(cfg.data, "as_dict") else dict(cfg.data)
     args = source_stage_args(list(argv), cfg.run.source_seed, cfg.run.threads, cfg.run.get("configs"), data=data)
     key = stage_key(fit_parser, args[1:])

@@ -84,6 +84,36 @@ def check_sizes(specs: dict[str, DomainSpec], sizes: dict[str, tuple]) -> None:
         f"(e.g. data.source.image_size={big} and data.target.image_size={big}) so the model sees one size")
 
 
+def pair_split_hash(dm) -> str:
+    """:meth:`DomainPairDataModule.split_hash`: the domains' identities, the class matching when it renumbers
+    classes, and every split index."""
+    h = hashlib.sha256()
+    ident = {r: dm.specs[r].identity() for r in _ROLES if r in dm.specs}
+    if dm.test_per_class is not None:  # only when set, so the hashes of existing configs stay as they were
+        ident["test_per_class"] = dm.test_per_class
+    h.update(json.dumps(ident, sort_keys=True).encode())
+    names, maps = dm._match_classes()
+    if names is not None and any(m != {i: i for i in m} for m in maps.values()):
+        # classes matched by name to other labels than their folders' positions (only then: the hashes of
+        # pairs with the same class folders stay as they were)
+        h.update(json.dumps({"classes": names, "maps": {r: sorted(m.items()) for r, m in maps.items()}}).encode())
+    for role, splits in dm.split_indices().items():
+        for split in _SPLITS:
+            h.update(f"{role}/{split}:".encode())
+            h.update(splits[split].to(torch.int64).numpy().tobytes())
+    return h.hexdigest()
+
+
+def check_pair_args(source, train_on: str, test_per_class) -> None:
+    """``source: none`` trains on the target only; ``test_per_class`` is a positive integer or null."""
+    if source == NO_SOURCE and train_on != "target":
+        raise TransferConfigError(f"data.source is 'none' (no source domain), so train_on must be 'target', "
+                                  f"got {train_on!r}; name a source domain to train on it")
+    if test_per_class is not None and (isinstance(test_per_class, bool) or not isinstance(test_per_class, int)
+                                       or test_per_class < 1):
+        raise TransferConfigError(f"data.test_per_class must be a positive integer or null, got {test_per_class!r}")
+
+
 class ClassMatching:
     """Class names matched across the pair (``match_classes``), for :class:`DomainPairDataModule`."""
 
@@ -185,14 +215,9 @@ class DomainPairDataModule(ClassMatching, L.LightningDataModule):
         super().__init__()
         if train_on not in _TRAIN_ON:
             raise TransferConfigError(f"train_on must be 'source', 'target' or 'source+target', got {train_on!r}.")
-        if source == NO_SOURCE and train_on != "target":
-            raise TransferConfigError(f"data.source is 'none' (no source domain), so train_on must be 'target', "
-                                      f"got {train_on!r}; name a source domain to train on it")
+        check_pair_args(source, train_on, test_per_class)
         self.specs = {"target": _as_spec(target)} if source == NO_SOURCE else {
             "source": _as_spec(source), "target": _as_spec(target)}
-        if test_per_class is not None and (isinstance(test_per_class, bool) or not isinstance(test_per_class, int)
-                                           or test_per_class < 1):
-            raise TransferConfigError(f"data.test_per_class must be a positive integer or null, got {test_per_class!r}")
         self.test_per_class = test_per_class
         for spec in self.specs.values():
             domains.check_spec(spec)
@@ -349,21 +374,7 @@ class DomainPairDataModule(ClassMatching, L.LightningDataModule):
 
     def split_hash(self) -> str:
         """sha256 of every split index of both domains and what defines the domains: equal data, equal hash."""
-        h = hashlib.sha256()
-        ident = {r: self.specs[r].identity() for r in _ROLES if r in self.specs}
-        if self.test_per_class is not None:  # only when set, so the hashes of existing configs stay as they were
-            ident["test_per_class"] = self.test_per_class
-        h.update(json.dumps(ident, sort_keys=True).encode())
-        names, maps = self._match_classes()
-        if names is not None and any(m != {i: i for i in m} for m in maps.values()):
-            # classes matched by name to other labels than their folders' positions (only then: the hashes of
-            # pairs with the same class folders stay as they were)
-            h.update(json.dumps({"classes": names, "maps": {r: sorted(m.items()) for r, m in maps.items()}}).encode())
-        for role, splits in self.split_indices().items():
-            for split in _SPLITS:
-                h.update(f"{role}/{split}:".encode())
-                h.update(splits[split].to(torch.int64).numpy().tobytes())
-        return h.hexdigest()
+        return pair_split_hash(self)
 
     def subset(self, role: str, split: str) -> tuple[torch.Tensor, torch.Tensor]:
         """``(images_uint8, labels)`` of one split of one domain."""
