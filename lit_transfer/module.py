@@ -298,7 +298,7 @@ class TransferClassifier(LightningModule):
     def log(self, name: str, value, *args, **kwargs) -> None:
         """``LightningModule.log``, but step-only training values are recorded on logging steps only: Lightning
         hands them to loggers every ``log_every_n_steps`` anyway, and recording costs ~1 ms a call (more than a
-        small model's CPU step). The progress bar shows the last recorded value."""
+        small model's CPU step). The progress bar shows the last recorded value, read when it redraws."""
         if kwargs.get("on_step") and not kwargs.get("on_epoch"):
             trainer = compat.attached_trainer(self)
             if trainer is not None and trainer.training and not compat.should_update_logs(trainer):
@@ -316,7 +316,9 @@ class TransferClassifier(LightningModule):
             # Without an objective a multi-stream batch trains on its labelled stream only.
             x, y = batch[self.train_domain()] if isinstance(batch, dict) else batch
             loss, n = self.task_loss(self(x), y), len(y)
-        self.log("train/loss", loss, prog_bar=True, on_step=True, on_epoch=False, batch_size=n)
+        # Not prog_bar=True: Lightning converts progress-bar values to Python numbers after *every* batch (a
+        # device→host sync per step); ThrottledProgressBar reads train/loss itself, only when it redraws.
+        self.log("train/loss", loss, on_step=True, on_epoch=False, batch_size=n)
         for key, value in logs.items():
             self.log(f"train/{key}", value, on_step=True, on_epoch=False, batch_size=n)
         if self.regularizer is not None:

@@ -166,3 +166,24 @@ def test_throttled_progress_bar_redraws_at_most_every_interval(monkeypatch):
     assert bar._should_update(100, 100)  # the last batch of an epoch always draws
     bar.disable()
     assert not bar._should_update(100, 100)
+
+
+def test_progress_bar_reads_the_training_loss_only_when_it_draws(tmp_path):
+    from lit_transfer.cli import ThrottledProgressBar
+
+    drawn = []
+
+    class Bar(ThrottledProgressBar):
+        def get_metrics(self, trainer, pl_module):
+            metrics = super().get_metrics(trainer, pl_module)
+            drawn.append(metrics)
+            return metrics
+
+    module = make_module()
+    trainer = L.Trainer(default_root_dir=str(tmp_path), max_epochs=1, accelerator="cpu", logger=False,
+                        enable_checkpointing=False, enable_model_summary=False, log_every_n_steps=2,
+                        limit_val_batches=0, callbacks=[Bar(min_interval=1e9)])
+    trainer.fit(module, make_dm(target_shots=20))  # 12 steps: drawn at the first and the last batch only
+    assert len(drawn) == 2 and isinstance(drawn[-1]["train/loss"], float)
+    # Lightning converts prog_bar values to numbers after every batch (a sync); train/loss is not one of them
+    assert "train/loss" not in trainer.progress_bar_metrics and "train/loss" in trainer.callback_metrics
