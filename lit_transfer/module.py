@@ -207,7 +207,11 @@ class TransferClassifier(LightningModule):
 
     # ------------------------------------------------------------------ model
     def preprocess(self, x: torch.Tensor) -> torch.Tensor:
-        """uint8 images in [0, 255] (what the data module yields) → normalised float tensors."""
+        """uint8 images in [0, 255] (what the data module yields) → normalised float tensors, on the model's
+        device (the batch is already there). channels_last is applied to the uint8 input, so the float tensors
+        are created in that layout (element-wise ops keep it) instead of being copied into it afterwards."""
+        if self.hparams.channels_last and x.ndim == 4:
+            x = x.contiguous(memory_format=torch.channels_last)
         if x.dtype == torch.uint8:
             x = x.float().div_(255.0)
         x = (x - self.mean) / self.std
