@@ -41,10 +41,18 @@ from lit_transfer.validation import check_model_args
 __all__ = ["TransferClassifier", "HEAD", "SELECTIONS", "source_head_state"]
 
 SELECTIONS = ("auto", "source_val", "entropy", "snd", "dev", "oracle")
+COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
 
 
-def _check_args(feature_cache_dtype: str, selection: str, feature_cache_mb: float) -> None:
+def _check_args(feature_cache_dtype: str, selection: str, feature_cache_mb: float, compile_mode: str,
+                compile_options: Optional[dict]) -> None:
     from lit_transfer.features import FEATURE_DTYPES
+
+    if compile_mode not in COMPILE_MODES:
+        raise TransferConfigError(
+            f"model.compile_mode must be one of {', '.join(COMPILE_MODES)}, got {compile_mode!r}")
+    if compile_mode != "default" and compile_options and "mode" in compile_options:
+        raise TransferConfigError("set the compile mode once: model.compile_mode or model.compile_options.mode")
 
     if feature_cache_dtype not in FEATURE_DTYPES:
         raise TransferConfigError(
@@ -91,7 +99,11 @@ class TransferClassifier(LightningModule):
             default: in memory, spilled to a temporary directory above ``feature_cache_mb``.
         feature_cache_mb: the in-memory feature cache's budget in MiB (process-wide, LRU).
         channels_last: NHWC memory format for the backbone and its input (faster convolutions on GPUs).
-        compile: ``torch.compile`` the backbone at fit/validate/test start, with ``compile_options``.
+        compile: ``torch.compile`` the backbone once (at the first fit/validate/test start), with
+            ``compile_options``. Training and evaluation each compile their graph once per trainable set: a
+            freeze→unfreeze phase change compiles the new phase's graphs once, no epoch recompiles.
+        compile_mode: ``torch.compile``'s mode: ``default``, ``reduce-overhead`` (CUDA graphs),
+            ``max-autotune`` or ``max-autotune-no-cudagraphs``.
 
     When ``weights`` is a lit_transfer checkpoint, its (source) head is kept, frozen, as ``source_head``: a
     target run then reports ``source/test_acc_before`` (the loaded model on the source test split, measured
@@ -125,9 +137,10 @@ class TransferClassifier(LightningModule):
         bottleneck: Optional[int] = None,
         frozen_params: Optional[list[str]] = None,
         feature_cache_mb: float = 1024.0,
+        compile_mode: str = "default",
     ):
         super().__init__()
-        _check_args(feature_cache_dtype, selection, feature_cache_mb)
+        _check_args(feature_cache_dtype, selection, feature_cache_mb, compile_mode, compile_options)
         check_model_args(lr=lr, backbone_lr_scale=backbone_lr_scale, layer_decay=layer_decay,
                          label_smoothing=label_smoothing)
         weights = None if weights is None else str(weights)  # a Path would not load with weights_only=True
@@ -229,8 +242,14 @@ class TransferClassifier(LightningModule):
         return self.head(self.embed(x))
 
     def configure_model(self) -> None:
+        """Lightning calls this at every fit/validate/test start: compile the backbone the first time only (its
+        compiled graphs then serve every later stage, epoch and phase)."""
         if self.hparams.get("compile") and not compat.is_compiled(self.backbone.model):
-            self.backbone.model.compile(**(self.hparams.get("compile_options") or {}))
+            options = dict(self.hparams.get("compile_options") or {})
+            mode = self.hparams.get("compile_mode", "default")
+            if mode != "default":
+                options["mode"] = mode
+            self.backbone.model.compile(**options)
 
     # ------------------------------------------------------------- freezing
     @property
