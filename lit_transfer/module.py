@@ -63,6 +63,17 @@ def _check_args(feature_cache_dtype: str, selection: str, feature_cache_mb: floa
         raise TransferConfigError(f"model.feature_cache_mb must be > 0, got {feature_cache_mb}")
 
 
+def _compile_backbone(model) -> None:
+    """At every fit/validate/test start (``configure_model``): compile the backbone in place the first time only;
+    its compiled graphs then serve every later stage, epoch and phase."""
+    hp = model.hparams
+    if hp.get("compile") and not compat.is_compiled(model.backbone.model):
+        options = dict(hp.get("compile_options") or {})
+        if hp.get("compile_mode", "default") != "default":
+            options["mode"] = hp.compile_mode
+        model.backbone.model.compile(**options)
+
+
 def _default_optimizer(params) -> torch.optim.Optimizer:
     return torch.optim.AdamW(params, weight_decay=0.01)
 
@@ -99,11 +110,8 @@ class TransferClassifier(LightningModule):
             default: in memory, spilled to a temporary directory above ``feature_cache_mb``.
         feature_cache_mb: the in-memory feature cache's budget in MiB (process-wide, LRU).
         channels_last: NHWC memory format for the backbone and its input (faster convolutions on GPUs).
-        compile: ``torch.compile`` the backbone once (at the first fit/validate/test start), with
-            ``compile_options``. Training and evaluation each compile their graph once per trainable set: a
-            freeze→unfreeze phase change compiles the new phase's graphs once, no epoch recompiles.
-        compile_mode: ``torch.compile``'s mode: ``default``, ``reduce-overhead`` (CUDA graphs),
-            ``max-autotune`` or ``max-autotune-no-cudagraphs``.
+        compile: ``torch.compile`` the backbone once, with ``compile_options`` and ``compile_mode`` (``default``,
+            ``reduce-overhead``, ``max-autotune``, ``max-autotune-no-cudagraphs``); no recompile per epoch.
 
     When ``weights`` is a lit_transfer checkpoint, its (source) head is kept, frozen, as ``source_head``: a
     target run then reports ``source/test_acc_before`` (the loaded model on the source test split, measured
@@ -220,17 +228,13 @@ class TransferClassifier(LightningModule):
 
     # ------------------------------------------------------------------ model
     def preprocess(self, x: torch.Tensor) -> torch.Tensor:
-        """uint8 images in [0, 255] (what the data module yields) → normalised float tensors, on the model's
-        device (the batch is already there). channels_last is applied to the uint8 input, so the float tensors
-        are created in that layout (element-wise ops keep it) instead of being copied into it afterwards."""
+        """uint8 images in [0, 255] (the data module's batches, already on the device) → normalised floats there;
+        channels_last is applied to the uint8 input (element-wise ops keep the layout: no float copy)."""
         if self.hparams.channels_last and x.ndim == 4:
             x = x.contiguous(memory_format=torch.channels_last)
         if x.dtype == torch.uint8:
             x = x.float().div_(255.0)
-        x = (x - self.mean) / self.std
-        if self.hparams.channels_last and x.ndim == 4:
-            x = x.contiguous(memory_format=torch.channels_last)
-        return x
+        return (x - self.mean) / self.std
 
     def embed(self, x: torch.Tensor) -> torch.Tensor:
         if x.ndim == 2 and x.is_floating_point():  # rows of cached backbone embeddings (lit_transfer.features)
@@ -242,14 +246,7 @@ class TransferClassifier(LightningModule):
         return self.head(self.embed(x))
 
     def configure_model(self) -> None:
-        """Lightning calls this at every fit/validate/test start: compile the backbone the first time only (its
-        compiled graphs then serve every later stage, epoch and phase)."""
-        if self.hparams.get("compile") and not compat.is_compiled(self.backbone.model):
-            options = dict(self.hparams.get("compile_options") or {})
-            mode = self.hparams.get("compile_mode", "default")
-            if mode != "default":
-                options["mode"] = mode
-            self.backbone.model.compile(**options)
+        _compile_backbone(self)
 
     # ------------------------------------------------------------- freezing
     @property

@@ -54,24 +54,30 @@ class ReadCounter(L.Callback):
 
             self.monkeypatch.setattr(torch.Tensor, name, counting)
 
+    def open(self):
+        self._patch()
+        self.prof = profile(activities=[ProfilerActivity.CPU])
+        self.prof.start()
+        if self.cuda:
+            torch.cuda.set_sync_debug_mode("error")
+        self.active = True
+
+    def close(self):
+        self.active = False
+        if self.cuda:
+            torch.cuda.set_sync_debug_mode("default")
+        self.prof.stop()
+        events = self.prof.events()
+        self.optimizer_steps = sum(e.name.startswith("Optimizer.step#") for e in events)
+        self.scalar_ops = sum(e.name == "aten::_local_scalar_dense" and not in_fused_cpu_optimizer(e)
+                              for e in events)
+        self.monkeypatch.undo()
+
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
         if batch_idx == LOG_EVERY:  # the step after the first logging step (global step 25 logged)
-            self._patch()
-            self.prof = profile(activities=[ProfilerActivity.CPU])
-            self.prof.start()
-            if self.cuda:
-                torch.cuda.set_sync_debug_mode("error")
-            self.active = True
+            self.open()
         elif batch_idx == 2 * LOG_EVERY - 1:  # the next logging step starts: close the window before it
-            self.active = False
-            if self.cuda:
-                torch.cuda.set_sync_debug_mode("default")
-            self.prof.stop()
-            events = self.prof.events()
-            self.optimizer_steps = sum(e.name.startswith("Optimizer.step#") for e in events)
-            self.scalar_ops = sum(e.name == "aten::_local_scalar_dense" and not in_fused_cpu_optimizer(e)
-                                  for e in events)
-            self.monkeypatch.undo()
+            self.close()
         if self.active:
             self.window_steps += 1
 
@@ -113,3 +119,29 @@ def test_no_device_to_host_read_between_logging_steps(tmp_path, monkeypatch):
 def test_no_sync_between_logging_steps_under_cuda_sync_debug_mode(tmp_path, monkeypatch):
     counter = fit_counting_reads(tmp_path, monkeypatch, "--trainer.precision=bf16-mixed", cuda=True)
     assert counter.window_steps >= 20 and counter.reads == [] and counter.scalar_ops == 0
+
+
+@pytest.mark.parametrize("cuda", [False, pytest.param(True, marks=pytest.mark.skipif(
+    not torch.cuda.is_available(), reason="the CUDA variant needs a GPU; the CPU one always runs"))])
+def test_no_device_to_host_read_in_evaluation_batches(tmp_path, monkeypatch, cuda):
+    from conftest import make_dm, make_module
+
+    class EvalWindow(ReadCounter):
+        batches = 0
+
+        def on_validation_batch_start(self, trainer, pl_module, batch, batch_idx, dataloader_idx=0):
+            if batch_idx == 0 and dataloader_idx == 0:
+                self.open()
+            self.batches += 1
+
+        def on_validation_epoch_end(self, trainer, pl_module):
+            self.close()  # the epoch's metrics are read now: after every batch ran
+
+    window = EvalWindow(monkeypatch, cuda=cuda)
+    trainer = L.Trainer(default_root_dir=str(tmp_path), accelerator="cuda" if cuda else "cpu", devices=1,
+                        logger=False, enable_checkpointing=False,
+                        enable_model_summary=False, callbacks=[window])
+    trainer.validate(make_module(), make_dm(eval_batch_size=8, target_shots=20), verbose=False)
+    assert window.batches >= 20 and window.reads == [], "\n".join(window.reads[:5])
+    assert window.scalar_ops == 0
+    assert 0 <= float(trainer.callback_metrics["target/val_acc"]) <= 1
