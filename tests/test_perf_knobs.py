@@ -247,3 +247,21 @@ def test_progress_bar_reads_the_training_loss_only_when_it_draws(tmp_path):
     assert len(drawn) == 2 and isinstance(drawn[-1]["train/loss"], float)
     # Lightning converts prog_bar values to numbers after every batch (a sync); train/loss is not one of them
     assert "train/loss" not in trainer.progress_bar_metrics and "train/loss" in trainer.callback_metrics
+
+
+@pytest.mark.slow
+def test_cli_fit_and_test_with_compile(tmp_path, monkeypatch):
+    # `--model.compile=true` through the real CLI: a freeze→unfreeze schedule, validation every epoch, then the
+    # test after fit (eval) and result.json; aot_eager keeps it to seconds on a CPU.
+    import json
+
+    from lit_transfer.cli import main
+
+    monkeypatch.delenv("LIT_TRANSFER_RUN_DIR", raising=False)
+    main(["fit", "--config", str(REPO / "configs/data/digits_shift.yaml"), "--config",
+          str(REPO / "configs/model/small_cnn.yaml"), "--strategy", "freeze_unfreeze", "--trainer.max_epochs=3",
+          "--trainer.enable_progress_bar=false", "--data.target_shots=5", "--model.compile=true",
+          '--model.compile_options={"backend": "aot_eager"}', f"--run.root={tmp_path}"])
+    (result,) = [json.loads(p.read_text()) for p in tmp_path.rglob("result.json")]
+    assert result["status"] == "ok"
+    assert 0 <= result["metrics"]["target/test_acc"] <= 1 and "source/test_acc" in result["metrics"]
