@@ -48,13 +48,13 @@ class FirstBadStep:
     def update(self, loss: torch.Tensor, step: int) -> None:
         loss = loss.detach()
         if self.step is None or self.step.device != loss.device:
-            self._flush_to(loss.device)
+            self._place_on(loss.device)
         value = loss.float() if loss.numel() == 1 else loss.float().sum()  # a sum is non-finite if any term is
         first = torch.isfinite(value).logical_not_().logical_and_(self.step.lt(0))
         self.step = torch.where(first, step, self.step)
         self.loss = torch.where(first, value.reshape(()), self.loss)
 
-    def _flush_to(self, device: torch.device) -> None:
+    def _place_on(self, device: torch.device) -> None:
         if self.step is None:  # torch.full: a fill kernel, not a host→device copy
             self.step = torch.full((), -1, dtype=torch.int64, device=device)
             self.loss = torch.full((), 0.0, dtype=torch.float32, device=device)
