@@ -31,6 +31,7 @@ from lightning.pytorch.utilities import rank_zero_info
 from lit_transfer import configs, results
 from lit_transfer.compat import CompactHelpFormatter, ThrottledProgressBar
 from lit_transfer.checkpointing import AtomicCheckpointIO, Checkpoint
+from lit_transfer.callbacks.throughput import Throughput
 from lit_transfer.convergence import ValidationCurve
 from lit_transfer.data import DomainPairDataModule
 from lit_transfer.divergence import DivergenceGuard
@@ -260,6 +261,8 @@ class TransferCLI(LightningCLI):
             kwargs["callbacks"] = [*callbacks, ThrottledProgressBar()]
         if self.subcommand == "fit" and not any(isinstance(c, ValidationCurve) for c in callbacks):
             kwargs["callbacks"] = [*kwargs.get("callbacks", callbacks), ValidationCurve()]
+        if self.subcommand == "fit":  # images/s of training, for the report's "what was compared" columns
+            kwargs["callbacks"] = [*kwargs.get("callbacks", callbacks), Throughput()]
         # Every fit stops at its first non-finite loss (lit_transfer.divergence), unless the config brings a guard.
         if self.subcommand == "fit" and not any(isinstance(c, DivergenceGuard) for c in callbacks):
             kwargs["callbacks"] = [*kwargs.get("callbacks", callbacks), DivergenceGuard()]
@@ -283,7 +286,11 @@ class TransferCLI(LightningCLI):
             # The scratch baseline of an experiment that names its weights once for every strategy (a sweep's
             # --model.weights=source): same architecture, random init. The saved config records what ran.
             cfg.model.weights = None
-        if cfg.model.weights == "source":
+        self.weights_from_stage = cfg.model.weights == "source"
+        if self.weights_from_stage and cfg.data.get("source") == "none":
+            raise TransferConfigError("model.weights=source trains a source stage, but data.source is 'none' (no "
+                                      "source domain); name a source domain, or use model.weights=pretrained")
+        if self.weights_from_stage:
             argv = self.argv[1:] if self.argv[:1] == [self.subcommand] else self.argv
             cfg.model.weights = str(resolve_source_stage(argv, self.fit_parser, cfg))
         from lit_transfer.tracking import configure_loggers
@@ -378,6 +385,13 @@ class TransferCLI(LightningCLI):
         results.write_result(self.run_dir, result)
         print(f"run dir: {self.run_dir}")
 
+    def _compared(self, model, dm) -> dict:
+        """What a row compares besides its strategy: where the backbone's weights came from and the input size."""
+        origin = "source stage" if getattr(self, "weights_from_stage", False) else model.backbone.origin
+        images = dm.subset(dm.primary, "train")[0] if hasattr(dm, "subset") else None
+        size = list(images.shape[1:]) if images is not None and images.ndim == 4 else None
+        return {"weights_origin": origin, "input_size": size}
+
     def after_fit(self) -> None:
         cfg = self.config["fit"]
         trainer, model, dm = self.trainer, self.model, self.datamodule
@@ -394,6 +408,7 @@ class TransferCLI(LightningCLI):
             fit_metrics["val_acc_best"] = float(checkpoint.best_model_score)
         # Read before testing: loading the best checkpoint restores the callback's state as of that checkpoint.
         curve = next((c.summary() for c in trainer.callbacks if isinstance(c, ValidationCurve)), None)
+        speed = next((c.summary() for c in trainer.callbacks if isinstance(c, Throughput)), {})
         test_metrics: dict = {}
         if cfg.run.test_after_fit:
             out = trainer.test(model, datamodule=dm, ckpt_path=ckpt, verbose=trainer.is_global_zero)
@@ -416,7 +431,7 @@ class TransferCLI(LightningCLI):
             checkpoint=ckpt or (checkpoint.last_model_path if checkpoint else None),
             steps=trainer.global_step,
             labels={**counts, "total": sum(counts.values())} if counts else None,
-            extra=curve,
+            extra={**(curve or {}), **speed, **self._compared(model, dm)},
         )
         skipping = [role for role, spec in dm.specs.items() if getattr(spec, "skip_corrupt", False)]
         if skipping:  # unreadable image files left out of this run's data

@@ -76,6 +76,7 @@ class ValidationCurve(Callback):
         self.curve: dict[str, list] = self._empty()
         # Label-free selection: the target val predictions of every validation (convergence without labels).
         self.label_free, self.predictions = False, []
+        self.val_size: Optional[int] = None  # examples behind the monitored accuracy: its resolution is 1/val_size
 
     def _empty(self) -> dict[str, list]:
         return {"step": [], self.monitor: [], **{k: [] for k in self.keys if k != self.monitor}}
@@ -91,13 +92,21 @@ class ValidationCurve(Callback):
         preds = getattr(getattr(pl_module, "evaluation", None), "last_preds", None)
         if self.label_free and preds is not None:
             self.predictions.append(preds.tolist())
+        loaders = trainer.val_dataloaders
+        first = loaders[0] if isinstance(loaders, (list, tuple)) and loaders else loaders
+        labels = getattr(first, "labels", None)
+        self.val_size = len(labels) if labels is not None else self.val_size
         self.curve["step"].append(int(trainer.global_step))
         for key in list(self.curve)[1:]:
             value = metrics.get(key)
             self.curve[key].append(None if value is None else round(float(value), 6))
 
     def summary(self, tail: float = TAIL, tol: float = TOL) -> dict:
+        """The curve and its convergence verdict. The tolerance is at least one validation example (a 50-image
+        val set moves in steps of 2 pp: a rise of one image is not progress)."""
         values = self.curve[self.monitor]
+        if self.val_size:
+            tol = max(tol, 1.0 / self.val_size)
         best = max(range(len(values)), key=lambda i: (values[i], -i)) if values else None
         convergence = {"metric": self.monitor, "tol": tol, "still_improving": still_improving(values, tail, tol)}
         if self.label_free and self.predictions:
@@ -114,9 +123,11 @@ class ValidationCurve(Callback):
         }
 
     def state_dict(self) -> dict:
-        return {"curve": self.curve, "label_free": self.label_free, "predictions": self.predictions}
+        return {"curve": self.curve, "label_free": self.label_free, "predictions": self.predictions,
+                "val_size": self.val_size}
 
     def load_state_dict(self, state_dict: dict) -> None:
         self.curve = {k: list(v) for k, v in state_dict["curve"].items()}
         self.label_free = state_dict.get("label_free", False)
         self.predictions = [list(p) for p in state_dict.get("predictions", [])]
+        self.val_size = state_dict.get("val_size")

@@ -69,6 +69,60 @@ def _source_before_after(r: dict, stage_source: dict[str, float | None]) -> tupl
     return (before, after) if before is not None and after is not None else None
 
 
+def weights_origin(r: dict) -> str:
+    """Where a run's backbone weights came from: ``random``, ``source stage``, ``pretrained (hub)``,
+    ``pretrained (package)`` (weights an installed package ships, :mod:`lit_transfer.models.packaged`) or ``file``; results written before ``weights_origin`` was recorded are read from
+    their ``weights`` value."""
+    origin = r.get("weights_origin")
+    if origin is None:
+        w = r.get("weights")
+        if w is None:
+            return "random"
+        if str(w).lower() in ("pretrained", "hub", "imagenet"):
+            return "pretrained (hub)"
+        return "source stage" if "-source-" in str(w) else "file"
+    if origin == "hub":
+        return "pretrained (hub)"
+    if str(origin).startswith("package:"):
+        return "pretrained (package)"  # result.json names the package
+    return str(origin)
+
+
+def input_size(r: dict) -> str | None:
+    """``HxW`` of the images a run trained on (``None`` for results that do not record it)."""
+    size = r.get("input_size")
+    return f"{size[-2]}x{size[-1]}" if isinstance(size, list) and len(size) >= 2 else None
+
+
+def model_key(r: dict) -> tuple:
+    """What defines the compared network besides the strategy: backbone, weights' origin and input size."""
+    return (str(r.get("backbone") or ""), weights_origin(r), input_size(r))
+
+
+def parse_baseline(text: str) -> tuple[str, str | None]:
+    """``STRATEGY`` (pair with that strategy's runs of the same backbone and input size) or ``STRATEGY@BACKBONE``
+    (pair every row with that backbone's runs of the strategy at the same input size, e.g. ``scratch@small_cnn``)."""
+    strategy, _, backbone = text.partition("@")
+    if not strategy or (_ and not backbone):
+        raise ReportError(f"--baseline must be STRATEGY or STRATEGY@BACKBONE, got {text!r}")
+    return strategy, backbone or None
+
+
+def _label_rows(rows: list[dict]) -> None:
+    """``label``: the strategy's name, with the network named where an experiment compares several (the most
+    common network of the experiment goes unnamed): ``scratch`` vs ``scratch (small_cnn)``."""
+    by_exp: dict[str, list[dict]] = defaultdict(list)
+    for r in rows:
+        by_exp[r["experiment"]].append(r)
+    for rs in by_exp.values():
+        nets = [(r["backbone"], r["input_size"]) for r in rs]  # weights' origin is what strategies vary
+        common = max(dict.fromkeys(nets), key=nets.count)
+        for r, net in zip(rs, nets):
+            differs = ([r["backbone"]] if net[0] != common[0] else []) + (
+                [r["input_size"] or "?"] if net[1] != common[1] else [])
+            r["label"] = f"{r['strategy']} ({', '.join(differs)})" if differs else r["strategy"]
+
+
 def _shots_key(shots: Any) -> float:
     return math.inf if shots is None else float(shots)
 
@@ -162,6 +216,10 @@ def _code_notes(groups: dict[tuple, list[dict]]) -> list[str]:
 def summarise(results: list[dict], baseline: str = "scratch", conf: float = 0.95, tune: bool = True) -> dict:
     """Pure aggregation: rows for the comparison table, source-stage rows and notes.
 
+    Rows are per (experiment, strategy, shots, selection, backbone, weights' origin, input size): runs of
+    different networks are never pooled, and a gain pairs a row only with baseline runs of the same backbone
+    and input size (or, with ``baseline="STRATEGY@BACKBONE"``, that backbone's runs at the same input size).
+
     ``tune``: pick each strategy's best hyper-parameters per seed on validation (:func:`select_tuned`) before
     aggregating; otherwise runs that share a seed are pooled.
     """
@@ -178,12 +236,15 @@ def summarise(results: list[dict], baseline: str = "scratch", conf: float = 0.95
         if _acc(r) is None:
             notes.append(f"no {ACC} in {r.get('_path', '?')}: left out")
             continue
-        groups[(str(r.get("experiment")), str(r.get("strategy")), r.get("target_shots"), selection_label(r))].append(r)
+        groups[(str(r.get("experiment")), str(r.get("strategy")), r.get("target_shots"), selection_label(r),
+                *model_key(r))].append(r)
 
     notes += _code_notes(groups)
+    base_strategy, base_backbone = parse_baseline(baseline)
     rows, curves = [], []
-    for key in sorted(groups, key=lambda k: (k[0], k[1] != baseline, k[1], _shots_key(k[2]), str(k[3]))):
-        exp, strategy, shots, selection = key
+    for key in sorted(groups, key=lambda k: (k[0], k[1] != base_strategy, k[1], _shots_key(k[2]), str(k[3]),
+                                             k[4], k[5], str(k[6]))):
+        exp, strategy, shots, selection, backbone, origin, size = key
         rs = groups[key]
         seeds = [r.get("seed") for r in rs]
         if len(set(seeds)) < len(seeds):
@@ -191,13 +252,20 @@ def summarise(results: list[dict], baseline: str = "scratch", conf: float = 0.95
                          "they are pooled")
         acc_mean, acc_half = mean_ci([_acc(r) for r in rs], conf)
         row: dict[str, Any] = {"experiment": exp, "strategy": strategy, "target_shots": shots, "n": len(rs),
-                               "acc_mean": acc_mean, "acc_ci": acc_half, "selection": selection}
-        # The baseline selected the same way if it was run so, else its only (or first) selection.
-        base_keys = sorted((k for k in groups if k[:3] == (exp, baseline, shots)), key=lambda k: str(k[3]))
-        base_key = (exp, baseline, shots, selection) if (exp, baseline, shots, selection) in groups else (
-            base_keys[0] if base_keys else None)
+                               "acc_mean": acc_mean, "acc_ci": acc_half, "selection": selection,
+                               "backbone": backbone, "weights_origin": origin, "input_size": size}
+        # The baseline's runs of the compared network (same backbone, or the named one, and the same input size),
+        # selected the same way if it was run so, else its only (or first) selection.
+        want = base_backbone or backbone
+        base_keys = sorted((k for k in groups if k[:3] == (exp, base_strategy, shots) and k[4] == want
+                            and k[6] == size), key=lambda k: (k[3] != selection, str(k[3]), k[5]))
+        base_key = base_keys[0] if base_keys else None
         base = groups.get(base_key) if base_key else None
-        if strategy != baseline and base:
+        is_base = strategy == base_strategy and backbone == want
+        if not is_base and not base and any(k[:3] == (exp, base_strategy, shots) for k in groups):
+            notes.append(f"{exp}/{strategy}/{backbone}/shots={shots}: no {base_strategy} runs of {want} at "
+                         f"{size or 'this input size'}: no gain is computed (runs of other networks never pair)")
+        if not is_base and base:
             # lit_transfer.gain pairs runs (same seed, shots, labelled split) for W&B summaries too.
             gains, mismatched = [], 0
             base_seeds = {b.get("seed") for b in base}
@@ -208,7 +276,7 @@ def summarise(results: list[dict], baseline: str = "scratch", conf: float = 0.95
                 elif r.get("seed") in base_seeds:
                     mismatched += 1
             if mismatched:
-                notes.append(f"{exp}/{strategy}/shots={shots}: {mismatched} run(s) not paired with {baseline}: "
+                notes.append(f"{exp}/{strategy}/shots={shots}: {mismatched} run(s) not paired with {base_strategy}: "
                              "same seed but a different split_hash (different labelled examples)")
             g = paired_gain(gains, [0.0] * len(gains), conf)
             row.update(pairs=g.n, gain_mean=g.mean, gain_ci=g.half, gain_low=g.low, gain_high=g.high,
@@ -218,7 +286,7 @@ def summarise(results: list[dict], baseline: str = "scratch", conf: float = 0.95
             own_up, own_unknown = _unconverged(rs)
             why = []
             if base_up or base_unknown:
-                why.append(f"{baseline} had not converged ({base_up} of {len(base)} runs still improving at the end"
+                why.append(f"{base_strategy} had not converged ({base_up} of {len(base)} runs still improving at the end"
                            f"{f', {base_unknown} unchecked' if base_unknown else ''})")
             if own_up or own_unknown:
                 why.append(f"{strategy} had not converged ({own_up} of {len(rs)} runs still improving"
@@ -235,6 +303,8 @@ def summarise(results: list[dict], baseline: str = "scratch", conf: float = 0.95
             row["forgetting"], row["forgetting_ci"] = mean_ci([b - a for b, a in both], conf)
         walls = [float(r["wall_time_s"]) for r in rs if isinstance(r.get("wall_time_s"), (int, float))]
         row["wall_time_s"] = sum(walls) / len(walls) if walls else None
+        speeds = [float(r["train_images_per_s"]) for r in rs if isinstance(r.get("train_images_per_s"), (int, float))]
+        row["train_images_per_s"] = sum(speeds) / len(speeds) if speeds else None
         labels = [r["labels"] for r in rs if isinstance(r.get("labels"), dict)]
         for part in ("target_train", "target_val", "total"):
             vals = [lb[part] for lb in labels if isinstance(lb.get(part), (int, float))]
@@ -245,11 +315,15 @@ def summarise(results: list[dict], baseline: str = "scratch", conf: float = 0.95
         row["tuned_over"] = max((int(r.get("tuned_over", 1)) for r in rs), default=1)
         curve = mean_curve(rs)
         if curve:
-            curves.append({"experiment": exp, "strategy": strategy, "target_shots": shots, **curve})
+            curves.append({"experiment": exp, "strategy": strategy, "target_shots": shots, "_row": row, **curve})
         trainable = [(r.get("params") or {}).get("trainable") for r in rs]
         trainable = [t for t in trainable if isinstance(t, (int, float))]
         row["trainable_params"] = int(round(sum(trainable) / len(trainable))) if trainable else None
-        rows.append({k: _nan_to_none(v) for k, v in row.items()})
+        rows.append(row)
+    _label_rows(rows)
+    for c in curves:
+        c["strategy"] = c.pop("_row")["label"]
+    rows = [{k: _nan_to_none(v) for k, v in row.items()} for row in rows]
 
     stage_rows = []
     by_exp: dict[str, list[dict]] = defaultdict(list)
@@ -291,15 +365,17 @@ def _converged(r: dict) -> str:
 
 def table(summary: dict) -> tuple[list[str], list[list[str]]]:
     base, conf = summary["baseline"], round(100 * summary["conf"])
-    header = ["experiment", "strategy", "selection", "shots", "n", "target labels (train+val)", "lr (× seeds)",
+    header = ["experiment", "strategy", "selection", "backbone", "weights", "input", "shots", "n",
+              "target labels (train+val)", "lr (× seeds)",
               "converged", f"target acc % ({conf}% CI)", f"gain vs {base} (pp)", "p", "pairs", "negative transfer",
-              "source acc before → after", "forgetting (pp)", "wall s", "trainable params"]
+              "source acc before → after", "forgetting (pp)", "wall s", "train img/s", "trainable params"]
     body = []
     for r in summary["rows"]:
         src = (f"{_pct(r['source_before'])} → {_pct(r['source_after'])}" if r.get("source_before") is not None
                else "")
         body.append([
-            r["experiment"], r["strategy"], r.get("selection") or "",
+            r["experiment"], r["strategy"], r.get("selection") or "", r.get("backbone") or "",
+            r.get("weights_origin") or "", r.get("input_size") or "",
             "all" if r["target_shots"] is None else str(r["target_shots"]),
             str(r["n"]), _labels(r), r.get("lr_chosen") or "", _converged(r), _pct(r["acc_mean"], r["acc_ci"]),
             (_pct(r.get("gain_mean"), r.get("gain_ci"), signed=True)
@@ -308,6 +384,7 @@ def table(summary: dict) -> tuple[list[str], list[list[str]]]:
             str(r.get("pairs", "")), "**YES**" if r.get("negative_transfer") else "",
             src, _pct(r.get("forgetting"), r.get("forgetting_ci"), signed=True),
             f"{r['wall_time_s']:.1f}" if r.get("wall_time_s") is not None else "",
+            f"{r['train_images_per_s']:.0f}" if r.get("train_images_per_s") is not None else "",
             f"{r['trainable_params']:,}" if r.get("trainable_params") is not None else "",
         ])
     return header, body
@@ -346,8 +423,8 @@ def plots(summary: dict, out: Path) -> list[Path]:
         slug = slug_of(exp)
         fig, ax = plt.subplots(figsize=(6.5, 4.2))
         all_shots: set = set()
-        for strategy in dict.fromkeys(r["strategy"] for r in rows):
-            pts = sorted((r for r in rows if r["strategy"] == strategy and r["target_shots"] is not None),
+        for strategy in dict.fromkeys(r["label"] for r in rows):
+            pts = sorted((r for r in rows if r["label"] == strategy and r["target_shots"] is not None),
                          key=lambda r: r["target_shots"])
             if not pts:
                 continue
@@ -373,7 +450,7 @@ def plots(summary: dict, out: Path) -> list[Path]:
         gains = [r for r in rows if r.get("gain_mean") is not None]
         if not gains:
             continue
-        strategies = list(dict.fromkeys(r["strategy"] for r in gains))
+        strategies = list(dict.fromkeys(r["label"] for r in gains))
         shots = sorted({r["target_shots"] for r in gains}, key=_shots_key)
         width = 0.8 / len(shots)
         hatched: list = []
@@ -381,23 +458,26 @@ def plots(summary: dict, out: Path) -> list[Path]:
         for j, n in enumerate(shots):
             xs, ys, es, hatches = [], [], [], []
             for i, s in enumerate(strategies):
-                r = next((r for r in gains if r["strategy"] == s and r["target_shots"] == n), None)
+                r = next((r for r in gains if r["label"] == s and r["target_shots"] == n), None)
                 if r is None:
                     continue
                 xs.append(i - 0.4 + width * (j + 0.5))
                 ys.append(100 * r["gain_mean"])
                 es.append(100 * (r["gain_ci"] or 0.0))
-                hatches.append("//" if r.get("negative_transfer") else "")
+                hatches.append(("//" if r.get("negative_transfer") else "", r.get("gain_claimed", True)))
             bars = ax.bar(xs, ys, width, yerr=es, capsize=3, label=f"{'all' if n is None else n} shots")
             hatched += list(zip(bars, hatches))
         ax.axhline(0, color="black", linewidth=0.8)
         ax.set_xticks(range(len(strategies)), strategies, rotation=20)
         ax.set_ylabel(f"gain over {summary['baseline']} (pp)")
-        ax.set_title(f"{exp}: paired gain over {summary['baseline']} (hatched: negative transfer)")
+        ax.set_title(f"{exp}: paired gain over {summary['baseline']}\n(hatched: negative transfer; pale: not "
+                     "claimed, a run had not converged)", fontsize=10)
         ax.legend(fontsize=8)
-        for bar, hatch in hatched:  # after the legend, whose swatches would copy the first bar's hatch
+        for bar, (hatch, claimed) in hatched:  # after the legend, whose swatches would copy the first bar's hatch
             bar.set_hatch(hatch)
-        paths.append(save_figure(fig, out / f"gain_over_{summary['baseline']}_{slug}.png"))
+            if not claimed:
+                bar.set_alpha(0.3)
+        paths.append(save_figure(fig, out / f"gain_over_{slug_of(summary['baseline'])}_{slug}.png"))
     paths += curve_plots(summary, out)
     return paths
 
@@ -518,7 +598,10 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog=PROG, description="Compare transfer strategies from result.json files.")
     parser.add_argument("dir", help="directory searched recursively for result.json")
     parser.add_argument("--out", help="report directory (default: DIR/report)")
-    parser.add_argument("--baseline", default="scratch", help="strategy the gains are measured against")
+    parser.add_argument("--baseline", default="scratch",
+                        help="strategy the gains are measured against, paired with its runs of the same backbone "
+                             "and input size; STRATEGY@BACKBONE pairs every row with that backbone's runs "
+                             "(e.g. scratch@small_cnn)")
     parser.add_argument("--conf", type=float, default=0.95, help="confidence level of the intervals")
     parser.add_argument("--rank", help="rank.json of `lit-transfer rank` to check against the fine-tuning results "
                         "(default: DIR/rank.json when present)")
@@ -532,9 +615,11 @@ def main(argv: list[str] | None = None) -> int:
         results, notes = collect(root)
         if not results:
             raise ReportError(f"no result.json under {root}; run `lit-transfer sweep` or `lit-transfer fit` first")
+        base_strategy, base_backbone = parse_baseline(args.baseline)
         summary = summarise(results, args.baseline, args.conf)
         summary["notes"] = notes + summary["notes"]
-        if not any(r["strategy"] == args.baseline for r in summary["rows"]):
+        if not any(r["strategy"] == base_strategy and base_backbone in (None, r["backbone"])
+                   for r in summary["rows"]):
             summary["notes"].append(f"no {args.baseline} runs: gains over the baseline cannot be computed")
         files = write_report(summary, Path(args.out) if args.out else root / "report", f"Results under {root}")
     except ReportError as e:

@@ -17,6 +17,16 @@ REPO = Path(__file__).resolve().parent.parent
 SHIFT = [{"name": "rotate", "degrees": 90}, {"name": "invert"}]
 
 
+@pytest.fixture(autouse=True)
+def _no_machine_state(tmp_path_factory, monkeypatch):
+    """Tests never depend on what this machine happens to have: no system copy of Fashion-MNIST (tests write
+    their own IDX files), and prepared datasets cached in a per-session folder, not the user's cache."""
+    from lit_transfer.data import domains, packaged
+
+    monkeypatch.setattr(packaged, "SYSTEM_DIRS", [])
+    monkeypatch.setattr(domains, "DOMAIN_CACHE", tmp_path_factory.getbasetemp() / "domain_cache")
+
+
 @pytest.fixture
 def repo() -> Path:
     return REPO

@@ -93,3 +93,19 @@ def test_fit_records_curve_convergence_labels_and_environment(tmp_path):
                           capture_output=True, text=True).stdout.strip()
     assert r["env"]["lit_transfer"] == lit_transfer.__version__ and r["env"]["git_commit"] == (head or None)
     assert r["shots_seed"] == r["seed"] == 0 and r["val_shots"] == "auto"
+
+
+def test_tolerance_is_at_least_one_validation_example():
+    from lit_transfer.convergence import ValidationCurve
+
+    curve = ValidationCurve()
+    # the last 2 points are 1.5 pp above the 2 before: less than one image of a 50-image val set (2 pp)
+    curve.curve = {"step": [10, 20, 30, 40], "val_acc": [0.50, 0.50, 0.515, 0.515], "target/val_acc": [None] * 4}
+    curve.val_size = 50
+    small = curve.summary()["convergence"]
+    assert small["still_improving"] is False and small["tol"] == 0.02
+    curve.val_size = 400  # 0.25 pp per image: the same rise is progress
+    assert curve.summary()["convergence"]["still_improving"] is True
+    restored = ValidationCurve()
+    restored.load_state_dict(curve.state_dict())
+    assert restored.val_size == 400

