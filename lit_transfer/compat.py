@@ -143,10 +143,24 @@ class ThrottledProgressBar(TQDMProgressBar):
     a terminal, 30 s otherwise. ``TQDMProgressBar`` decides each redraw in its private ``_should_update``.
     """
 
-    def __init__(self, min_interval: Optional[float] = None, process_position: int = 0, leave: bool = False):
+    def __init__(self, min_interval: Optional[float] = None, process_position: int = 0, leave: bool = False,
+                 shown: tuple[str, ...] = ("train/loss",)):
         super().__init__(refresh_rate=1, process_position=process_position, leave=leave)
         self.min_interval = min_interval
         self.last_draw = 0.0
+        self.shown = tuple(shown)
+
+    def get_metrics(self, trainer, pl_module) -> dict:
+        """Lightning's bar values plus the logged values named in ``shown``, read (device→host) only here, when
+        the bar redraws. Values logged with ``prog_bar=True`` are instead converted by Lightning after every
+        batch, shown or not: a host–device sync per step."""
+        metrics = super().get_metrics(trainer, pl_module)
+        logged = trainer.callback_metrics
+        for key in self.shown:
+            value = logged.get(key)
+            if value is not None and key not in metrics and getattr(value, "numel", lambda: 0)() == 1:
+                metrics[key] = value.item()
+        return metrics
 
     def _should_update(self, current: int, total) -> bool:
         if not self.is_enabled:

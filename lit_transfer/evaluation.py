@@ -9,31 +9,68 @@ with ``selection: entropy|snd|dev`` one of the scores is ``val_acc``.
 
 Accumulating (rather than logging the metric objects on every batch, the usual Lightning pattern) avoids moving
 each metric between devices per call; the metric states live in the model's ``metrics`` ModuleDict so they
-follow it to its device.
+follow it to its device. Each batch only adds to on-device sums (a confusion matrix, the loss sum; the
+example count is a host integer): nothing is read back until the epoch end, so evaluation never makes the host
+wait for the device per batch (torchmetrics' per-batch argument checks and ``bincount`` do, on CUDA).
 """
 
 from __future__ import annotations
 
+import copy
+
 import torch
 import torch.nn.functional as F
-from torchmetrics import MetricCollection
-from torchmetrics.classification import MulticlassAccuracy, MulticlassF1Score
+from torch import nn
 
-__all__ = ["metric_collection", "EvalAccumulator", "check_selection", "UNSUPERVISED_SELECTIONS",
+__all__ = ["metric_collection", "ConfusionMatrix", "EvalAccumulator", "check_selection", "UNSUPERVISED_SELECTIONS",
            "label_free_scores_wanted", "dev_wanted"]
 
 UNSUPERVISED_SELECTIONS = ("entropy", "snd", "dev")  # no target label (lit_transfer.strategies.selection)
 DEV_MAX_ROWS = 2000  # per domain: the density-ratio classifier runs every validation
 
 
-def metric_collection(num_classes: int) -> MetricCollection:
-    return MetricCollection(
-        {
-            "acc": MulticlassAccuracy(num_classes, average="micro"),
-            "f1": MulticlassF1Score(num_classes, average="macro"),
-        },
-        compute_groups=False,  # two metrics with different states: grouping would only add a check per update
-    )
+class ConfusionMatrix(nn.Module):
+    """Counts of (label, prediction) pairs on the model's device; accuracy (micro) and macro F1 from them.
+
+    The same definitions as torchmetrics' ``MulticlassAccuracy(average="micro")`` and
+    ``MulticlassF1Score(average="macro")``: F1 per class ``2tp / (2tp + fp + fn)`` (0 where undefined), averaged
+    over the classes that occur among the labels or the predictions. ``update`` is one ``index_add_`` (no host
+    read); ``compute`` reduces over ranks (sum) and is the only read.
+    """
+
+    def __init__(self, num_classes: int):
+        super().__init__()
+        self.num_classes = num_classes
+        self.register_buffer("counts", torch.zeros(num_classes * num_classes, dtype=torch.int64), persistent=False)
+
+    def update(self, logits: torch.Tensor, y: torch.Tensor) -> None:
+        pred = logits.argmax(dim=-1)
+        cell = y.to(torch.int64) * self.num_classes + pred
+        self.counts.index_add_(0, cell, torch.ones_like(cell))
+
+    def reset(self) -> None:
+        self.counts.zero_()
+
+    def clone(self) -> "ConfusionMatrix":
+        return copy.deepcopy(self)
+
+    def compute(self, reduce=None) -> dict[str, torch.Tensor]:
+        counts = self.counts if reduce is None else reduce(self.counts.clone(), reduce_op="sum")
+        cm = counts.view(self.num_classes, self.num_classes).double()  # rows: labels, columns: predictions
+        tp = cm.diagonal()
+        fp, fn = cm.sum(0) - tp, cm.sum(1) - tp
+        total = cm.sum()
+        acc = torch.where(total > 0, tp.sum() / total.clamp_min(1), torch.zeros_like(total))
+        denom = 2 * tp + fp + fn
+        f1 = torch.where(denom > 0, 2 * tp / denom.clamp_min(1), torch.zeros_like(denom))
+        present = (denom > 0).double()
+        macro = (f1 * present).sum() / present.sum().clamp_min(1)
+        return {"acc": acc.float(), "f1": macro.float()}
+
+
+def metric_collection(num_classes: int) -> ConfusionMatrix:
+    """The per-(domain, split) metric state: a :class:`ConfusionMatrix`."""
+    return ConfusionMatrix(num_classes)
 
 
 def label_free_scores_wanted(model) -> bool:
@@ -52,7 +89,7 @@ class EvalAccumulator:
     """Loss sums and label-free-score inputs of the current evaluation epoch (metric states are the model's)."""
 
     def __init__(self) -> None:
-        self.loss: dict[str, list[torch.Tensor]] = {}  # "target_val" -> [sum of loss * n, n]
+        self.loss: dict[str, list] = {}  # "target_val" -> [sum of the losses (tensor), n (int)]
         self.target_val_probs: list[torch.Tensor] = []
         # DEV's inputs: val features of both domains and the source val per-example losses (source labels only)
         self.dev: dict[str, list[torch.Tensor]] = {"source": [], "target": [], "loss": []}
@@ -72,10 +109,9 @@ class EvalAccumulator:
         key = f"{domain}_{split}"
         model.metrics[key].update(logits, y)
         per_example = F.cross_entropy(logits, y, reduction="none").detach()
-        loss_sum = per_example.sum()
-        n = torch.tensor(float(len(y)), device=loss_sum.device)
-        acc = self.loss.get(key)
-        self.loss[key] = [loss_sum, n] if acc is None else [acc[0] + loss_sum, acc[1] + n]
+        loss_sum = per_example.float().sum()
+        acc = self.loss.get(key)  # the count is a host integer: no host→device copy per batch
+        self.loss[key] = [loss_sum, len(y)] if acc is None else [acc[0] + loss_sum, acc[1] + len(y)]
         if split != "val" or not label_free_scores_wanted(model):
             return
         if domain == "target":  # label-free scores: only the predictions on target val images, never their labels
@@ -90,8 +126,10 @@ class EvalAccumulator:
         reduce = model.trainer.strategy.reduce
         for key in sorted(k for k in self.loss if k.endswith(f"_{split}")):
             domain = key[: -len(split) - 1]
-            loss_sum, n = (reduce(t, reduce_op="sum") for t in self.loss.pop(key))
-            values = {f"{domain}/{split}_{k}": v for k, v in model.metrics[key].compute().items()}
+            loss_sum, count = self.loss.pop(key)
+            n = torch.full((), float(count), dtype=loss_sum.dtype, device=loss_sum.device)
+            loss_sum, n = (reduce(t, reduce_op="sum") for t in (loss_sum, n))
+            values = {f"{domain}/{split}_{k}": v for k, v in model.metrics[key].compute(reduce).items()}
             values[f"{domain}/{split}_loss"] = loss_sum / n
             if split == "val" and domain == model.selection_domain():
                 values["val_acc"], values["val_loss"] = values[f"{domain}/val_acc"], loss_sum / n

@@ -41,10 +41,18 @@ from lit_transfer.validation import check_model_args
 __all__ = ["TransferClassifier", "HEAD", "SELECTIONS", "source_head_state"]
 
 SELECTIONS = ("auto", "source_val", "entropy", "snd", "dev", "oracle")
+COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
 
 
-def _check_args(feature_cache_dtype: str, selection: str, feature_cache_mb: float) -> None:
+def _check_args(feature_cache_dtype: str, selection: str, feature_cache_mb: float, compile_mode: str,
+                compile_options: Optional[dict]) -> None:
     from lit_transfer.features import FEATURE_DTYPES
+
+    if compile_mode not in COMPILE_MODES:
+        raise TransferConfigError(
+            f"model.compile_mode must be one of {', '.join(COMPILE_MODES)}, got {compile_mode!r}")
+    if compile_mode != "default" and compile_options and "mode" in compile_options:
+        raise TransferConfigError("set the compile mode once: model.compile_mode or model.compile_options.mode")
 
     if feature_cache_dtype not in FEATURE_DTYPES:
         raise TransferConfigError(
@@ -53,6 +61,17 @@ def _check_args(feature_cache_dtype: str, selection: str, feature_cache_mb: floa
         raise TransferConfigError(f"model.selection must be one of {', '.join(SELECTIONS)}, got {selection!r}")
     if not feature_cache_mb > 0:
         raise TransferConfigError(f"model.feature_cache_mb must be > 0, got {feature_cache_mb}")
+
+
+def _compile_backbone(model) -> None:
+    """At every fit/validate/test start (``configure_model``): compile the backbone in place the first time only;
+    its compiled graphs then serve every later stage, epoch and phase."""
+    hp = model.hparams
+    if hp.get("compile") and not compat.is_compiled(model.backbone.model):
+        options = dict(hp.get("compile_options") or {})
+        if hp.get("compile_mode", "default") != "default":
+            options["mode"] = hp.compile_mode
+        model.backbone.model.compile(**options)
 
 
 def _default_optimizer(params) -> torch.optim.Optimizer:
@@ -91,7 +110,8 @@ class TransferClassifier(LightningModule):
             default: in memory, spilled to a temporary directory above ``feature_cache_mb``.
         feature_cache_mb: the in-memory feature cache's budget in MiB (process-wide, LRU).
         channels_last: NHWC memory format for the backbone and its input (faster convolutions on GPUs).
-        compile: ``torch.compile`` the backbone at fit/validate/test start, with ``compile_options``.
+        compile: ``torch.compile`` the backbone once, with ``compile_options`` and ``compile_mode`` (``default``,
+            ``reduce-overhead``, ``max-autotune``, ``max-autotune-no-cudagraphs``); no recompile per epoch.
 
     When ``weights`` is a lit_transfer checkpoint, its (source) head is kept, frozen, as ``source_head``: a
     target run then reports ``source/test_acc_before`` (the loaded model on the source test split, measured
@@ -125,9 +145,10 @@ class TransferClassifier(LightningModule):
         bottleneck: Optional[int] = None,
         frozen_params: Optional[list[str]] = None,
         feature_cache_mb: float = 1024.0,
+        compile_mode: str = "default",
     ):
         super().__init__()
-        _check_args(feature_cache_dtype, selection, feature_cache_mb)
+        _check_args(feature_cache_dtype, selection, feature_cache_mb, compile_mode, compile_options)
         check_model_args(lr=lr, backbone_lr_scale=backbone_lr_scale, layer_decay=layer_decay,
                          label_smoothing=label_smoothing)
         weights = None if weights is None else str(weights)  # a Path would not load with weights_only=True
@@ -207,13 +228,13 @@ class TransferClassifier(LightningModule):
 
     # ------------------------------------------------------------------ model
     def preprocess(self, x: torch.Tensor) -> torch.Tensor:
-        """uint8 images in [0, 255] (what the data module yields) → normalised float tensors."""
-        if x.dtype == torch.uint8:
-            x = x.float().div_(255.0)
-        x = (x - self.mean) / self.std
+        """uint8 images in [0, 255] (the data module's batches, already on the device) → normalised floats there;
+        channels_last is applied to the uint8 input (element-wise ops keep the layout: no float copy)."""
         if self.hparams.channels_last and x.ndim == 4:
             x = x.contiguous(memory_format=torch.channels_last)
-        return x
+        if x.dtype == torch.uint8:
+            x = x.float().div_(255.0)
+        return (x - self.mean) / self.std
 
     def embed(self, x: torch.Tensor) -> torch.Tensor:
         if x.ndim == 2 and x.is_floating_point():  # rows of cached backbone embeddings (lit_transfer.features)
@@ -225,8 +246,7 @@ class TransferClassifier(LightningModule):
         return self.head(self.embed(x))
 
     def configure_model(self) -> None:
-        if self.hparams.get("compile") and not compat.is_compiled(self.backbone.model):
-            self.backbone.model.compile(**(self.hparams.get("compile_options") or {}))
+        _compile_backbone(self)
 
     # ------------------------------------------------------------- freezing
     @property
@@ -298,7 +318,7 @@ class TransferClassifier(LightningModule):
     def log(self, name: str, value, *args, **kwargs) -> None:
         """``LightningModule.log``, but step-only training values are recorded on logging steps only: Lightning
         hands them to loggers every ``log_every_n_steps`` anyway, and recording costs ~1 ms a call (more than a
-        small model's CPU step). The progress bar shows the last recorded value."""
+        small model's CPU step). The progress bar shows the last recorded value, read when it redraws."""
         if kwargs.get("on_step") and not kwargs.get("on_epoch"):
             trainer = compat.attached_trainer(self)
             if trainer is not None and trainer.training and not compat.should_update_logs(trainer):
@@ -316,7 +336,9 @@ class TransferClassifier(LightningModule):
             # Without an objective a multi-stream batch trains on its labelled stream only.
             x, y = batch[self.train_domain()] if isinstance(batch, dict) else batch
             loss, n = self.task_loss(self(x), y), len(y)
-        self.log("train/loss", loss, prog_bar=True, on_step=True, on_epoch=False, batch_size=n)
+        # Not prog_bar=True: Lightning converts progress-bar values to Python numbers after *every* batch (a
+        # device→host sync per step); ThrottledProgressBar reads train/loss itself, only when it redraws.
+        self.log("train/loss", loss, on_step=True, on_epoch=False, batch_size=n)
         for key, value in logs.items():
             self.log(f"train/{key}", value, on_step=True, on_epoch=False, batch_size=n)
         if self.regularizer is not None:

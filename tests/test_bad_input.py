@@ -537,13 +537,21 @@ def test_divergence_guard_stops_at_the_first_non_finite_loss():
     from lit_transfer.divergence import DivergenceGuard
     from lit_transfer.errors import TrainingDiverged
 
-    trainer = SimpleNamespace(world_size=1, global_step=3, current_epoch=0)
+    # Not a logging step: the guard only records on the device; it reads the record at check points.
+    trainer = SimpleNamespace(world_size=1, global_step=3, current_epoch=0,
+                              _logger_connector=SimpleNamespace(should_update_logs=False))
     guard = DivergenceGuard()
     guard.on_train_batch_end(trainer, None, {"loss": torch.tensor(2.3)}, None, 0)
     guard.on_train_batch_end(trainer, None, None, None, 1)  # a skipped step returns nothing
+    guard.on_train_epoch_end(trainer, None)  # all finite so far
     trainer.global_step = 4
+    guard.on_train_batch_end(trainer, None, {"loss": torch.tensor(float("inf"))}, None, 2)
+    trainer.global_step = 5
+    guard.on_train_batch_end(trainer, None, {"loss": torch.tensor(float("nan"))}, None, 3)  # not the first
+    trainer._logger_connector.should_update_logs = True  # a logging step: a check point
+    trainer.global_step = 6
     with pytest.raises(TrainingDiverged) as err:
-        guard.on_train_batch_end(trainer, None, {"loss": torch.tensor(float("inf"))}, None, 2)
+        guard.on_train_batch_end(trainer, None, {"loss": torch.tensor(1.0)}, None, 4)
     assert err.value.step == 4 and err.value.record() == {
         "step": 4, "epoch": 0, "what": "loss", "loss": "inf", "params": []}
 

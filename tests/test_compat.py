@@ -42,15 +42,19 @@ def test_attached_trainer_is_none_before_attaching_and_the_trainer_after(tmp_pat
 
 
 def test_should_update_logs_follows_log_every_n_steps(tmp_path):
-    seen = []
+    seen, at_end = [], []
 
     class Record(L.Callback):
         def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
             seen.append(compat.should_update_logs(trainer))
 
+        def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+            at_end.append(compat.should_update_logs(trainer))  # where DivergenceGuard reads its flag
+
     make_trainer(tmp_path, max_epochs=1, limit_train_batches=6, limit_val_batches=0, log_every_n_steps=3,
                  callbacks=[Record()]).fit(make_module(), make_dm(target_shots=20))
     assert seen == [False, False, True, False, False, True]
+    assert at_end == seen
 
 
 def test_set_scheduler_last_lr_is_what_get_last_lr_reports():

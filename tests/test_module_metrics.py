@@ -32,3 +32,24 @@ def test_epoch_metrics_over_uneven_batches_equal_the_whole_split(tmp_path, stage
     if split == "val":  # the selection metric: the trained-on (target) domain's val accuracy and loss
         assert float(got["val_acc"]) == float(got["target/val_acc"])
         assert float(got["val_loss"]) == float(got["target/val_loss"])
+
+
+def test_confusion_matrix_metrics_equal_torchmetrics_with_absent_classes():
+    from torchmetrics.functional.classification import multiclass_accuracy
+
+    from lit_transfer.evaluation import ConfusionMatrix
+
+    g = torch.Generator().manual_seed(0)
+    cm = ConfusionMatrix(7)
+    logits, labels = [], []
+    for n in (5, 9, 1):  # uneven batches; classes 5 and 6 never occur as labels
+        x, y = torch.randn(n, 7, generator=g), torch.randint(0, 5, (n,), generator=g)
+        x[:, 6] = -10  # ... and class 6 is never predicted: it is left out of the macro mean
+        cm.update(x, y)
+        logits.append(x), labels.append(y)
+    x, y = torch.cat(logits), torch.cat(labels)
+    got = cm.compute()
+    assert float(got["acc"]) == pytest.approx(float(multiclass_accuracy(x, y, 7, average="micro")), abs=1e-6)
+    assert float(got["f1"]) == pytest.approx(float(multiclass_f1_score(x, y, 7, average="macro")), abs=1e-6)
+    cm.reset()
+    assert int(cm.counts.sum()) == 0 and float(cm.compute()["acc"]) == 0.0

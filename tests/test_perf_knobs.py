@@ -76,6 +76,66 @@ def test_compile_matches_eager_with_a_fast_backend():
     assert compiled.state_dict().keys() == ref.state_dict().keys()
 
 
+class CountingBackend:
+    """A ``torch.compile`` backend (public API: any callable) that counts the graphs dynamo compiles, and runs
+    them eagerly."""
+
+    def __init__(self):
+        self.compilations = 0
+
+    def __call__(self, gm, example_inputs):
+        self.compilations += 1
+        return gm.forward
+
+
+def test_compile_compiles_once_per_phase_and_mode_not_per_epoch(tmp_path):
+    from lit_transfer.strategies import FinetuningSchedule, Phase
+
+    backend = CountingBackend()
+    after_epoch = []
+
+    class Record(L.Callback):
+        def on_train_epoch_end(self, trainer, pl_module):
+            after_epoch.append(backend.compilations)
+
+    L.seed_everything(0)
+    module = make_module(compile=True, compile_options={"backend": backend})
+    # epochs 0-1: the first backbone group frozen; epochs 2-4: everything trains (freeze→unfreeze)
+    schedule = FinetuningSchedule(phases=[Phase(epoch=0, frozen=1), Phase(epoch=2, frozen=0)])
+    trainer = L.Trainer(default_root_dir=str(tmp_path), max_epochs=5, accelerator="cpu", logger=False,
+                        enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
+                        num_sanity_val_steps=0, callbacks=[schedule, Record()])
+    trainer.fit(module, make_dm(target_shots=7))  # 70 images: batches of 16 and a last one of 6, validation
+    assert compat.is_compiled(module.backbone.model)
+    first_phase, second_phase = after_epoch[0], after_epoch[2] - after_epoch[1]
+    assert 1 <= first_phase <= 3  # training and evaluation graphs (and a dynamic batch size), compiled once
+    assert after_epoch[1] == after_epoch[0]  # no recompile in a later epoch of the same phase
+    assert second_phase <= 2  # the unfrozen phase: its training and evaluation graphs, once
+    assert after_epoch[4] == after_epoch[3] == after_epoch[2]  # and nothing more for the rest of the run
+    compiled = backend.compilations
+    trainer.validate(module, make_dm(target_shots=7), verbose=False)  # eval after fit: the module stays compiled
+    trainer.validate(module, make_dm(target_shots=7), verbose=False)
+    assert backend.compilations <= compiled + 1  # at most the eval graph under inference mode, once
+    assert torch.isfinite(torch.cat([p.flatten() for p in module.parameters()])).all()
+
+
+def test_compile_mode_is_passed_to_torch_compile(monkeypatch):
+    seen = []
+    monkeypatch.setattr(torch.nn.Module, "compile", lambda self, **kw: seen.append(kw))
+    make_module(compile=True, compile_mode="max-autotune").configure_model()
+    make_module(compile=True, compile_options={"backend": "aot_eager"}).configure_model()
+    assert seen == [{"mode": "max-autotune"}, {"backend": "aot_eager"}]
+
+
+def test_bad_compile_mode_is_one_clear_line():
+    from lit_transfer.errors import TransferConfigError
+
+    with pytest.raises(TransferConfigError, match="model.compile_mode must be one of default, reduce-overhead"):
+        make_module(compile=True, compile_mode="fastest")
+    with pytest.raises(TransferConfigError, match="set the compile mode once"):
+        make_module(compile_mode="max-autotune", compile_options={"mode": "reduce-overhead"})
+
+
 @pytest.mark.slow
 def test_compile_with_inductor_matches_eager_in_eval():
     pytest.importorskip("torch._inductor")
@@ -174,3 +234,42 @@ def test_throttled_progress_bar_redraws_at_most_every_interval(monkeypatch):
     assert bar._should_update(100, 100)  # the last batch of an epoch always draws
     bar.disable()
     assert not bar._should_update(100, 100)
+
+
+def test_progress_bar_reads_the_training_loss_only_when_it_draws(tmp_path):
+    from lit_transfer.cli import ThrottledProgressBar
+
+    drawn = []
+
+    class Bar(ThrottledProgressBar):
+        def get_metrics(self, trainer, pl_module):
+            metrics = super().get_metrics(trainer, pl_module)
+            drawn.append(metrics)
+            return metrics
+
+    module = make_module()
+    trainer = L.Trainer(default_root_dir=str(tmp_path), max_epochs=1, accelerator="cpu", logger=False,
+                        enable_checkpointing=False, enable_model_summary=False, log_every_n_steps=2,
+                        limit_val_batches=0, callbacks=[Bar(min_interval=1e9)])
+    trainer.fit(module, make_dm(target_shots=20))  # 12 steps: drawn at the first and the last batch only
+    assert len(drawn) == 2 and isinstance(drawn[-1]["train/loss"], float)
+    # Lightning converts prog_bar values to numbers after every batch (a sync); train/loss is not one of them
+    assert "train/loss" not in trainer.progress_bar_metrics and "train/loss" in trainer.callback_metrics
+
+
+@pytest.mark.slow
+def test_cli_fit_and_test_with_compile(tmp_path, monkeypatch):
+    # `--model.compile=true` through the real CLI: a freeze→unfreeze schedule, validation every epoch, then the
+    # test after fit (eval) and result.json; aot_eager keeps it to seconds on a CPU.
+    import json
+
+    from lit_transfer.cli import main
+
+    monkeypatch.delenv("LIT_TRANSFER_RUN_DIR", raising=False)
+    main(["fit", "--config", str(REPO / "configs/data/digits_shift.yaml"), "--config",
+          str(REPO / "configs/model/small_cnn.yaml"), "--strategy", "freeze_unfreeze", "--trainer.max_epochs=3",
+          "--trainer.enable_progress_bar=false", "--data.target_shots=5", "--model.compile=true",
+          '--model.compile_options={"backend": "aot_eager"}', f"--run.root={tmp_path}"])
+    (result,) = [json.loads(p.read_text()) for p in tmp_path.rglob("result.json")]
+    assert result["status"] == "ok"
+    assert 0 <= result["metrics"]["target/test_acc"] <= 1 and "source/test_acc" in result["metrics"]

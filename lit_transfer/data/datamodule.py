@@ -183,6 +183,9 @@ class DomainPairDataModule(ClassMatching, L.LightningDataModule):
         augment: train-time augmentation, e.g. ``{hflip: true, crop_padding: 2}``; off by default.
         test_per_class: at most this many test images per class (a fixed, seeded subset: the same for every run
             and seed), so evaluating on a large official test set stays cheap; ``None``: the whole test split.
+        prefetch: the loaders copy the next batch to the training device while the current one trains (on
+            CUDA on a side stream). Batches are uint8 either way, gathered into pinned memory whenever the
+            device is a CUDA GPU, and normalised by the model on the device.
         unlabeled_target: add an unlabeled-target stream: the *whole* target train split (not only the
             labelled shots), images only. With more than one stream (``train_on: source+target`` or
             ``unlabeled_target``) training batches are dicts ``{"source": (x, y), "target": (x, y),
@@ -211,6 +214,7 @@ class DomainPairDataModule(ClassMatching, L.LightningDataModule):
         unlabeled_target: bool = False,
         test_per_class: int | None = None,
         predict_dir: str | None = None,
+        prefetch: bool = False,
     ) -> None:
         super().__init__()
         if train_on not in _TRAIN_ON:
@@ -241,6 +245,7 @@ class DomainPairDataModule(ClassMatching, L.LightningDataModule):
         self.shots_seed = split_seed if shots_seed is None else shots_seed
         self.split_seed, self.val_fraction, self.test_fraction = split_seed, val_fraction, test_fraction
         self.batch_size, self.eval_batch_size, self.augment = batch_size, eval_batch_size, augment
+        self.prefetch = bool(prefetch)
         self.seed = 0  # the training seed, captured in setup
         self._indices: dict[str, dict[str, torch.Tensor]] = {}
         self._subsets: dict[tuple[str, str], tuple[torch.Tensor, torch.Tensor]] = {}
@@ -387,12 +392,20 @@ class DomainPairDataModule(ClassMatching, L.LightningDataModule):
         trainer = self.trainer
         return (trainer.global_rank, trainer.world_size) if trainer is not None else (0, 1)
 
+    def transfer_options(self) -> dict:
+        """How the loaders hand batches to the training device: pinned memory on CUDA; prefetched there if asked."""
+        trainer = self.trainer
+        device = getattr(getattr(trainer, "strategy", None), "root_device", None) if trainer is not None else None
+        accelerated = device is not None and device.type != "cpu"
+        return {"pin_memory": accelerated and device.type == "cuda",
+                "device": device if self.prefetch and accelerated else None}
+
     def _train_loader(self, images: torch.Tensor, labels: torch.Tensor, seed: int) -> InMemoryLoader:
         rank, world_size = self._dist()
         # Few-shot sets can be smaller than a batch: dropping the last batch would then drop everything.
         drop_last = -(-len(labels) // world_size) >= self.batch_size
         return InMemoryLoader(images, labels, self.batch_size, shuffle=True, drop_last=drop_last,
-                              seed=seed, rank=rank, world_size=world_size)
+                              seed=seed, rank=rank, world_size=world_size, **self.transfer_options())
 
     def train_dataloader(self) -> InMemoryLoader | CombinedLoader:
         streams = self.train_streams
@@ -414,7 +427,7 @@ class DomainPairDataModule(ClassMatching, L.LightningDataModule):
     def _eval_loaders(self, split: str, roles: list[str]) -> list[InMemoryLoader]:
         rank, world_size = self._dist()
         return [InMemoryLoader(*self.subset(role, split), self.eval_batch_size, shuffle=False,
-                               rank=rank, world_size=world_size) for role in roles]
+                               rank=rank, world_size=world_size, **self.transfer_options()) for role in roles]
 
     def val_dataloader(self) -> list[InMemoryLoader]:
         return self._eval_loaders("val", self.val_domains)

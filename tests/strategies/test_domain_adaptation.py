@@ -335,7 +335,7 @@ def test_multitask_trains_both_heads_and_reports_both_domains(tmp_path, source_c
 def test_multitask_without_a_checkpoint_builds_its_source_head():
     module = make_module(num_classes=2, objective=MultiTask(source_num_classes=10))
     assert module.source_head.fc.out_features == 10 and all(p.requires_grad for p in module.source_head.parameters())
-    assert module.metrics["source_test"]["acc"].num_classes == 10
+    assert module.metrics["source_test"].num_classes == 10
 
 
 # ------------------------------------------------------------------------------- forgetting + selection
