@@ -141,7 +141,8 @@ def test_real_cli_two_strategies_two_seeds(tmp_path, monkeypatch, capsys):
 
     assert report.main([str(out)]) == 0
     printed = capsys.readouterr().out
-    assert "| digits_shift | finetune | target val | 5 | 2 |" in printed and "HTML report:" in printed
+    assert "| digits_shift | finetune | target val | small_cnn | source stage | 8x8 | 5 | 2 |" in printed
+    assert "HTML report:" in printed
     summary = json.loads((out / "report" / "summary.json").read_text())
     ft = next(r for r in summary["rows"] if r["strategy"] == "finetune")
     assert ft["pairs"] == 2 and ft["split_mismatch"] == 0 and ft["forgetting"] is not None

@@ -451,20 +451,25 @@ class DomainPairDataModule(ClassMatching, L.LightningDataModule):
         trainer = self.trainer
         if not self.augment or trainer is None or not trainer.training:
             return batch
-        if isinstance(batch, dict):  # multi-stream: each stream augmented with its own seeded generator
-            out = {}
-            for name, part in batch.items():
-                images = part if name == "unlabeled" else part[0]
-                gen = torch.Generator(device=images.device)
-                gen.manual_seed(derive_seed(self.seed, trainer.global_step, trainer.global_rank, name))
-                images = augment_batch(images, gen, **self.augment)
-                out[name] = images if name == "unlabeled" else (images, part[1])
-            return out
-        images, labels = batch
-        # Seeded by (seed, step, rank), not by global RNG state: a resumed run augments the same way.
-        gen = torch.Generator(device=images.device)
-        gen.manual_seed(derive_seed(self.seed, trainer.global_step, trainer.global_rank))
-        return augment_batch(images, gen, **self.augment), labels
+        return augment_streams(batch, self.augment, self.seed, trainer.global_step, trainer.global_rank)
+
+
+def augment_streams(batch, augment: dict, seed: int, step: int, rank: int):
+    """A training batch augmented on its device, seeded by (seed, step, rank[, stream]), not by global RNG state:
+    a resumed run augments the same way. Multi-stream batches: each stream with its own generator."""
+    if isinstance(batch, dict):
+        out = {}
+        for name, part in batch.items():
+            images = part if name == "unlabeled" else part[0]
+            gen = torch.Generator(device=images.device)
+            gen.manual_seed(derive_seed(seed, step, rank, name))
+            images = augment_batch(images, gen, **augment)
+            out[name] = images if name == "unlabeled" else (images, part[1])
+        return out
+    images, labels = batch
+    gen = torch.Generator(device=images.device)
+    gen.manual_seed(derive_seed(seed, step, rank))
+    return augment_batch(images, gen, **augment), labels
 
 
 class ImagesOnly:
