@@ -84,7 +84,7 @@ def check_sizes(specs: dict[str, DomainSpec], sizes: dict[str, tuple]) -> None:
         f"(e.g. data.source.image_size={big} and data.target.image_size={big}) so the model sees one size")
 
 
-def pair_split_hash(dm) -> str:
+def pair_split_hash(dm, names: list[str] | None, maps: dict[str, dict[int, int]]) -> str:
     """:meth:`DomainPairDataModule.split_hash`: the domains' identities, the class matching when it renumbers
     classes, and every split index."""
     h = hashlib.sha256()
@@ -92,7 +92,6 @@ def pair_split_hash(dm) -> str:
     if dm.test_per_class is not None:  # only when set, so the hashes of existing configs stay as they were
         ident["test_per_class"] = dm.test_per_class
     h.update(json.dumps(ident, sort_keys=True).encode())
-    names, maps = dm._match_classes()
     if names is not None and any(m != {i: i for i in m} for m in maps.values()):
         # classes matched by name to other labels than their folders' positions (only then: the hashes of
         # pairs with the same class folders stay as they were)
@@ -379,7 +378,7 @@ class DomainPairDataModule(ClassMatching, L.LightningDataModule):
 
     def split_hash(self) -> str:
         """sha256 of every split index of both domains and what defines the domains: equal data, equal hash."""
-        return pair_split_hash(self)
+        return pair_split_hash(self, *self._match_classes())
 
     def subset(self, role: str, split: str) -> tuple[torch.Tensor, torch.Tensor]:
         """``(images_uint8, labels)`` of one split of one domain."""

@@ -193,3 +193,17 @@ def test_da_pairs_serve_an_unlabeled_target_stream(tmp_path, name):
     batch = next(iter(dm.train_dataloader()))[0]  # CombinedLoader outside the trainer: (batch, idx, loader idx)
     assert set(batch) == {"source", "unlabeled"}
     assert batch["source"][0].shape[1:] == batch["unlabeled"].shape[1:]  # one forward for both streams
+
+
+@pytest.mark.parametrize("name,source,target", [("uci_digits_to_mnist5k", (1797, 28), (5000, 28)),
+                                                 ("mnist5k_to_uci_digits", (5000, 28), (1797, 28))])
+def test_shipped_real_cross_dataset_pairs_load_offline_at_28_px(name, source, target):
+    data = yaml.safe_load((REPO / "configs" / "data" / f"{name}.yaml").read_text())["data"]
+    dm = DomainPairDataModule(**data)
+    dm.setup("fit")
+    for role, (n, px) in (("source", source), ("target", target)):
+        total = sum(len(dm.split_indices()[role][s]) for s in ("val", "test")) + len(dm.subset(role, "train")[1])
+        assert dm.subset(role, "train")[0].shape[1:] == (1, px, px)
+        assert total <= n  # disjoint datasets: no image of one is in the other
+    assert dm.subset("target", "train")[0].shape[0] == 10 * data["target_shots"]
+    assert dm.val_domains == ["target", "source"]  # the same 10 labels and channels
