@@ -93,7 +93,9 @@ def fit_counting_reads(tmp_path, monkeypatch, *extra: str, cuda: bool = False) -
     args = ["--config", str(REPO / "configs/data/digits_shift.yaml"), "--config",
             str(REPO / "configs/model/small_cnn.yaml"), f"--run.root={tmp_path}", "--data.target_shots=null",
             "--data.batch_size=4", f"--trainer.log_every_n_steps={LOG_EVERY}", f"--trainer.max_steps={3 * LOG_EVERY}",
-            "--trainer.limit_val_batches=0", "--seed_everything=0", *extra]
+            "--trainer.limit_val_batches=0", "--seed_everything=0",
+            "--trainer.enable_progress_bar=true",  # shown even when stdout is not a terminal: its reads count too
+            *extra]
     if cuda:
         args.append("--trainer.accelerator=cuda")
     cli = TransferCLI(args=args, run=False)
