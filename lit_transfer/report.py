@@ -371,10 +371,18 @@ def summarise(results: list[dict], baseline: str = "scratch", conf: float = 0.95
 
 # ----------------------------------------------------------------------------------------------- rendering
 def _pct(mean: float | None, half: float | None = None, signed: bool = False) -> str:
+    """``mean ± half`` in percent; an interval that would leave the metric's range (accuracies 0–100, signed
+    differences of accuracies −100–+100: few seeds give wide t-intervals) is shown clipped, as ``[low, high]``."""
     if mean is None:
         return ""
     text = f"{100 * mean:+.1f}" if signed else f"{100 * mean:.1f}"
-    return text + (f" ± {100 * half:.1f}" if half is not None else "")
+    if half is None:
+        return text
+    lo, hi = (-1.0, 1.0) if signed else (0.0, 1.0)
+    if mean - half < lo or mean + half > hi:
+        fmt = "{:+.1f}" if signed else "{:.1f}"
+        return f"{text} [{fmt.format(100 * max(lo, mean - half))}, {fmt.format(100 * min(hi, mean + half))}]"
+    return f"{text} ± {100 * half:.1f}"
 
 
 def _labels(r: dict) -> str:

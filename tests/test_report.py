@@ -307,3 +307,11 @@ def test_a_borderline_row_is_not_flagged_after_correcting_for_the_comparisons(tm
     note = next(n for n in summary["notes"] if "Holm-corrected over the 3 claimable comparisons" in n)
     assert "1 row(s) with p < 0.05 before correction are not flagged (a//shots=5)" in note
     assert "| p Holm |" in report.markdown(summary).splitlines()[0]
+
+
+def test_intervals_are_clipped_to_the_metrics_range():
+    assert report._pct(0.497, 0.623) == "49.7 [0.0, 100.0]"  # n = 2: a t-interval wider than the range
+    assert report._pct(0.158, 0.185) == "15.8 [0.0, 34.3]"
+    assert report._pct(0.60, 0.05) == "60.0 ± 5.0"  # inside the range: as before
+    assert report._pct(-0.90, 0.2, signed=True) == "-90.0 [-100.0, -70.0]"
+    assert report._pct(0.1, None) == "10.0"
