@@ -126,7 +126,10 @@ def pretrained_file(name: str) -> Path | None:
 
     from lit_transfer import atomic
 
-    reference = timm.create_model(entry.architecture, pretrained=False).state_dict()
+    # Only names, shapes and dtypes are needed: built on the meta device, with the global RNG untouched, so whether
+    # this run converted the file (the first run on a machine) or read it never changes the runs' own random init.
+    with torch.random.fork_rng(devices=[]), torch.device("meta"):
+        reference = timm.create_model(entry.architecture, pretrained=False).state_dict()
     try:
         source = _read(path)
     except TransferConfigError as err:

@@ -118,3 +118,21 @@ def test_only_known_architectures_and_tags_are_packaged():
     assert packaged.packaged_for("tf_efficientnet_lite0.in1k") is not None
     assert packaged.packaged_for("tf_efficientnet_lite0.other_tag") is None
     assert packaged.packaged_for("resnet18") is None
+
+
+def test_converting_the_packaged_file_leaves_the_global_rng_alone(tmp_path, monkeypatch):
+    """The first run on a machine converts the file, later ones read it: the random init of the runs (the head,
+    the shuffle) must not depend on which one a run was, or a sweep's results would depend on its schedule."""
+    monkeypatch.setenv("LIT_TRANSFER_WEIGHTS_CACHE", str(tmp_path / "fresh"))
+    torch.manual_seed(0)
+    before = torch.get_rng_state()
+    path = packaged.pretrained_file("tf_efficientnet_lite0")
+    assert path.is_file() and path.parent == tmp_path / "fresh"
+    assert torch.equal(torch.get_rng_state(), before)
+    torch.manual_seed(0)
+    converted = Backbone("tf_efficientnet_lite0", in_chans=1, weights="pretrained")
+    head_after_converting_run = torch.nn.Linear(4, 2).weight.detach().clone()
+    torch.manual_seed(0)
+    read = Backbone("tf_efficientnet_lite0", in_chans=1, weights="pretrained")  # the file exists now
+    assert torch.equal(torch.nn.Linear(4, 2).weight, head_after_converting_run)
+    assert torch.equal(converted.model.conv_stem.weight, read.model.conv_stem.weight)
