@@ -37,7 +37,7 @@ from lit_transfer.data import DomainPairDataModule
 from lit_transfer.divergence import DivergenceGuard
 from lit_transfer.errors import DIVERGED_EXIT_CODE, TrainingDiverged, TransferConfigError
 from lit_transfer.module import TransferClassifier
-from lit_transfer.stages import resolve_source_stage
+from lit_transfer.stages import resolve_source_stage, source_seed
 
 __all__ = ["TransferCLI", "main", "expand_strategy", "resolve_config_paths", "SUBCOMMANDS"]
 
@@ -337,7 +337,10 @@ class TransferCLI(LightningCLI):
                             help="Load model.weights. false: the scratch baseline (random init, set by the scratch "
                                  "strategy), whatever model.weights the experiment names.")
         parser.add_argument("--run.test_after_fit", type=bool, default=True, help="Test the best checkpoint after fit.")
-        parser.add_argument("--run.source_seed", type=int, default=0, help="Seed of the shared source stage.")
+        parser.add_argument("--run.source_seed", type=Optional[int], default=None,
+                            help="Seed of the source stage (model.weights=source). null: the run's seed, so each "
+                                 "seed of a sweep has its own source model and the intervals cover its variance; "
+                                 "an integer shares one source model across seeds.")
         parser.add_argument("--run.threads", type=Optional[int], default=None,
                             help="Intra-op CPU threads (torch.set_num_threads); null: torch's default. Recorded in "
                                  "result.json: results are bit-identical only at the same thread count.")
@@ -403,7 +406,7 @@ class TransferCLI(LightningCLI):
         self.run_dir = run_dir
         cfg.trainer.default_root_dir = str(run_dir)  # Lightning's logs and checkpoints go into the run dir
         cfg.checkpoint.dirpath = str(run_dir / "checkpoints")
-        self._fix_threads_and_shots_seed(cfg)
+        fix_threads_and_seeds(cfg)
         if not cfg.run.transfer:
             # The scratch baseline of an experiment that names its weights once for every strategy (a sweep's
             # --model.weights=source): same architecture, random init. The saved config records what ran.
@@ -412,25 +415,15 @@ class TransferCLI(LightningCLI):
                     f"{cfg.run.strategy} trains from random init (run.transfer: false)")
             cfg.model.weights = None
         self.weights_from_stage = cfg.model.weights == "source"
+        self.stage_wait_s = 0.0  # time spent training or waiting for the source stage: not this run's training
         if self.weights_from_stage:
             argv = self.argv[1:] if self.argv[:1] == [self.subcommand] else self.argv
+            waited = time.time()
             cfg.model.weights = str(resolve_source_stage(argv, self.fit_parser, cfg))
+            self.stage_wait_s = time.time() - waited
         from lit_transfer.tracking import configure_loggers
 
         configure_loggers(cfg, run_dir)
-
-    @staticmethod
-    def _fix_threads_and_shots_seed(cfg) -> None:
-        """Intra-op threads set (or read) once and recorded; the labelled examples drawn follow the run's seed."""
-        import torch
-
-        if cfg.run.threads is not None:
-            torch.set_num_threads(cfg.run.threads)
-        cfg.run.threads = torch.get_num_threads()
-        # Seeds then cover the variance of which examples were drawn; the same seed gives every strategy the
-        # same examples (paired comparisons, same split_hash).
-        if "shots_seed" in cfg.data and cfg.data.shots_seed is None and isinstance(cfg.seed_everything, int):
-            cfg.data.shots_seed = cfg.seed_everything
 
     @staticmethod
     def runs_root(cfg) -> Path:
@@ -552,7 +545,8 @@ class TransferCLI(LightningCLI):
             checkpoint=ckpt or (checkpoint.last_model_path if checkpoint else None),
             steps=trainer.global_step,
             labels={**counts, "total": sum(counts.values())} if counts else None,
-            extra={**(curve or {}), **speed, **results.compared(model, dm, getattr(self, "weights_from_stage", False))},
+            extra={**(curve or {}), **speed, **results.compared(model, dm, getattr(self, "weights_from_stage", False)),
+                   "stage_wait_s": round(getattr(self, "stage_wait_s", 0.0), 3)},
         )
         skipping = [role for role, spec in dm.specs.items() if getattr(spec, "skip_corrupt", False)]
         if skipping:  # unreadable image files left out of this run's data
@@ -567,6 +561,21 @@ class TransferCLI(LightningCLI):
         push_result_to_loggers(trainer, result)
         say(f"[lit_transfer] result: {path}")
         print(f"run dir: {self.run_dir}")
+
+
+def fix_threads_and_seeds(cfg) -> None:
+    """Intra-op threads set (or read) once and recorded; the labelled examples drawn and the source stage
+    follow the run's seed unless set."""
+    import torch
+
+    if cfg.run.threads is not None:
+        torch.set_num_threads(cfg.run.threads)
+    cfg.run.threads = torch.get_num_threads()
+    # Seeds then cover the variance of which examples were drawn; the same seed gives every strategy the
+    # same examples (paired comparisons, same split_hash).
+    if "shots_seed" in cfg.data and cfg.data.shots_seed is None and isinstance(cfg.seed_everything, int):
+        cfg.data.shots_seed = cfg.seed_everything
+    cfg.run.source_seed = source_seed(cfg)  # recorded: one source model per seed unless set
 
 
 def save_predictions(run_dir: Path, out: list, dm) -> Path:

@@ -58,12 +58,20 @@ def _acc(r: dict, key: str = ACC) -> float | None:
     return float(v) if isinstance(v, (int, float)) and math.isfinite(v) else None
 
 
+def _loaded_stage(r: dict, stage_names: Iterable[str]) -> str | None:
+    """The run dir name of the source stage whose checkpoint run ``r`` loaded, if it is among ``stage_names``."""
+    if not isinstance(r.get("weights"), str):
+        return None
+    parts = Path(r["weights"]).parts
+    return next((name for name in stage_names if name in parts), None)
+
+
 def _source_before_after(r: dict, stage_source: dict[str, float | None]) -> tuple[float, float] | None:
     """Source accuracy before/after target training: explicit metrics, else the loaded stage's and this run's."""
     before, after = _acc(r, "source/test_acc_before"), _acc(r, "source/test_acc_after")
-    if before is None and isinstance(r.get("weights"), str):
-        parts = Path(r["weights"]).parts
-        before = next((acc for name, acc in stage_source.items() if name in parts), None)
+    if before is None:
+        stage = _loaded_stage(r, stage_source)
+        before = stage_source.get(stage) if stage else None
     if after is None and before is not None:
         after = _acc(r, "source/test_acc")
     return (before, after) if before is not None and after is not None else None
@@ -326,8 +334,12 @@ def summarise(results: list[dict], baseline: str = "scratch", conf: float = 0.95
             row["source_before"] = mean_ci([b for b, _ in both], conf)[0]
             row["source_after"] = mean_ci([a for _, a in both], conf)[0]
             row["forgetting"], row["forgetting_ci"] = mean_ci([b - a for b, a in both], conf)
-        walls = [float(r["wall_time_s"]) for r in rs if isinstance(r.get("wall_time_s"), (int, float))]
+        # Own time (training, testing) apart from the time spent training or waiting for the source stage.
+        waits = [float(r.get("stage_wait_s") or 0.0) for r in rs]
+        walls = [float(r["wall_time_s"]) - w for r, w in zip(rs, waits) if isinstance(r.get("wall_time_s"), (int, float))]
         row["wall_time_s"] = sum(walls) / len(walls) if walls else None
+        row["stage_wait_s"] = sum(waits) / len(waits) if any(waits) else None
+        row["_stages"] = {s for s in (_loaded_stage(r, stage_source) for r in rs) if s}
         speeds = [float(r["train_images_per_s"]) for r in rs if isinstance(r.get("train_images_per_s"), (int, float))]
         row["train_images_per_s"] = sum(speeds) / len(speeds) if speeds else None
         labels = [r["labels"] for r in rs if isinstance(r.get("labels"), dict)]
@@ -347,22 +359,33 @@ def summarise(results: list[dict], baseline: str = "scratch", conf: float = 0.95
         rows.append(row)
     notes += _correct_for_multiplicity(rows, conf)
     _label_rows(rows)
+    used_by: dict[str, list[str]] = defaultdict(list)  # stage run dir name -> labels of the rows that loaded it
+    for row in rows:
+        for name in row.pop("_stages"):
+            if row["label"] not in used_by[name]:
+                used_by[name].append(row["label"])
     for c in curves:
         c["strategy"] = c.pop("_row")["label"]
     rows = [{k: _nan_to_none(v) for k, v in row.items()} for row in rows]
 
+    # One row per source network (experiment, backbone, input size), naming the comparison rows that loaded its
+    # checkpoints: a row's "source acc before" is the mean over exactly the stages its runs loaded.
     stage_rows = []
-    by_exp: dict[str, list[dict]] = defaultdict(list)
+    by_net: dict[tuple, list[dict]] = defaultdict(list)
     for s in stages:
-        by_exp[str(s.get("experiment"))].append(s)
-    for exp, ss in sorted(by_exp.items()):
+        by_net[(str(s.get("experiment")), str(s.get("backbone") or ""), input_size(s))].append(s)
+    for (exp, backbone, size), ss in sorted(by_net.items(), key=lambda kv: tuple(map(str, kv[0]))):
         src = [v for v in (_acc(s, "source/test_acc") for s in ss) if v is not None]
         tgt = [v for v in (_acc(s) for s in ss) if v is not None]
         m, h = mean_ci(src, conf)
         tm, th = mean_ci(tgt, conf)
+        names = [Path(str(s.get("run_dir"))).name for s in ss]
+        users = list(dict.fromkeys(label for name in names for label in used_by.get(name, [])))
         stage_rows.append({k: _nan_to_none(v) for k, v in {
-            "experiment": exp, "n": len(ss), "source_acc_mean": m, "source_acc_ci": h,
-            "target_acc_mean": tm, "target_acc_ci": th,
+            "experiment": exp, "backbone": backbone, "input_size": size, "n": len(ss),
+            "seeds": sorted({s.get("seed") for s in ss}, key=str),
+            "source_acc_mean": m, "source_acc_ci": h,
+            "target_acc_mean": tm, "target_acc_ci": th, "used_by": users,
             # the file each stage was tested with: the one --model.weights=source loads (one number per model)
             "checkpoint": ", ".join(sorted({Path(str(x["checkpoint"])).name for x in ss if x.get("checkpoint")}))
             or None}.items()})
@@ -385,6 +408,14 @@ def _pct(mean: float | None, half: float | None = None, signed: bool = False) ->
     return f"{text} ± {100 * half:.1f}"
 
 
+def _wall(r: dict) -> str:
+    """Own wall time (training and testing), plus the time spent training or waiting for the source stage."""
+    if r.get("wall_time_s") is None:
+        return ""
+    wait = r.get("stage_wait_s")
+    return f"{r['wall_time_s']:.1f}" + (f" (+{wait:.1f})" if wait else "")
+
+
 def _labels(r: dict) -> str:
     train, val = r.get("labels_target_train"), r.get("labels_target_val")
     return "" if train is None or val is None else f"{train:.0f}+{val:.0f}"
@@ -403,7 +434,7 @@ def table(summary: dict) -> tuple[list[str], list[list[str]]]:
               "target labels (train+val)", "lr (× seeds)",
               "converged", f"target acc % ({conf}% CI)", f"gain vs {base} (pp)", "p", "p Holm", "pairs",
               "negative transfer",
-              "source acc before → after", "forgetting (pp)", "wall s", "train img/s", "trainable params"]
+              "source acc before → after", "forgetting (pp)", "own s (+ source stage)", "train img/s", "trainable params"]
     body = []
     for r in summary["rows"]:
         src = (f"{_pct(r['source_before'])} → {_pct(r['source_after'])}" if r.get("source_before") is not None
@@ -419,11 +450,23 @@ def table(summary: dict) -> tuple[list[str], list[list[str]]]:
             f"{r['gain_p_holm']:.3g}" if r.get("gain_p_holm") is not None else "",
             str(r.get("pairs", "")), "**YES**" if r.get("negative_transfer") else "",
             src, _pct(r.get("forgetting"), r.get("forgetting_ci"), signed=True),
-            f"{r['wall_time_s']:.1f}" if r.get("wall_time_s") is not None else "",
+            _wall(r),
             f"{r['train_images_per_s']:.0f}" if r.get("train_images_per_s") is not None else "",
             f"{r['trainable_params']:,}" if r.get("trainable_params") is not None else "",
         ])
     return header, body
+
+
+STAGE_HEADER = ["experiment", "backbone", "input", "n (seeds)", "checkpoint", "source acc %",
+                "target acc % (no target training)", "used by"]
+
+
+def stage_table(summary: dict) -> list[list[str]]:
+    """The source-stage table's cells (markdown and HTML)."""
+    return [[s["experiment"], s.get("backbone") or "", s.get("input_size") or "",
+             f"{s['n']} ({', '.join(map(str, s.get('seeds') or []))})", s.get("checkpoint") or "",
+             _pct(s["source_acc_mean"], s["source_acc_ci"]), _pct(s["target_acc_mean"], s["target_acc_ci"]),
+             ", ".join(s.get("used_by") or []) or "no row"] for s in summary["stages"]]
 
 
 def markdown(summary: dict) -> str:
@@ -431,14 +474,11 @@ def markdown(summary: dict) -> str:
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     lines += ["| " + " | ".join(row) + " |" for row in body]
     if summary["stages"]:
-        lines += ["", "Source stage (model trained on the source, before any target training; its checkpoint is "
-                  "the one target runs load, so \"source acc before\" above is this model):", "",
-                  "| experiment | n | checkpoint | source acc % | target acc % (no target training) |",
-                  "|---|---|---|---|---|"]
-        for s in summary["stages"]:
-            lines.append(f"| {s['experiment']} | {s['n']} | {s.get('checkpoint') or ''} | "
-                         f"{_pct(s['source_acc_mean'], s['source_acc_ci'])} | "
-                         f"{_pct(s['target_acc_mean'], s['target_acc_ci'])} |")
+        lines += ["", "Source stages (models trained on the source, before any target training, one per seed unless "
+                  "run.source_seed is set; the rows named under \"used by\" loaded exactly these checkpoints, so "
+                  "their \"source acc before\" is these models):", "",
+                  "| " + " | ".join(STAGE_HEADER) + " |", "|" + "---|" * len(STAGE_HEADER)]
+        lines += ["| " + " | ".join(cells) + " |" for cells in stage_table(summary)]
     if summary["notes"]:
         lines += [""] + [f"- note: {n}" for n in summary["notes"]]
     return "\n".join(lines) + "\n"
@@ -562,13 +602,9 @@ def html_report(summary: dict, images: Iterable[Path], source: str) -> str:
         "<table><tr>" + "".join(f"<th>{esc(h)}</th>" for h in header) + "</tr>" + rows_html + "</table>",
     ]
     if summary["stages"]:
-        parts.append("<h2>Source stage</h2><p>Its checkpoint is the one target runs load.</p><table><tr>"
-                     "<th>experiment</th><th>n</th><th>checkpoint</th><th>source acc %</th>"
-                     "<th>target acc % (no target training)</th></tr>")
-        for s in summary["stages"]:
-            parts.append(f"<tr><td>{esc(s['experiment'])}</td><td>{s['n']}</td><td>{esc(s.get('checkpoint') or '')}</td>"
-                         f"<td>{_pct(s['source_acc_mean'], s['source_acc_ci'])}</td>"
-                         f"<td>{_pct(s['target_acc_mean'], s['target_acc_ci'])}</td></tr>")
+        parts.append("<h2>Source stages</h2><p>The rows under \"used by\" loaded exactly these checkpoints.</p>"
+                     "<table><tr>" + "".join(f"<th>{esc(h)}</th>" for h in STAGE_HEADER) + "</tr>")
+        parts += ["<tr>" + "".join(f"<td>{esc(c)}</td>" for c in cells) + "</tr>" for cells in stage_table(summary)]
         parts.append("</table>")
     if summary["notes"]:
         parts.append("<h2>Notes</h2><ul>" + "".join(f"<li>{esc(n)}</li>" for n in summary["notes"]) + "</ul>")
@@ -639,6 +675,9 @@ def main(argv: list[str] | None = None) -> int:
                              "and input size; STRATEGY@BACKBONE pairs every row with that backbone's runs "
                              "(e.g. scratch@small_cnn)")
     parser.add_argument("--conf", type=float, default=0.95, help="confidence level of the intervals")
+    parser.add_argument("--wandb", action="store_true",
+                        help="also log the table to W&B (online when logged in, else an offline run under the "
+                             "report directory); without it, only when logged in and WANDB_MODE allows online")
     parser.add_argument("--rank", help="rank.json of `lit-transfer rank` to check against the fine-tuning results "
                         "(default: DIR/rank.json when present)")
     args = parser.parse_args(argv)
@@ -667,7 +706,10 @@ def main(argv: list[str] | None = None) -> int:
         from lit_transfer.ranking.compare import report_section
 
         print(report_section(rank_file, results, files["html"].parent, files))
-    log_to_wandb(summary, files["html"].parent)
+    from lit_transfer.tracking import wandb_online
+
+    if args.wandb or wandb_online():  # a report is local; a W&B run only when asked or logged in
+        log_to_wandb(summary, files["html"].parent)
     print(f"HTML report: {files['html']}")
     return 0
 

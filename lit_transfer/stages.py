@@ -27,7 +27,7 @@ from pathlib import Path
 from lit_transfer import configs
 from lit_transfer.errors import TransferConfigError
 
-__all__ = ["resolve_source_stage", "source_stage_args", "stage_data_args", "stage_key", "stage_checkpoint"]
+__all__ = ["resolve_source_stage", "source_seed", "source_stage_args", "stage_data_args", "stage_key", "stage_checkpoint"]
 # Overrides that define what the source model is; everything else (strategy, lr, budget, shots, ...) is the
 # target's. A target run's --trainer.max_steps must not give the sweep a different source model than the demo.
 _KEEP = ("--data.", "--model.backbone", "--model.in_chans", "--trainer.precision",
@@ -104,6 +104,15 @@ def source_stage_args(argv: list[str], source_seed: int, threads: int | None = N
             *threads_arg, f"--strategy={source}"]
 
 
+def source_seed(cfg) -> int:
+    """The seed a run's source stage trains with: ``run.source_seed`` when set, else the run's own seed, so each
+    seed of a sweep has its own source model (its runs share it; the intervals cover the source model's variance)."""
+    seed = cfg.run.get("source_seed")
+    if seed is None:
+        seed = cfg.get("seed_everything")
+    return seed if isinstance(seed, int) and not isinstance(seed, bool) else 0
+
+
 def stage_key(fit_parser, args: list[str]) -> str:
     """Content address of a source stage: the hash of its resolved ``fit`` config (``args`` without ``fit``)."""
     from lit_transfer.results import config_hash
@@ -121,7 +130,7 @@ def resolve_source_stage(argv: list[str], fit_parser, cfg) -> Path:
         raise TransferConfigError("model.weights=source trains a source stage, but data.source is 'none' (no "
                                   "source domain); name a source domain, or use model.weights=pretrained")
     data = cfg.data.as_dict() if hasattr(cfg.data, "as_dict") else dict(cfg.data)
-    args = source_stage_args(list(argv), cfg.run.source_seed, cfg.run.threads, cfg.run.get("configs"), data=data)
+    args = source_stage_args(list(argv), source_seed(cfg), cfg.run.threads, cfg.run.get("configs"), data=data)
     key = stage_key(fit_parser, args[1:])
     cache = Path(cfg.run.get("stage_cache") or "~/.cache/lit_transfer/stages").expanduser()
     stage_dir = cache / f"{cfg.run.experiment}-source-{key}"

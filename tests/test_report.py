@@ -1,5 +1,6 @@
 import json
 import math
+from pathlib import Path
 
 import pytest
 
@@ -90,7 +91,8 @@ def test_summarise_hand_made_results(results_dir):
     assert "source" not in rows
     assert summary["stages"][0]["source_acc_mean"] == pytest.approx(0.97)
     assert summary["stages"][0]["checkpoint"] == "best.ckpt"  # the file it was tested with, named
-    assert "| digits_shift | 1 | best.ckpt | 97.0 |" in report.markdown(summary)
+    assert "| digits_shift |  |  | 1 (0) | best.ckpt | 97.0 |" in report.markdown(summary)
+    assert summary["stages"][0]["used_by"] == ["lp_ft"]
 
     sc = rows["scratch"]
     assert sc["n"] == 3 and sc["acc_mean"] == pytest.approx(0.55)
@@ -126,7 +128,7 @@ def test_summarise_hand_made_results(results_dir):
 def test_report_main_writes_all_outputs(results_dir, tmp_path, capsys, monkeypatch):
     monkeypatch.setenv("WANDB_MODE", "offline")
     out = tmp_path / "rep"
-    assert report.main([str(results_dir), "--out", str(out)]) == 0
+    assert report.main([str(results_dir), "--out", str(out), "--wandb"]) == 0
     captured = capsys.readouterr()
     printed = captured.out
     assert "| digits_shift | linear_probe |  |  | random |  | 5 | 5 |" in printed and "**YES**" in printed
@@ -141,7 +143,7 @@ def test_report_main_writes_all_outputs(results_dir, tmp_path, capsys, monkeypat
     assert {r["strategy"] for r in data["rows"]} == {"scratch", "finetune", "linear_probe", "lp_ft"}
     csv_text = (out / "summary.csv").read_text().splitlines()
     assert csv_text[0].startswith("experiment,strategy,target_shots,n,acc_mean") and len(csv_text) == 5
-    # not logged in: the table still goes to W&B, as an offline run in the report directory (wandb sync)
+    # asked with --wandb, not logged in: the table goes to W&B as an offline run in the report directory
     runs = list((out / "wandb").glob("offline-run-*"))
     assert len(runs) == 1
     tables = list(runs[0].rglob("transfer_summary_*.table.json"))
@@ -315,3 +317,63 @@ def test_intervals_are_clipped_to_the_metrics_range():
     assert report._pct(0.60, 0.05) == "60.0 ± 5.0"  # inside the range: as before
     assert report._pct(-0.90, 0.2, signed=True) == "-90.0 [-100.0, -70.0]"
     assert report._pct(0.1, None) == "10.0"
+
+
+# --- issue 20, defect 1: the source-stage table is the stages each row loaded; own time apart from waiting ----
+def test_each_rows_source_before_is_the_stage_row_it_names(tmp_path):
+    """Two source networks in one experiment (a small CNN and a resnet10t, one stage per seed): each comparison
+    row's "source acc before" is the mean of the stages its runs loaded, and that stage row names it."""
+    for net, accs in (("small_cnn", (0.98, 0.984)), ("resnet10t", (0.99, 0.988))):
+        for seed, acc in enumerate(accs):
+            stage = _result(tmp_path, f"exp-source-{net}{seed}", "source", seed, None, 0.3, backbone=net,
+                            input_size=[1, 28, 28], metrics={"source/test_acc": acc, "target/test_acc": 0.3},
+                            checkpoint=f"/x/exp-source-{net}{seed}/checkpoints/best.ckpt")
+            _result(tmp_path, f"ft-{net}{seed}", "finetune", seed, 5, 0.6, backbone=net, input_size=[1, 28, 28],
+                    weights=f"{stage['run_dir']}/checkpoints/best.ckpt", weights_origin="source stage",
+                    metrics={"target/test_acc": 0.6, "source/test_acc": 0.9}, wall_time_s=12.0, stage_wait_s=9.0)
+    summary = report.summarise(report.collect(tmp_path / "runs")[0])
+    stages = {s["backbone"]: s for s in summary["stages"]}
+    assert set(stages) == {"small_cnn", "resnet10t"} and stages["resnet10t"]["seeds"] == [0, 1]
+    rows = {r["backbone"]: r for r in summary["rows"]}
+    for net in ("small_cnn", "resnet10t"):
+        assert rows[net]["source_before"] == pytest.approx(stages[net]["source_acc_mean"])
+        assert stages[net]["used_by"] == [rows[net]["label"]]
+    assert rows["resnet10t"]["source_before"] == pytest.approx(0.989)
+    # own time (12 - 9) apart from the 9 s spent training or waiting for the source stage
+    assert rows["small_cnn"]["wall_time_s"] == pytest.approx(3.0) and rows["small_cnn"]["stage_wait_s"] == 9.0
+    text = report.markdown(summary)
+    assert "| own s (+ source stage) |" in text.splitlines()[0] and "| 3.0 (+9.0) |" in text
+    stage_line = next(line for line in text.splitlines() if line.startswith("| digits_shift | resnet10t | 28x28 |"))
+    assert stage_line.startswith("| digits_shift | resnet10t | 28x28 | 2 (0, 1) | best.ckpt | 98.9 ")
+    assert stage_line.endswith(f"| {rows['resnet10t']['label']} |")
+
+
+def test_report_opens_no_wandb_run_unless_asked_or_logged_in(results_dir, tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    monkeypatch.delenv("WANDB_API_KEY", raising=False)
+    monkeypatch.setenv("NETRC", str(tmp_path / "no_netrc"))
+    out = tmp_path / "rep"
+    assert report.main([str(results_dir), "--out", str(out)]) == 0
+    assert not (out / "wandb").exists() and "W&B" not in capsys.readouterr().err
+    # logged in (an API key), online mode: the report is mirrored to W&B (the call is checked, not made)
+    calls = []
+    monkeypatch.setattr(report, "log_to_wandb", lambda summary, where: calls.append(where) or [])
+    monkeypatch.setenv("WANDB_API_KEY", "x" * 40)
+    monkeypatch.setenv("WANDB_MODE", "online")
+    assert report.main([str(results_dir), "--out", str(out)]) == 0
+    assert calls == [out]
+
+
+def test_unclaimed_gain_bars_are_drawn_pale(tmp_path, monkeypatch):
+    from matplotlib.patches import Rectangle
+
+    rows = [{"experiment": "e", "strategy": s, "label": s, "target_shots": 5, "gain_mean": g, "gain_ci": 0.01,
+             "gain_claimed": claimed, "negative_transfer": False, "acc_mean": 0.5, "acc_ci": 0.1} for s, g, claimed in
+            (("finetune", 0.10, True), ("lp_ft", 0.20, False))]
+    figures = {}
+    monkeypatch.setattr(report, "save_figure", lambda fig, path: figures.setdefault(Path(path).name, fig) and path)
+    report.plots({"rows": rows, "baseline": "scratch", "conf": 0.95, "curves": []}, tmp_path)
+    ax = figures["gain_over_scratch_e.png"].axes[0]
+    bars = {round(p.get_height(), 6): p.get_alpha() for p in ax.patches if isinstance(p, Rectangle)
+            and p.get_height() != 0}
+    assert bars == {10.0: None, 20.0: 0.3}  # the unclaimed gain is pale; the claimed one is not

@@ -149,3 +149,15 @@ def test_a_rare_target_class_runs_with_target_shots_from_the_command_line(tmp_pa
     assert result["status"] == "ok" and result["target_shots"] == 1
     (stage,) = [p for p in (tmp_path / "stages").iterdir() if p.is_dir()]
     assert json.loads((stage / "result.json").read_text())["target_shots"] is None
+
+
+# --- issue 20, defect 9: one source model per seed -----------------------------------------------------------
+def test_each_seed_trains_its_own_source_stage_unless_the_source_seed_is_set(parser):
+    from lit_transfer.stages import source_seed
+
+    argv = [*BASE, *STRATEGY, "--model.weights=source"]
+    seeds = {s: source_seed(parser.parse_args([*argv, f"--seed_everything={s}"])) for s in (0, 1, 2)}
+    assert seeds == {0: 0, 1: 1, 2: 2}
+    assert len({key(parser, argv, source_seed=s) for s in seeds.values()}) == 3  # three source models
+    shared = [source_seed(parser.parse_args([*argv, f"--seed_everything={s}", "--run.source_seed=5"])) for s in (0, 1)]
+    assert shared == [5, 5]  # an explicit source seed shares one stage across seeds

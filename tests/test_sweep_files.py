@@ -128,12 +128,13 @@ def test_real_cli_two_strategies_two_seeds(tmp_path, monkeypatch, capsys):
     assert sorted((r["strategy"], r["seed"]) for r in results) == [
         ("finetune", 0), ("finetune", 1), ("scratch", 0), ("scratch", 1)]
     assert all(r["weights"] is None for r in results if r["strategy"] == "scratch")
-    stage_results = list((out / "stages").glob("*/result.json"))
-    assert len(stage_results) == 1  # the source stage ran once for both finetune trials
-    assert all(r["weights"].startswith(str(stage_results[0].parent)) for r in results
-               if r["strategy"] == "finetune")
+    stages = {(s := json.loads(p.read_text()))["seed"]: s for p in (out / "stages").glob("*/result.json")}
+    assert sorted(stages) == [0, 1]  # one source model per seed: the intervals cover its variance
+    for r in results:
+        if r["strategy"] == "finetune":  # each seed's run loaded its own seed's stage, and waited for it
+            assert r["weights"].startswith(stages[r["seed"]]["run_dir"]) and r["stage_wait_s"] > 0
     logs = "".join(p.read_text() for p in (out / "trials").glob("*/trial.log"))
-    assert logs.count("training source stage once") == 1
+    assert logs.count("training source stage once") == 2
 
     # resume: nothing to do
     assert sweep.main([str(path), "--out", str(out)]) == 0
@@ -146,7 +147,8 @@ def test_real_cli_two_strategies_two_seeds(tmp_path, monkeypatch, capsys):
     summary = json.loads((out / "report" / "summary.json").read_text())
     ft = next(r for r in summary["rows"] if r["strategy"] == "finetune")
     assert ft["pairs"] == 2 and ft["split_mismatch"] == 0 and ft["forgetting"] is not None
-    assert summary["stages"][0]["source_acc_mean"] > 0
+    assert summary["stages"][0]["source_acc_mean"] > 0 and summary["stages"][0]["seeds"] == [0, 1]
+    assert summary["stages"][0]["used_by"] == ["finetune"]
 
 
 def test_shipped_sweep_runs_from_any_directory(tmp_path, monkeypatch, capsys):

@@ -33,7 +33,7 @@ class DomainSpec:
     shifts: list[dict] = field(default_factory=list)  # applied in order, e.g. [{name: rotate, degrees: 90}]
     # original → new label; unmapped classes are dropped. image_folder also takes names: folder name → class
     # name (renames, e.g. {zero: "0"}; folders not named keep their own name), matched by name across domains
-    label_map: dict[int, int] | dict[str, str] | None = None
+    label_map: dict[str, str] | dict[int, int] | None = None  # names first: {zero: "0"} stays strings
     channels: int | None = None  # force 1 (grayscale) or 3 (RGB)
     image_size: int | None = None  # square resize at load; None keeps the native size
     # image_folder: skip unreadable image files (listed in a warning, counted in result.json) instead of failing

@@ -148,3 +148,18 @@ def test_source_and_target_sizes_differ_without_image_size(tmp_path):
     ok = pair(folder(tmp_path / "src", image_size=28), folder(tmp_path / "tgt", image_size=28))
     ok.setup("fit")
     assert ok.subset("source", "train")[0].shape[-2:] == torch.Size([28, 28])
+
+
+def test_label_maps_survive_the_saved_config_round_trip():
+    """A run's config.yaml is re-read by test/predict: renames stay names ({zero: "0"}, not {zero: 0}) and
+    index maps stay indices."""
+    from jsonargparse import ArgumentParser
+
+    from lit_transfer.data.domains import DomainSpec
+
+    parser = ArgumentParser()
+    parser.add_argument("--d", type=DomainSpec)
+    for label_map in ({"zero": "0", "one": "1"}, {0: 1, 3: 2}):
+        cfg = parser.parse_object({"d": {"name": "image_folder", "label_map": label_map}})
+        again = parser.parse_string(parser.dump(cfg))
+        assert again.d.label_map == label_map == cfg.d.label_map
