@@ -23,11 +23,14 @@ from typing import Any, Iterable
 
 from lit_transfer import atomic
 from lit_transfer.figures import save_figure, slug_of
-from lit_transfer.gain import transfer_gain
+from lit_transfer.claims import STABLE_RULE, stable_gain
+from lit_transfer.convergence import DRIFT
+from lit_transfer.gain import paired_baselines, transfer_gain
 from lit_transfer.stats import holm, mean_ci, paired_gain
 
 PROG = "lit-transfer report"
 ACC = "target/test_acc"
+VAL_ACC = "target/val_acc"  # the curve the stability rule reads
 SOURCE_STAGE = "source"
 
 
@@ -228,6 +231,23 @@ def _unconverged(rs: list[dict]) -> tuple[int, int]:
     return sum(f is True for f in flags), sum(f is None for f in flags)
 
 
+def _label_free(rs: list[dict]) -> bool:
+    """Runs whose convergence was read from target val predictions (selected without target labels)."""
+    return any((r.get("convergence") or {}).get("metric") == DRIFT for r in rs)
+
+
+def _stable_gain(rs: list[dict], base: list[dict], conf: float):
+    """The stability rule's paired gain (lit_transfer.claims) over each run's and its paired baseline's target
+    val accuracy curves."""
+    runs, bases = [], []
+    for r in rs:
+        paired = paired_baselines(r, base)
+        if paired:
+            runs.append(((r.get("curve") or {}).get(VAL_ACC)))
+            bases.append(((paired[0].get("curve") or {}).get(VAL_ACC)))
+    return stable_gain(runs, bases, conf)
+
+
 def _code_notes(groups: dict[tuple, list[dict]]) -> list[str]:
     """Rows of one experiment compared across code versions, or run from modified code, are flagged: a gain
     between them measures the code change as well as the strategy. Runs that predate the record are silent."""
@@ -314,21 +334,34 @@ def summarise(results: list[dict], baseline: str = "scratch", conf: float = 0.95
             g = paired_gain(gains, [0.0] * len(gains), conf)
             row.update(pairs=g.n, gain_mean=g.mean, gain_ci=g.half, gain_low=g.low, gain_high=g.high,
                        gain_p=g.p, negative_transfer=g.negative, split_mismatch=mismatched)
-            # A gain over a baseline that was still improving measures the budget, not the transfer.
+            # A gain over a baseline that was still improving measures the budget, not the transfer. Runs
+            # selected without target labels (domain adaptation) never settle by design: their gain is claimed
+            # when it holds at every final evaluation (lit_transfer.claims) instead.
             base_up, base_unknown = _unconverged(base)
             own_up, own_unknown = _unconverged(rs)
             why = []
-            if base_up or base_unknown:
+            if _label_free(rs) or _label_free(base):
+                stable = _stable_gain(rs, base, conf)
+                row["claim_rule"], row["stable_gain"] = STABLE_RULE, stable.as_dict()
+                why = [] if stable.claimed else [stable.reason]
+            elif base_up or base_unknown:
                 why.append(f"{base_strategy} had not converged ({base_up} of {len(base)} runs still improving at the end"
                            f"{f', {base_unknown} unchecked' if base_unknown else ''})")
-            if own_up or own_unknown:
+            if (own_up or own_unknown) and "claim_rule" not in row:
                 why.append(f"{strategy} had not converged ({own_up} of {len(rs)} runs still improving"
                            f"{f', {own_unknown} unchecked' if own_unknown else ''})")
             row["gain_claimed"] = not why
+            stable = row.get("stable_gain")
             if why:
                 row["negative_transfer"] = False
                 notes.append(f"{exp}/{strategy}/shots={shots}: no gain or negative transfer is claimed because "
-                             + " and ".join(why) + "; give every strategy a longer budget")
+                             + " and ".join(why) + (f" (rule: {STABLE_RULE}, for runs selected without target "
+                                                    "labels)" if stable else "; give every strategy a longer budget"))
+            elif stable:
+                notes.append(f"{exp}/{strategy}/shots={shots}: claimed by the rule for runs selected without target "
+                             f"labels ({STABLE_RULE}): the paired gain in target val accuracy has its {round(100 * conf)}% "
+                             f"interval {'below' if stable['max_high'] < 0 else 'above'} 0 at each of the final "
+                             f"{stable['points']} evaluations of {stable['n']} seeds")
         both = [ba for ba in (_source_before_after(r, stage_source) for r in rs) if ba is not None]
         if both:
             row["source_before"] = mean_ci([b for b, _ in both], conf)[0]
