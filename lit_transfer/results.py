@@ -19,7 +19,7 @@ VOLATILE_KEYS = ("run.dir", "run.root", "run.stage_cache", "run.configs", "strat
                  "checkpoint.dirpath", "trainer.logger", "ckpt_path")
 # Keys that never change what a fit computes (what to predict, how much the console says): left out of the hash
 # altogether, so adding them kept every existing config's hash.
-UNHASHED_KEYS = ("data.predict_dir", "verbose")
+UNHASHED_KEYS = ("data.predict_dir", "verbose", "protocol")  # protocol: what it sets is in the resolved config
 
 
 def scalar_metrics(metrics: Mapping[str, Any]) -> dict[str, float]:
