@@ -39,6 +39,7 @@ from lit_transfer.convergence import ValidationCurve
 from lit_transfer.data import DomainPairDataModule
 from lit_transfer.divergence import DivergenceGuard
 from lit_transfer.errors import DIVERGED_EXIT_CODE, TrainingDiverged, TransferConfigError
+from lit_transfer.evaluation import SCORE, selection_metric
 from lit_transfer.module import TransferClassifier
 from lit_transfer.stages import resolve_source_stage, source_seed
 
@@ -559,8 +560,8 @@ class TransferCLI(LightningCLI):
             ckpt = checkpoint.best_model_path or checkpoint.last_model_path or None
         # Validation metrics of the last epoch; trainer.test() below replaces callback_metrics.
         fit_metrics = results.scalar_metrics(trainer.callback_metrics)
-        if checkpoint is not None and checkpoint.best_model_score is not None:
-            fit_metrics["val_acc_best"] = float(checkpoint.best_model_score)
+        if checkpoint is not None and checkpoint.best_model_score is not None:  # the selection score's best
+            fit_metrics[f"{SCORE if checkpoint.monitor == SCORE else 'val_acc'}_best"] = float(checkpoint.best_model_score)
         # Read before testing: loading the best checkpoint restores the callback's state as of that checkpoint.
         curve = next((c.summary() for c in trainer.callbacks if isinstance(c, ValidationCurve)), None)
         speed = next((c.summary() for c in trainer.callbacks if isinstance(c, Throughput)), {})
@@ -606,7 +607,8 @@ class TransferCLI(LightningCLI):
 
 def fix_threads_and_seeds(cfg) -> None:
     """Intra-op threads set (or read) once and recorded; the labelled examples drawn, the split (when
-    ``data.split_seed`` is null) and the source stage follow the run's seed unless set."""
+    ``data.split_seed`` is null) and the source stage follow the run's seed unless set; checkpoints monitor the
+    selection metric (``val_acc``, or ``target/val_score`` under a label-free ``model.selection``)."""
     import torch
 
     if cfg.run.threads is not None:
@@ -620,6 +622,10 @@ def fix_threads_and_seeds(cfg) -> None:
     if "split_seed" in cfg.data and cfg.data.split_seed is None and isinstance(cfg.seed_everything, int):
         cfg.data.split_seed = cfg.seed_everything
     cfg.run.source_seed = source_seed(cfg)  # recorded: one source model per seed unless set
+    # A label-free selection logs its score as target/val_score (not an accuracy): checkpoints follow it.
+    monitor = cfg.checkpoint.get("monitor")
+    if monitor in ("val_acc", SCORE) and "selection" in cfg.model:
+        cfg.checkpoint.monitor = selection_metric(cfg.model.selection)
 
 
 def save_predictions(run_dir: Path, out: list, dm) -> Path:
