@@ -5,7 +5,10 @@ experiment from stacked YAML configs.
                      --strategy finetune --model.weights=runs/.../checkpoints/last.ckpt
 
 ``--strategy NAME`` (or ``strategy: NAME`` in a ``--config`` file) applies ``configs/strategy/NAME.yaml`` before
-everything else, so every other ``--config`` and ``--key=value`` wins whatever the argument order. Each run gets
+everything else, so every other ``--config`` and ``--key=value`` wins whatever the argument order. A protocol
+(``protocol: NAME`` in a ``--config`` file, or ``--protocol NAME``: ``configs/protocol/NAME.yaml``, the budget and
+tuning a benchmark's documented numbers used) is applied right after the last ``--config``, so the flags after
+the configs still win over it; ``--protocol=null`` leaves it out. Each run gets
 its own directory (config, checkpoints, logs, ``result.json``): concurrent sweep trials never collide. After
 ``fit`` the best checkpoint is tested on both domains and ``result.json`` is written.
 
@@ -36,10 +39,11 @@ from lit_transfer.convergence import ValidationCurve
 from lit_transfer.data import DomainPairDataModule
 from lit_transfer.divergence import DivergenceGuard
 from lit_transfer.errors import DIVERGED_EXIT_CODE, TrainingDiverged, TransferConfigError
+from lit_transfer.evaluation import SCORE, selection_metric
 from lit_transfer.module import TransferClassifier
 from lit_transfer.stages import resolve_source_stage, source_seed
 
-__all__ = ["TransferCLI", "main", "expand_strategy", "resolve_config_paths", "SUBCOMMANDS"]
+__all__ = ["TransferCLI", "main", "expand_strategy", "expand_protocol", "resolve_config_paths", "SUBCOMMANDS"]
 
 _created: list[Path] = []  # run dirs this process made: removed again if the run fails before writing anything
 RUN_DIR_ENV = "LIT_TRANSFER_RUN_DIR"  # shared with DDP worker processes, which re-run the same command
@@ -92,25 +96,36 @@ def _yaml_mapping(path: str) -> dict:
     return data if isinstance(data, dict) else {}
 
 
-def chosen_strategy(argv: list[str]) -> tuple[Optional[str], Optional[str]]:
-    """The strategy (``--strategy`` or ``strategy:`` of a ``--config`` file; the last one given wins) and the
-    configs folder to look it up in (``--run.configs``, or ``run: {configs: ...}`` of a ``--config`` file)."""
+def _chosen(argv: list[str], kind: str) -> tuple[Optional[str], Optional[str]]:
+    """The ``kind`` config named (``--<kind>`` or ``<kind>:`` of a ``--config`` file; the last one given wins;
+    ``null``: none) and the configs folder to look it up in (``--run.configs``, or ``run: {configs: ...}``)."""
     name = configs_dir = None
     for _, key, value in _options(argv):
-        if key == "--strategy":
+        if key == f"--{kind}":
             name = value
         elif key == "--run.configs":
             configs_dir = value
         elif key in _CONFIG_FLAGS and value is not None:
             data = _yaml_mapping(value)
-            if "strategy" in data:
-                name = data["strategy"]
+            if kind in data:
+                name = data[kind]
             run = data.get("run")
             if isinstance(run, dict) and run.get("configs") is not None:
                 configs_dir = run["configs"]
     if name is not None and str(name).lower() in ("null", "none", ""):
         name = None
     return (None if name is None else str(name)), (None if configs_dir is None else str(configs_dir))
+
+
+def chosen_strategy(argv: list[str]) -> tuple[Optional[str], Optional[str]]:
+    """The strategy (``--strategy`` or ``strategy:`` of a ``--config`` file; the last one given wins) and the
+    configs folder to look it up in (``--run.configs``, or ``run: {configs: ...}`` of a ``--config`` file)."""
+    return _chosen(argv, "strategy")
+
+
+def _subcommand_end(argv: list[str]) -> int:
+    """Index just after the subcommand (0 when there is none)."""
+    return next((i + 1 for i, arg in enumerate(argv) if arg in SUBCOMMANDS and not _is_value(argv, i)), 0)
 
 
 def expand_strategy(argv: list[str]) -> list[str]:
@@ -122,7 +137,27 @@ def expand_strategy(argv: list[str]) -> list[str]:
     if name is None:
         return argv
     path = configs.strategy_config(name, configs_dir)
-    at = next((i + 1 for i, arg in enumerate(argv) if arg in SUBCOMMANDS and not _is_value(argv, i)), 0)
+    at = _subcommand_end(argv)
+    return [*argv[:at], "--config", str(path), *argv[at:]]
+
+
+def expand_protocol(argv: list[str]) -> list[str]:
+    """The chosen protocol's config (``configs/protocol/NAME.yaml``, named by ``protocol: NAME`` in a config file
+    or ``--protocol NAME``) inserted right after the LAST ``--config``: it wins over the data and model configs
+    (a model config's ``max_epochs`` must not undo a benchmark's budget), and the flags given after the configs
+    (a sweep's ``${args}``, a user's overrides) win over it. ``--protocol=null``: none. Applied once: a command
+    already holding it there is returned as it is. Unknown name: a one-line error."""
+    argv = list(argv)
+    name, configs_dir = _chosen(argv, "protocol")
+    if name is None:
+        return argv
+    path = configs.named_config("protocol", name, configs_dir)
+    at, last = _subcommand_end(argv), None
+    for i, key, value in _options(argv):
+        if key in _CONFIG_FLAGS and value is not None:
+            at, last = (i + 2 if argv[i] == key else i + 1), value
+    if last is not None and Path(last).expanduser().resolve() == path.resolve():
+        return argv
     return [*argv[:at], "--config", str(path), *argv[at:]]
 
 
@@ -246,6 +281,11 @@ def _strategy_help() -> str:
             "overrides it, whatever the argument order.")
 
 
+_PROTOCOL_HELP = ("Protocol (configs/protocol/NAME.yaml or a path; or 'protocol: NAME' in a --config file, as the "
+                  "DA data configs name their recipe): applied after the last --config, so the flags after the "
+                  "configs override it; null: none.")
+
+
 class RunConfigSaver(SaveConfigCallback):
     """Saves the resolved config as ``<run dir>/config.yaml``; run dirs are unique, so sweeps never collide."""
 
@@ -260,6 +300,7 @@ class RunConfigSaver(SaveConfigCallback):
         # run.root, so the saved config, given again, starts a sibling run instead of one nested in this run.
         config = self.config.clone()
         config["trainer.default_root_dir"] = None
+        config["protocol"] = None  # already applied: its values are in the file (again, it would undo overrides)
         # skip_check: the config was validated when parsed; re-checking costs more than writing it.
         self.parser.save(config, str(path), skip_none=False, overwrite=True, multifile=False, skip_check=True)
         self.already_saved = True
@@ -320,6 +361,7 @@ class TransferCLI(LightningCLI):
 
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
         parser.add_argument("--strategy", type=Optional[str], default=None, help=_strategy_help())
+        parser.add_argument("--protocol", type=Optional[str], default=None, help=_PROTOCOL_HELP)
         parser.add_argument("--run.experiment", type=str, default="experiment", help="Experiment name (W&B group).")
         parser.add_argument("--run.strategy", type=str, default="custom", help="Strategy name, set by strategy configs.")
         parser.add_argument("--run.root", type=Optional[str], default=None,
@@ -363,7 +405,7 @@ class TransferCLI(LightningCLI):
 
             # Agents' None values and loggers given without a save_dir (filled in with the run dir) parse.
             self.argv = with_run_config(prepare_cli_args(resolve_config_paths(list(args))))
-            args = expand_strategy(self.argv)
+            args = expand_protocol(expand_strategy(self.argv))
             at = next((i for i, arg in enumerate(args) if arg in SUBCOMMANDS and not _is_value(args, i)), None)
             sub_parser = self.subcommand_parsers.get(args[at]) if at is not None else parser
             check_keys(sub_parser or parser, args[at + 1:] if at is not None else args)
@@ -518,8 +560,8 @@ class TransferCLI(LightningCLI):
             ckpt = checkpoint.best_model_path or checkpoint.last_model_path or None
         # Validation metrics of the last epoch; trainer.test() below replaces callback_metrics.
         fit_metrics = results.scalar_metrics(trainer.callback_metrics)
-        if checkpoint is not None and checkpoint.best_model_score is not None:
-            fit_metrics["val_acc_best"] = float(checkpoint.best_model_score)
+        if checkpoint is not None and checkpoint.best_model_score is not None:  # the selection score's best
+            fit_metrics[f"{SCORE if checkpoint.monitor == SCORE else 'val_acc'}_best"] = float(checkpoint.best_model_score)
         # Read before testing: loading the best checkpoint restores the callback's state as of that checkpoint.
         curve = next((c.summary() for c in trainer.callbacks if isinstance(c, ValidationCurve)), None)
         speed = next((c.summary() for c in trainer.callbacks if isinstance(c, Throughput)), {})
@@ -564,8 +606,9 @@ class TransferCLI(LightningCLI):
 
 
 def fix_threads_and_seeds(cfg) -> None:
-    """Intra-op threads set (or read) once and recorded; the labelled examples drawn and the source stage
-    follow the run's seed unless set."""
+    """Intra-op threads set (or read) once and recorded; the labelled examples drawn, the split (when
+    ``data.split_seed`` is null) and the source stage follow the run's seed unless set; checkpoints monitor the
+    selection metric (``val_acc``, or ``target/val_score`` under a label-free ``model.selection``)."""
     import torch
 
     if cfg.run.threads is not None:
@@ -575,7 +618,14 @@ def fix_threads_and_seeds(cfg) -> None:
     # same examples (paired comparisons, same split_hash).
     if "shots_seed" in cfg.data and cfg.data.shots_seed is None and isinstance(cfg.seed_everything, int):
         cfg.data.shots_seed = cfg.seed_everything
+    # split_seed: null (the DA benchmarks): each seed draws its own split too (halves, train/val/test)
+    if "split_seed" in cfg.data and cfg.data.split_seed is None and isinstance(cfg.seed_everything, int):
+        cfg.data.split_seed = cfg.seed_everything
     cfg.run.source_seed = source_seed(cfg)  # recorded: one source model per seed unless set
+    # A label-free selection logs its score as target/val_score (not an accuracy): checkpoints follow it.
+    monitor = cfg.checkpoint.get("monitor")
+    if monitor in ("val_acc", SCORE) and "selection" in cfg.model:
+        cfg.checkpoint.monitor = selection_metric(cfg.model.selection)
 
 
 def save_predictions(run_dir: Path, out: list, dm) -> Path:

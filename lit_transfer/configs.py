@@ -12,7 +12,7 @@ import os
 from importlib import resources
 from pathlib import Path
 
-__all__ = ["shipped_root", "resolve", "strategy_names", "strategy_config"]
+__all__ = ["shipped_root", "resolve", "config_names", "named_config", "strategy_names", "strategy_config"]
 
 _KINDS = ("configs", "sweeps")
 
@@ -43,24 +43,35 @@ def resolve(path: str | os.PathLike, kind: str = "configs") -> str:
     return str(candidate) if not relative.is_absolute() and candidate.is_file() else text
 
 
+def config_names(kind: str, root: str | os.PathLike | None = None) -> list[str]:
+    """Names of the configs in ``<root>/<kind>`` (``strategy``, ``protocol``; default root: the shipped configs)."""
+    root = Path(root).expanduser() if root is not None else shipped_root("configs")
+    return sorted(p.stem for p in (root / kind).glob("*.yaml")) if root else []
+
+
 def strategy_names(root: str | os.PathLike | None = None) -> list[str]:
     """Names of the strategy configs in ``<root>/strategy`` (default: the shipped configs)."""
-    root = Path(root).expanduser() if root is not None else shipped_root("configs")
-    return sorted(p.stem for p in (root / "strategy").glob("*.yaml")) if root else []
+    return config_names("strategy", root)
 
 
-def strategy_config(name: str, root: str | os.PathLike | None = None) -> Path:
-    """``<root>/strategy/<name>.yaml`` (default root: the shipped configs), or ``name`` itself when it is a
-    path to a YAML file; otherwise a one-line error naming the known strategies."""
+def named_config(kind: str, name: str, root: str | os.PathLike | None = None) -> Path:
+    """``<root>/<kind>/<name>.yaml`` (default root: the shipped configs), or ``name`` itself when it is a path
+    to a YAML file; otherwise a one-line error naming the known configs of that kind."""
     from lit_transfer.errors import TransferConfigError
 
     as_path = Path(name).expanduser()
     if as_path.suffix in (".yaml", ".yml") and as_path.is_file():
         return as_path.resolve()
     base = Path(root).expanduser() if root is not None else shipped_root("configs")
-    path = base / "strategy" / f"{name}.yaml" if base else None
+    path = base / kind / f"{name}.yaml" if base else None
     if path is None or not path.is_file():
-        where = f" in {base / 'strategy'}" if root is not None and base is not None else ""
-        raise TransferConfigError(f"unknown strategy '{name}'{where}; known: {', '.join(strategy_names(root))}"
-                                  " (or give a path to a strategy YAML)")
+        where = f" in {base / kind}" if root is not None and base is not None else ""
+        raise TransferConfigError(f"unknown {kind} '{name}'{where}; known: {', '.join(config_names(kind, root))}"
+                                  f" (or give a path to a {kind} YAML)")
     return path
+
+
+def strategy_config(name: str, root: str | os.PathLike | None = None) -> Path:
+    """``<root>/strategy/<name>.yaml`` (default root: the shipped configs), or ``name`` itself when it is a path
+    to a YAML file; otherwise a one-line error naming the known strategies."""
+    return named_config("strategy", name, root)

@@ -21,7 +21,7 @@ from typing import Optional, Sequence
 
 from lightning.pytorch import Callback, LightningModule, Trainer
 
-from lit_transfer.evaluation import UNSUPERVISED_SELECTIONS
+from lit_transfer.evaluation import UNSUPERVISED_SELECTIONS, selection_metric
 
 import torch
 
@@ -64,15 +64,17 @@ def prediction_drift(history: Sequence[Sequence[int]], tail: float = TAIL) -> Op
 
 
 class ValidationCurve(Callback):
-    """Records ``(optimizer step, value)`` of the selection metric and the target's val accuracy per validation.
+    """Records ``(optimizer step, value)`` of the selection metric (``val_acc``, or ``target/val_score`` under a
+    label-free selection) and the target's val accuracy per validation.
 
     The curve survives resume (``state_dict``), so a resumed run reports its whole history. Its
     :meth:`summary` goes into ``result.json`` (``curve`` and ``convergence``); the report plots the curves
     against optimizer steps ("transfer learns faster" vs "transfer ends higher").
     """
 
-    def __init__(self, monitor: str = "val_acc", keys: Sequence[str] = ("target/val_acc",)):
-        self.monitor, self.keys = monitor, tuple(keys)
+    def __init__(self, monitor: Optional[str] = None, keys: Sequence[str] = ("target/val_acc",)):
+        # None: the model's selection metric (val_acc, or target/val_score under a label-free selection)
+        self.monitor, self.keys, self._follow_selection = monitor or "val_acc", tuple(keys), monitor is None
         self.curve: dict[str, list] = self._empty()
         # Label-free selection: the target val predictions of every validation (convergence without labels).
         self.label_free, self.predictions = False, []
@@ -80,6 +82,12 @@ class ValidationCurve(Callback):
 
     def _empty(self) -> dict[str, list]:
         return {"step": [], self.monitor: [], **{k: [] for k in self.keys if k != self.monitor}}
+
+    def setup(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
+        selection = getattr(pl_module, "hparams", {}).get("selection", "auto")
+        if self._follow_selection and not self.curve["step"] and self.monitor != selection_metric(selection):
+            self.monitor = selection_metric(selection)
+            self.curve = self._empty()
 
     def on_validation_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
         if trainer.sanity_checking or trainer.state.fn != "fit":  # not `lit-transfer validate`
@@ -124,10 +132,11 @@ class ValidationCurve(Callback):
 
     def state_dict(self) -> dict:
         return {"curve": self.curve, "label_free": self.label_free, "predictions": self.predictions,
-                "val_size": self.val_size}
+                "val_size": self.val_size, "monitor": self.monitor}
 
     def load_state_dict(self, state_dict: dict) -> None:
         self.curve = {k: list(v) for k, v in state_dict["curve"].items()}
+        self.monitor = state_dict.get("monitor", self.monitor if self.monitor in self.curve else "val_acc")
         self.label_free = state_dict.get("label_free", False)
         self.predictions = [list(p) for p in state_dict.get("predictions", [])]
         self.val_size = state_dict.get("val_size")

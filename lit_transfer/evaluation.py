@@ -5,7 +5,8 @@ once at the epoch end as ``{domain}/{split}_acc|f1|loss``. The selection domain'
 logged as ``val_acc``/``val_loss``: what checkpointing and plateau schedulers watch. For unsupervised domain
 adaptation, three label-free scores (IM and SND of the target val predictions, DEV of the val features; never a
 target label) and the share of target val predictions that changed since the last validation are logged too;
-with ``selection: entropy|snd|dev`` one of the scores is ``val_acc``.
+with ``selection: entropy|snd|dev`` the selecting score is also logged as ``target/val_score`` (IM, SND or −DEV
+risk: higher is better), what checkpointing watches then. It is not an accuracy, so it is never ``val_acc``.
 
 Accumulating (rather than logging the metric objects on every batch, the usual Lightning pattern) avoids moving
 each metric between devices per call; the metric states live in the model's ``metrics`` ModuleDict so they
@@ -23,9 +24,16 @@ import torch.nn.functional as F
 from torch import nn
 
 __all__ = ["metric_collection", "ConfusionMatrix", "EvalAccumulator", "check_selection", "UNSUPERVISED_SELECTIONS",
-           "label_free_scores_wanted", "dev_wanted"]
+           "label_free_scores_wanted", "dev_wanted", "SCORE", "selection_metric"]
 
 UNSUPERVISED_SELECTIONS = ("entropy", "snd", "dev")  # no target label (lit_transfer.strategies.selection)
+SCORE = "target/val_score"  # the label-free selection score (higher is better): not an accuracy
+
+
+def selection_metric(selection: str) -> str:
+    """What checkpointing monitors (maximised) under ``model.selection``: ``target/val_score`` for a label-free
+    selection, else ``val_acc`` (the selection domain's val accuracy)."""
+    return SCORE if selection in UNSUPERVISED_SELECTIONS else "val_acc"
 DEV_MAX_ROWS = 2000  # per domain: the density-ratio classifier runs every validation
 
 
@@ -138,7 +146,7 @@ class EvalAccumulator:
 
     def log_label_free_scores(self, model) -> None:
         """IM, SND and DEV scores of the target val images, and how many predictions changed since the last
-        validation; ``val_acc`` when one of them selects."""
+        validation; ``target/val_score`` when one of them selects."""
         if not self.target_val_probs:
             return
         from lit_transfer.strategies.selection import density_ratio, dev_risk, snd_score
@@ -169,10 +177,10 @@ class EvalAccumulator:
         model.log_dict(scores)
         selection = model.hparams.selection
         if selection in ("entropy", "snd"):
-            model.log("val_acc", im if selection == "entropy" else scores["target/val_snd"])
+            model.log(SCORE, im if selection == "entropy" else scores["target/val_snd"])
             model.log("val_loss", ent_sum / n)
         elif selection == "dev" and "target/val_dev_risk" in scores:
-            model.log("val_acc", -scores["target/val_dev_risk"])
+            model.log(SCORE, -scores["target/val_dev_risk"])
             model.log("val_loss", scores["target/val_dev_risk"])
 
 

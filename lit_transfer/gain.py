@@ -57,7 +57,11 @@ def load_result(path: str | os.PathLike) -> dict | None:
         r = json.loads(Path(path).read_text())
     except (OSError, ValueError):
         return None
-    return r if isinstance(r, dict) and r.get("status", "ok") == "ok" else None
+    if not isinstance(r, dict) or r.get("status", "ok") != "ok":
+        return None
+    from lit_transfer.results import upgrade
+
+    return upgrade(r)  # older files: a label-free selection score stored as val_acc
 
 
 def find_baselines(run_dir: str | os.PathLike, baseline: str = "scratch") -> list[dict]:

@@ -100,9 +100,10 @@ class TransferClassifier(LightningModule):
             Distill, LwF) replaces it.
         bottleneck: width of a bottleneck (Linear → BatchNorm → ReLU) between the backbone's pooled features
             and the head, as in DANN/CDAN/MCC (256); part of ``embed``, trained at the head's learning rate.
-        selection: what the logged ``val_acc`` (the checkpoint's selection metric) is: ``auto`` (val accuracy
-            of the domain the head predicts), ``source_val``, ``entropy`` / ``snd`` / ``dev`` (label-free scores of
-            the target val images, :mod:`lit_transfer.evaluation`) or ``oracle`` (target val labels).
+        selection: what selects the checkpoint: the logged ``val_acc`` of ``auto`` (val accuracy of the domain
+            the head predicts), ``source_val`` or ``oracle`` (target val labels); or, label-free, the logged
+            ``target/val_score`` of ``entropy`` / ``snd`` / ``dev`` (scores of the target val images, not
+            accuracies: :mod:`lit_transfer.evaluation`).
         feature_cache: while no backbone weight trains (and augmentation and dropout are off), compute its
             embeddings of each split once (:mod:`lit_transfer.callbacks.feature_cache`); same results.
         feature_cache_dtype: ``float32`` (exact) or ``float16`` (half the memory, rounded features).
@@ -310,7 +311,7 @@ class TransferClassifier(LightningModule):
         return getattr(dm, "primary", None) or getattr(dm, "train_on", "target")
 
     def selection_domain(self) -> Optional[str]:
-        """Whose val accuracy is ``val_acc``; ``None`` for the unsupervised ``entropy`` score."""
+        """Whose val accuracy is ``val_acc``; ``None`` for a label-free score (``target/val_score``)."""
         return {"auto": self.train_domain(), "source_val": "source", "oracle": "target", "entropy": None,
                 "snd": None, "dev": None}[self.hparams.selection]
 

@@ -100,7 +100,10 @@ def configure_optimizers(model, optimizer_factory, lr_scheduler_factory, lr: flo
         scheduler.set_total_steps(model.trainer.estimated_stepping_batches)  # e.g. InverseDecayLR's p
     config = {"scheduler": scheduler, "interval": getattr(scheduler, "interval", "epoch")}
     if isinstance(scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
-        config["monitor"] = "val_acc" if scheduler.mode == "max" else "val_loss"
+        from lit_transfer.evaluation import selection_metric
+
+        selection = getattr(model, "hparams", {}).get("selection", "auto")
+        config["monitor"] = selection_metric(selection) if scheduler.mode == "max" else "val_loss"
     return {"optimizer": optimizer, "lr_scheduler": config}
 
 

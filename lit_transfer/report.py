@@ -26,6 +26,7 @@ from lit_transfer.figures import save_figure, slug_of
 from lit_transfer.claims import STABLE_RULE, stable_gain
 from lit_transfer.convergence import DRIFT
 from lit_transfer.gain import paired_baselines, transfer_gain
+from lit_transfer.results import upgrade
 from lit_transfer.stats import holm, mean_ci, paired_gain
 
 PROG = "lit-transfer report"
@@ -52,7 +53,7 @@ def collect(root: str | os.PathLike) -> tuple[list[dict], list[str]]:
             notes.append(f"{status} run left out of the means: {path}" + (f" ({why})" if why else ""))
             continue
         r["_path"] = str(path)
-        results.append(r)
+        results.append(upgrade(r))  # older files: a label-free selection score stored as val_acc
     return results, notes
 
 
@@ -176,10 +177,14 @@ def selection_label(r: dict) -> str | None:
     return sel
 
 
+SELECTION_SCORES = ("target/val_score_best", "target/val_score", "val_acc_best", "val_acc")  # first one present
+
+
 def _val_score(r: dict) -> float:
-    """What a run's own model selection maximised (its best ``val_acc``): the only score tuning may compare."""
+    """What a run's own model selection maximised (its best ``target/val_score`` under a label-free selection,
+    else its best ``val_acc``): the only score tuning may compare."""
     m = r.get("metrics") or {}
-    v = m.get("val_acc_best", m.get("val_acc"))
+    v = next((m[k] for k in SELECTION_SCORES if k in m), None)
     return float(v) if isinstance(v, (int, float)) and math.isfinite(v) else -math.inf
 
 
@@ -198,16 +203,19 @@ def select_tuned(results: list[dict]) -> tuple[list[dict], list[str]]:
         # The model (backbone, transferred weights) is what is compared, never a hyper-parameter to pick.
         cells[(str(r.get("experiment")), str(r.get("strategy")), r.get("target_shots"), selection_label(r),
                r.get("seed"), r.get("split_hash"), r.get("backbone"), r.get("weights"))].append(r)
-    tuned = 0
+    tuned, scores = 0, set()
     for key in sorted(cells, key=str):
         rs = sorted(cells[key], key=lambda r: str(r.get("_path", r.get("run_dir", ""))))
         best = max(rs, key=_val_score)  # max keeps the first of equal scores
         if len(rs) > 1:
             tuned += 1
             best = {**best, "tuned_over": len(rs)}
+            scores.add("target/val_score" if any(k.startswith("target/val_score") for k in best.get("metrics") or {})
+                       else "val_acc")
         out.append(best)
     notes = [f"{tuned} cell(s) tuned on validation: of runs differing only in hyper-parameters (same strategy, "
-             "shots, seed and labelled examples) the one with the best val_acc is reported"] if tuned else []
+             f"shots, seed and labelled examples) the one with the best {' or '.join(sorted(scores))} is reported"
+             ] if tuned else []
     return out, notes
 
 

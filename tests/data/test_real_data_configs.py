@@ -195,15 +195,20 @@ def test_da_pairs_serve_an_unlabeled_target_stream(tmp_path, name):
     assert batch["source"][0].shape[1:] == batch["unlabeled"].shape[1:]  # one forward for both streams
 
 
-@pytest.mark.parametrize("name,source,target", [("uci_digits_to_mnist5k", (1797, 28), (5000, 28)),
-                                                 ("mnist5k_to_uci_digits", (5000, 28), (1797, 28))])
-def test_shipped_real_cross_dataset_pairs_load_offline_at_28_px(name, source, target):
+@pytest.mark.parametrize("name,source,target", [("uci_digits_to_mnist5k", (1797, 1), (5000, 1)),
+                                                 ("mnist5k_to_uci_digits", (5000, 1), (1797, 1)),
+                                                 ("mnist5k_to_mnist5k_m", (2500, 3), (2500, 3))])
+def test_shipped_real_da_pairs_load_offline_at_28_px(name, source, target):
+    """Unsupervised DA: every target train image comes as an unlabeled stream (tests/data/test_mnist_m.py: the
+    source and target images are disjoint); built directly, split_seed: null is 0 (the CLI: the run's seed)."""
     data = yaml.safe_load((REPO / "configs" / "data" / f"{name}.yaml").read_text())["data"]
-    dm = DomainPairDataModule(**data)
+    assert data["split_seed"] is None and "target_shots" not in data
+    dm = DomainPairDataModule(**data, train_on="source", unlabeled_target=True)
     dm.setup("fit")
-    for role, (n, px) in (("source", source), ("target", target)):
+    for role, (n, chans) in (("source", source), ("target", target)):
         total = sum(len(dm.split_indices()[role][s]) for s in ("val", "test")) + len(dm.subset(role, "train")[1])
-        assert dm.subset(role, "train")[0].shape[1:] == (1, px, px)
-        assert total <= n  # disjoint datasets: no image of one is in the other
-    assert dm.subset("target", "train")[0].shape[0] == 10 * data["target_shots"]
-    assert dm.val_domains == ["target", "source"]  # the same 10 labels and channels
+        assert dm.subset(role, "train")[0].shape[1:] == (chans, 28, 28)
+        assert total == n
+    assert len(dm.subset("target", "unlabeled")[0]) == len(dm.subset("target", "train")[0])  # all of it
+    assert dm.labelled_counts()["target_train"] == 0
+    assert dm.val_domains == ["source", "target"]  # trained on the source; the same 10 labels and channels

@@ -406,7 +406,9 @@ def test_entropy_selection_scores_target_val_without_labels(tmp_path):
     trainer = make_trainer(tmp_path, max_epochs=1, limit_train_batches=3)
     trainer.fit(module, dm)
     out = trainer.validate(module, dm, verbose=False)
-    score = {k: v for d in out for k, v in d.items()}["val_acc"]
+    logged = {k: v for d in out for k, v in d.items()}
+    score = logged["target/val_score"]  # a score, not an accuracy: never logged as val_acc
+    assert "val_acc" not in logged
     module.eval()
     with torch.no_grad():
         p = module(dm.subset("target", "val")[0]).softmax(-1)
@@ -612,7 +614,7 @@ def test_da_runs_log_label_free_scores_and_snd_can_select(tmp_path):
     module, dm, out = fit_and_validate_da(tmp_path, "snd", epochs=1)
     with torch.no_grad():
         p = module(dm.subset("target", "val")[0]).softmax(-1)
-    assert out["val_acc"] == pytest.approx(snd_score(p).item(), abs=1e-5) == pytest.approx(out["target/val_snd"])
+    assert out["target/val_score"] == pytest.approx(snd_score(p).item(), abs=1e-5) == pytest.approx(out["target/val_snd"])
     assert out["target/val_im_score"] == pytest.approx(im_score(p).item(), abs=1e-5)
 
 
@@ -626,7 +628,7 @@ def test_dev_selects_on_the_importance_weighted_source_val_risk(tmp_path):
         loss = torch.nn.functional.cross_entropy(module.head(fs), ys, reduction="none")
     risk = dev_risk(loss, density_ratio(fs, ft)).item()
     assert out["target/val_dev_risk"] == pytest.approx(risk, rel=1e-4)
-    assert out["val_acc"] == pytest.approx(-risk, rel=1e-4) and out["val_loss"] == pytest.approx(risk, rel=1e-4)
+    assert out["target/val_score"] == pytest.approx(-risk, rel=1e-4) and out["val_loss"] == pytest.approx(risk, rel=1e-4)
     # prediction changes between validations are logged (label-free convergence), in [0, 1]
     assert 0.0 <= out["target/val_pred_change"] <= 1.0
 
