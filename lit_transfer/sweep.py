@@ -591,18 +591,46 @@ class ForkedTrial:
                     sys.stderr.flush()
                 os._exit(code)
 
+    cpu_time_s: float | None = None
+
     def poll(self) -> int | None:
         if self.returncode is None:
-            pid, status = os.waitpid(self.pid, os.WNOHANG)
-            if pid:
-                self.returncode = os.waitstatus_to_exitcode(status)  # -N when killed by signal N, like Popen
+            _reap(self, os.WNOHANG)
         return self.returncode
 
     def wait(self) -> int:
         if self.returncode is None:
-            _, status = os.waitpid(self.pid, 0)
-            self.returncode = os.waitstatus_to_exitcode(status)
+            _reap(self, 0)
         return self.returncode
+
+
+class SpawnedTrial(subprocess.Popen):
+    """A trial spawned as its own process: ``subprocess.Popen`` that also records the CPU time it used."""
+
+    cpu_time_s: float | None = None
+
+    def poll(self) -> int | None:
+        if self.returncode is None:
+            try:
+                _reap(self, os.WNOHANG)
+            except ChildProcessError:  # reaped elsewhere: Popen knows what to report
+                return super().poll()
+        return self.returncode
+
+    def wait(self, timeout: float | None = None) -> int:
+        if self.returncode is None and timeout is None:
+            with contextlib.suppress(ChildProcessError):
+                _reap(self, 0)
+        return super().wait(timeout) if self.returncode is None else self.returncode
+
+
+def _reap(proc, options: int) -> None:
+    """``os.wait4`` on a trial's process: its exit code (-N when killed by signal N, like Popen) and the CPU
+    time (user + system) of the process and of the children it waited for (a source stage, loader workers)."""
+    pid, status, usage = os.wait4(proc.pid, options)
+    if pid:
+        proc.cpu_time_s = usage.ru_utime + usage.ru_stime
+        proc.returncode = os.waitstatus_to_exitcode(status)
 
 
 # ----------------------------------------------------------------------------------------------- runner
@@ -616,7 +644,7 @@ class Trial:
 @dataclass
 class _Running:
     trial: Trial
-    proc: subprocess.Popen | ForkedTrial
+    proc: SpawnedTrial | ForkedTrial
     log: Any
     command: list[str]
     expects_result: bool  # our CLI: success means a result.json, not just exit code 0
@@ -652,8 +680,8 @@ class Runner:
             if args is not None:
                 proc = ForkedTrial(args, log, env)
             else:
-                proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                        env=env, start_new_session=True)
+                proc = SpawnedTrial(cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                    env=env, start_new_session=True)
         except OSError as e:
             log.close()
             self._record(trial, cmd, "failed", time.time(), error=f"cannot start {cmd[0]}: {e}")
@@ -677,16 +705,18 @@ class Runner:
             if rc == 0 and r.expects_result and not (r.trial.dir / "result.json").exists():
                 error = "exited 0 but wrote no result.json"
             status = "ok" if rc == 0 and error is None else "failed"
-            self._record(r.trial, r.command, status, r.started, rc=rc, error=error)
+            self._record(r.trial, r.command, status, r.started, rc=rc, error=error, cpu=r.proc.cpu_time_s)
             done.append((r.trial, status))
         return done
 
     def _record(self, trial: Trial, cmd: list[str], status: str, started: float,
-                rc: int | None = None, error: str | None = None) -> None:
+                rc: int | None = None, error: str | None = None, cpu: float | None = None) -> None:
         wall = time.time() - started
         info = {"schema": 1, "trial_id": trial.id, "status": status, "params": trial.params, "command": cmd,
                 "inputs": command_inputs(cmd), "wall_time_s": round(wall, 3),
                 "ended_at": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+        if cpu is not None:  # the trial process's CPU seconds (user + system), its waited-for children included
+            info["cpu_time_s"] = round(cpu, 3)
         if rc is not None:
             info["returncode"] = rc
             if rc < 0:
@@ -724,7 +754,8 @@ class Runner:
             r.log.close()
             # A result written before the signal landed is complete (the CLI writes it atomically): keep it.
             if not (r.trial.dir / "result.json").exists():
-                self._record(r.trial, r.command, "interrupted", r.started, rc=r.proc.returncode)
+                self._record(r.trial, r.command, "interrupted", r.started, rc=r.proc.returncode,
+                             cpu=r.proc.cpu_time_s)
         self.running.clear()
 
     def run(self, next_trial: Callable[[], Trial | None], on_done: Callable[[Trial, str], None] | None = None):
