@@ -281,7 +281,8 @@ class TransferCLI(LightningCLI):
                                  "`lit-transfer rank` scores candidate sources before fine-tuning.")
         # jsonargparse gives every subcommand parser the main parser's formatter class
         parser_kwargs.setdefault("formatter_class", CompactHelpFormatter)
-        for name in SUBCOMMANDS:  # per-subcommand parser_kwargs: LightningCLI passes them to init_parser
+        self.built_subcommands = subcommands_to_build(sys.argv[1:] if kwargs.get("args") is None else kwargs["args"])
+        for name in self.built_subcommands:  # per-subcommand parser_kwargs: LightningCLI passes them to init_parser
             sub = dict(parser_kwargs.get(name) or {})
             sub[_SUBCOMMAND_KWARG] = name
             sub.setdefault("usage", f"lit-transfer {name} [-h] [-c CONFIG] [--strategy NAME] [--print_config] "
@@ -299,12 +300,14 @@ class TransferCLI(LightningCLI):
         self.subcommand_parsers: dict[str, LightningArgumentParser] = {}
         super().__init__(TransferClassifier, DomainPairDataModule, *args, **kwargs)
 
-    @staticmethod
-    def subcommands() -> dict[str, set[str]]:
-        """Lightning's subcommands; ``validate``/``test`` leave Trainer's ``verbose`` out: ``--verbose`` is ours
-        (third-party console lines), and their metrics are always printed, each once (``print_metrics``)."""
+    def subcommands(self) -> dict[str, set[str]]:
+        """Lightning's subcommands, only those this command line needs (``built_subcommands``: building a parser
+        costs a sweep trial ~0.1 s each); ``validate``/``test`` leave Trainer's ``verbose`` out: ``--verbose``
+        is ours (third-party console lines), and their metrics are always printed, each once (``print_metrics``)."""
         subs = LightningCLI.subcommands()
-        return {name: (skip | {"verbose"} if name in ("validate", "test") else skip) for name, skip in subs.items()}
+        built = getattr(self, "built_subcommands", SUBCOMMANDS)
+        return {name: (skip | {"verbose"} if name in ("validate", "test") else skip) for name, skip in subs.items()
+                if name in built}
 
     def init_parser(self, **kwargs) -> LightningArgumentParser:
         subcommand = kwargs.pop(_SUBCOMMAND_KWARG, None)
@@ -556,6 +559,15 @@ class TransferCLI(LightningCLI):
         push_result_to_loggers(trainer, result)
         say(f"[lit_transfer] result: {path}")
         print(f"run dir: {self.run_dir}")
+
+
+def subcommands_to_build(args) -> tuple[str, ...]:
+    """The subcommand parsers a command line needs: ``fit`` (config and stage hashes use its parser) and the
+    subcommand it runs, when it starts with one (``lit-transfer fit ...``, every sweep trial); all of them
+    otherwise (``--help`` lists them, an unknown subcommand's error names them)."""
+    if isinstance(args, (list, tuple)) and args and args[0] in SUBCOMMANDS:
+        return tuple(dict.fromkeys(("fit", args[0])))
+    return SUBCOMMANDS
 
 
 def fit_clock(cli) -> dict:
