@@ -68,6 +68,7 @@ ARG_MACROS = ("args", "args_no_hyphens", "args_no_boolean_flags", "args_no_equal
 MACROS = ("env", "interpreter", "program") + ARG_MACROS
 ENVVAR_RE = re.compile(r"\$\{envvar:([A-Za-z0-9_]*)\}")
 KILL_GRACE_S = 10.0
+POLL_S = 0.02  # how often the runner checks its trials: a finished trial's slot is refilled within this
 
 
 class SweepError(ValueError):
@@ -539,6 +540,24 @@ def forkable_args(cmd: list[str], fork: bool = True) -> list[str] | None:
     return args
 
 
+def warm_up(args: list[str]) -> None:
+    """Once per runner, before its first fork: import what every trial imports and parse one trial's command
+    line (``--print_config``, its output discarded), so each forked trial finds the modules loaded and
+    jsonargparse's caches filled instead of paying for them itself. A command line that fails to parse here
+    fails in its trial, with the trial's log."""
+    import io
+
+    import lit_transfer.cli
+    import lit_transfer.gain  # noqa: F401 - imported by every fit's result
+    import lit_transfer.tracking  # noqa: F401
+
+    with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
+        try:
+            lit_transfer.cli.main([*args, "--print_config"])
+        except (Exception, SystemExit):  # noqa: BLE001 - only a warm-up
+            pass
+
+
 class ForkedTrial:
     """A trial forked from the (pre-imported) runner, with the bits of ``subprocess.Popen`` the runner uses."""
 
@@ -548,7 +567,7 @@ class ForkedTrial:
         import lit_transfer.cli  # noqa: F401 - imported before forking, so children start warm
 
         gc.collect()
-        gc.freeze()  # children never scan (and so never copy-on-write) the runner's objects
+        gc.freeze()  # children never scan (and so never copy-on-write) the runner's objects; nor collect them
         sys.stdout.flush()
         sys.stderr.flush()
         self.returncode: int | None = None
@@ -658,6 +677,7 @@ class Runner:
         self.env = trial_env(out, threads)
         self.running: list[_Running] = []
         self.failed: list[str] = []
+        self.warm = False  # warm_up() ran: trials fork from a runner that has imported and parsed once
 
     def start(self, trial: Trial) -> None:
         if trial.dir.exists():
@@ -678,6 +698,9 @@ class Runner:
             env = self.env if cmd[-2:] == ["--run.dir", str(trial.dir)] else {
                 **self.env, "LIT_TRANSFER_RUN_DIR": str(trial.dir)}
             if args is not None:
+                if not self.warm:
+                    warm_up(args)
+                    self.warm = True
                 proc = ForkedTrial(args, log, env)
             else:
                 proc = SpawnedTrial(cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
@@ -772,7 +795,7 @@ class Runner:
                     on_done(trial, status)
             if exhausted and not self.running:
                 return
-            time.sleep(0.05)
+            time.sleep(POLL_S)
 
 
 def _bayes_next(cfg: dict, out: Path, cap: int, constants: tuple[str, ...]) -> Callable[[], Trial | None]:
