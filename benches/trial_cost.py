@@ -118,6 +118,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.repo:  # the runner and every trial (spawned with `python -m`, or forked) import this checkout
         repo = str(Path(args.repo).resolve())
         os.environ["PYTHONPATH"] = os.pathsep.join([repo, *filter(None, [os.environ.get("PYTHONPATH")])])
+        os.chdir(repo)  # `python -c`/`-m` put the working directory first on sys.path: make it the checkout too
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(args.keep or tmp).resolve()
         root.mkdir(parents=True, exist_ok=True)
