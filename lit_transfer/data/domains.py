@@ -160,7 +160,10 @@ _PREPARING_CODE = ("domains.py", "shifts.py", "common.py", "packaged.py")
 def _code_digest() -> str:
     digest = hashlib.sha256()
     for name in _PREPARING_CODE:
-        digest.update((Path(__file__).parent / name).read_bytes())
+        try:
+            digest.update((Path(__file__).parent / name).read_bytes())
+        except OSError:  # installed without its sources (bytecode only): _CACHE_VERSION alone keys the code
+            digest.update(f"{name}: no source".encode())
     return digest.hexdigest()[:16]
 
 
