@@ -322,7 +322,8 @@ class TransferCLI(LightningCLI):
                                  "`lit-transfer rank` scores candidate sources before fine-tuning.")
         # jsonargparse gives every subcommand parser the main parser's formatter class
         parser_kwargs.setdefault("formatter_class", CompactHelpFormatter)
-        for name in SUBCOMMANDS:  # per-subcommand parser_kwargs: LightningCLI passes them to init_parser
+        self.built_subcommands = subcommands_to_build(sys.argv[1:] if kwargs.get("args") is None else kwargs["args"])
+        for name in self.built_subcommands:  # per-subcommand parser_kwargs: LightningCLI passes them to init_parser
             sub = dict(parser_kwargs.get(name) or {})
             sub[_SUBCOMMAND_KWARG] = name
             sub.setdefault("usage", f"lit-transfer {name} [-h] [-c CONFIG] [--strategy NAME] [--print_config] "
@@ -340,12 +341,14 @@ class TransferCLI(LightningCLI):
         self.subcommand_parsers: dict[str, LightningArgumentParser] = {}
         super().__init__(TransferClassifier, DomainPairDataModule, *args, **kwargs)
 
-    @staticmethod
-    def subcommands() -> dict[str, set[str]]:
-        """Lightning's subcommands; ``validate``/``test`` leave Trainer's ``verbose`` out: ``--verbose`` is ours
-        (third-party console lines), and their metrics are always printed, each once (``print_metrics``)."""
+    def subcommands(self) -> dict[str, set[str]]:
+        """Lightning's subcommands, only those this command line needs (``built_subcommands``: building a parser
+        costs a sweep trial ~0.1 s each); ``validate``/``test`` leave Trainer's ``verbose`` out: ``--verbose``
+        is ours (third-party console lines), and their metrics are always printed, each once (``print_metrics``)."""
         subs = LightningCLI.subcommands()
-        return {name: (skip | {"verbose"} if name in ("validate", "test") else skip) for name, skip in subs.items()}
+        built = getattr(self, "built_subcommands", SUBCOMMANDS)
+        return {name: (skip | {"verbose"} if name in ("validate", "test") else skip) for name, skip in subs.items()
+                if name in built}
 
     def init_parser(self, **kwargs) -> LightningArgumentParser:
         subcommand = kwargs.pop(_SUBCOMMAND_KWARG, None)
@@ -529,6 +532,8 @@ class TransferCLI(LightningCLI):
 
     def fit(self, model: LightningModule, **kwargs) -> None:
         """``trainer.fit``; a diverged run leaves ``result.json`` with ``"status": "diverged"`` and re-raises."""
+        # fit_time_s/fit_cpu_s: fit and its test, without building the data (a trial's fixed cost: data_time_s)
+        self.fit_started = (time.perf_counter(), time.process_time(), getattr(self.datamodule, "load_time", None))
         try:
             self.trainer.fit(model, **kwargs)
         except TrainingDiverged as err:
@@ -544,7 +549,7 @@ class TransferCLI(LightningCLI):
             split_hash=self.datamodule.split_hash(), metrics={}, params=self.model.param_counts(),
             wall_time_s=time.time() - self._started, run_dir=self.run_dir, checkpoint=None,
         )
-        result.update(status=status, error=error, **extra)
+        result.update(status=status, error=error, **fit_clock(self), **extra)
         results.write_result(self.run_dir, result)
         print(f"run dir: {self.run_dir}")
 
@@ -588,21 +593,52 @@ class TransferCLI(LightningCLI):
             steps=trainer.global_step,
             labels={**counts, "total": sum(counts.values())} if counts else None,
             extra={**(curve or {}), **speed, **results.compared(model, dm, getattr(self, "weights_from_stage", False)),
-                   "stage_wait_s": round(getattr(self, "stage_wait_s", 0.0), 3)},
+                   "stage_wait_s": round(getattr(self, "stage_wait_s", 0.0), 3), **fit_clock(self), **data_notes(dm)},
         )
-        skipping = [role for role, spec in dm.specs.items() if getattr(spec, "skip_corrupt", False)]
-        if skipping:  # unreadable image files left out of this run's data
-            result["skipped_corrupt"] = {role: len(dm.skipped_files.get(role, [])) for role in skipping}
-        if getattr(dm, "class_names", None) is not None:  # matched by name; a domain missing some says so
-            result["classes"] = {"names": list(dm.class_names), "missing": dm.missing_classes}
-        if getattr(dm, "converted", None):  # image files of the other mode, converted to the domain's channels
-            result["converted_mode"] = {role: dm.converted.get(role, 0) for role in dm.specs}
         path = results.write_result(self.run_dir, result)
         from lit_transfer.tracking import push_result_to_loggers
 
         push_result_to_loggers(trainer, result)
         say(f"[lit_transfer] result: {path}")
         print(f"run dir: {self.run_dir}")
+
+
+def subcommands_to_build(args) -> tuple[str, ...]:
+    """The subcommand parsers a command line needs: ``fit`` (config and stage hashes use its parser) and the
+    subcommand it runs, when it starts with one (``lit-transfer fit ...``, every sweep trial); all of them
+    otherwise (``--help`` lists them, an unknown subcommand's error names them)."""
+    if isinstance(args, (list, tuple)) and args and args[0] in SUBCOMMANDS:
+        return tuple(dict.fromkeys(("fit", args[0])))
+    return SUBCOMMANDS
+
+
+def fit_clock(cli) -> dict:
+    """``fit_time_s`` (wall) and ``fit_cpu_s`` (this process's CPU time) since ``fit`` started, its test after fit
+    included, without building the data (``data_time_s``): a sweep trial's wall time minus ``fit_time_s`` is its
+    fixed cost (imports, parsers, data, stage lookup)."""
+    clock = getattr(cli, "fit_started", None)
+    if clock is None:
+        return {}
+    wall, cpu, before = clock
+    after = getattr(cli.datamodule, "load_time", None)
+    data = (0.0, 0.0) if after is None or after == before else after  # built during this fit
+    return {"fit_time_s": round(time.perf_counter() - wall - data[0], 3),
+            "fit_cpu_s": round(time.process_time() - cpu - data[1], 3),
+            "data_time_s": round(after[0], 3) if after is not None else None}
+
+
+def data_notes(dm) -> dict:
+    """What result.json says about the data beyond the splits: unreadable files skipped, classes matched by
+    name, image files converted to the domain's channels."""
+    notes: dict = {}
+    skipping = [role for role, spec in dm.specs.items() if getattr(spec, "skip_corrupt", False)]
+    if skipping:  # unreadable image files left out of this run's data
+        notes["skipped_corrupt"] = {role: len(dm.skipped_files.get(role, [])) for role in skipping}
+    if getattr(dm, "class_names", None) is not None:  # matched by name; a domain missing some says so
+        notes["classes"] = {"names": list(dm.class_names), "missing": dm.missing_classes}
+    if getattr(dm, "converted", None):  # image files of the other mode, converted to the domain's channels
+        notes["converted_mode"] = {role: dm.converted.get(role, 0) for role in dm.specs}
+    return notes
 
 
 def fix_threads_and_seeds(cfg) -> None:

@@ -68,6 +68,7 @@ ARG_MACROS = ("args", "args_no_hyphens", "args_no_boolean_flags", "args_no_equal
 MACROS = ("env", "interpreter", "program") + ARG_MACROS
 ENVVAR_RE = re.compile(r"\$\{envvar:([A-Za-z0-9_]*)\}")
 KILL_GRACE_S = 10.0
+POLL_S = 0.02  # how often the runner checks its trials: a finished trial's slot is refilled within this
 
 
 class SweepError(ValueError):
@@ -539,6 +540,24 @@ def forkable_args(cmd: list[str], fork: bool = True) -> list[str] | None:
     return args
 
 
+def warm_up(args: list[str]) -> None:
+    """Once per runner, before its first fork: import what every trial imports and parse one trial's command
+    line (``--print_config``, its output discarded), so each forked trial finds the modules loaded and
+    jsonargparse's caches filled instead of paying for them itself. A command line that fails to parse here
+    fails in its trial, with the trial's log."""
+    import io
+
+    import lit_transfer.cli
+    import lit_transfer.gain  # noqa: F401 - imported by every fit's result
+    import lit_transfer.tracking  # noqa: F401
+
+    with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
+        try:
+            lit_transfer.cli.main([*args, "--print_config"])
+        except (Exception, SystemExit):  # noqa: BLE001 - only a warm-up
+            pass
+
+
 class ForkedTrial:
     """A trial forked from the (pre-imported) runner, with the bits of ``subprocess.Popen`` the runner uses."""
 
@@ -548,7 +567,7 @@ class ForkedTrial:
         import lit_transfer.cli  # noqa: F401 - imported before forking, so children start warm
 
         gc.collect()
-        gc.freeze()  # children never scan (and so never copy-on-write) the runner's objects
+        gc.freeze()  # children never scan (and so never copy-on-write) the runner's objects; nor collect them
         sys.stdout.flush()
         sys.stderr.flush()
         self.returncode: int | None = None
@@ -591,18 +610,46 @@ class ForkedTrial:
                     sys.stderr.flush()
                 os._exit(code)
 
+    cpu_time_s: float | None = None
+
     def poll(self) -> int | None:
         if self.returncode is None:
-            pid, status = os.waitpid(self.pid, os.WNOHANG)
-            if pid:
-                self.returncode = os.waitstatus_to_exitcode(status)  # -N when killed by signal N, like Popen
+            _reap(self, os.WNOHANG)
         return self.returncode
 
     def wait(self) -> int:
         if self.returncode is None:
-            _, status = os.waitpid(self.pid, 0)
-            self.returncode = os.waitstatus_to_exitcode(status)
+            _reap(self, 0)
         return self.returncode
+
+
+class SpawnedTrial(subprocess.Popen):
+    """A trial spawned as its own process: ``subprocess.Popen`` that also records the CPU time it used."""
+
+    cpu_time_s: float | None = None
+
+    def poll(self) -> int | None:
+        if self.returncode is None:
+            try:
+                _reap(self, os.WNOHANG)
+            except ChildProcessError:  # reaped elsewhere: Popen knows what to report
+                return super().poll()
+        return self.returncode
+
+    def wait(self, timeout: float | None = None) -> int:
+        if self.returncode is None and timeout is None:
+            with contextlib.suppress(ChildProcessError):
+                _reap(self, 0)
+        return super().wait(timeout) if self.returncode is None else self.returncode
+
+
+def _reap(proc, options: int) -> None:
+    """``os.wait4`` on a trial's process: its exit code (-N when killed by signal N, like Popen) and the CPU
+    time (user + system) of the process and of the children it waited for (a source stage, loader workers)."""
+    pid, status, usage = os.wait4(proc.pid, options)
+    if pid:
+        proc.cpu_time_s = usage.ru_utime + usage.ru_stime
+        proc.returncode = os.waitstatus_to_exitcode(status)
 
 
 # ----------------------------------------------------------------------------------------------- runner
@@ -616,7 +663,7 @@ class Trial:
 @dataclass
 class _Running:
     trial: Trial
-    proc: subprocess.Popen | ForkedTrial
+    proc: SpawnedTrial | ForkedTrial
     log: Any
     command: list[str]
     expects_result: bool  # our CLI: success means a result.json, not just exit code 0
@@ -630,6 +677,7 @@ class Runner:
         self.env = trial_env(out, threads)
         self.running: list[_Running] = []
         self.failed: list[str] = []
+        self.warm = False  # warm_up() ran: trials fork from a runner that has imported and parsed once
 
     def start(self, trial: Trial) -> None:
         if trial.dir.exists():
@@ -650,10 +698,13 @@ class Runner:
             env = self.env if cmd[-2:] == ["--run.dir", str(trial.dir)] else {
                 **self.env, "LIT_TRANSFER_RUN_DIR": str(trial.dir)}
             if args is not None:
+                if not self.warm:
+                    warm_up(args)
+                    self.warm = True
                 proc = ForkedTrial(args, log, env)
             else:
-                proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                        env=env, start_new_session=True)
+                proc = SpawnedTrial(cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                    env=env, start_new_session=True)
         except OSError as e:
             log.close()
             self._record(trial, cmd, "failed", time.time(), error=f"cannot start {cmd[0]}: {e}")
@@ -677,16 +728,18 @@ class Runner:
             if rc == 0 and r.expects_result and not (r.trial.dir / "result.json").exists():
                 error = "exited 0 but wrote no result.json"
             status = "ok" if rc == 0 and error is None else "failed"
-            self._record(r.trial, r.command, status, r.started, rc=rc, error=error)
+            self._record(r.trial, r.command, status, r.started, rc=rc, error=error, cpu=r.proc.cpu_time_s)
             done.append((r.trial, status))
         return done
 
     def _record(self, trial: Trial, cmd: list[str], status: str, started: float,
-                rc: int | None = None, error: str | None = None) -> None:
+                rc: int | None = None, error: str | None = None, cpu: float | None = None) -> None:
         wall = time.time() - started
         info = {"schema": 1, "trial_id": trial.id, "status": status, "params": trial.params, "command": cmd,
                 "inputs": command_inputs(cmd), "wall_time_s": round(wall, 3),
                 "ended_at": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+        if cpu is not None:  # the trial process's CPU seconds (user + system), its waited-for children included
+            info["cpu_time_s"] = round(cpu, 3)
         if rc is not None:
             info["returncode"] = rc
             if rc < 0:
@@ -724,7 +777,8 @@ class Runner:
             r.log.close()
             # A result written before the signal landed is complete (the CLI writes it atomically): keep it.
             if not (r.trial.dir / "result.json").exists():
-                self._record(r.trial, r.command, "interrupted", r.started, rc=r.proc.returncode)
+                self._record(r.trial, r.command, "interrupted", r.started, rc=r.proc.returncode,
+                             cpu=r.proc.cpu_time_s)
         self.running.clear()
 
     def run(self, next_trial: Callable[[], Trial | None], on_done: Callable[[Trial, str], None] | None = None):
@@ -741,7 +795,7 @@ class Runner:
                     on_done(trial, status)
             if exhausted and not self.running:
                 return
-            time.sleep(0.05)
+            time.sleep(POLL_S)
 
 
 def _bayes_next(cfg: dict, out: Path, cap: int, constants: tuple[str, ...]) -> Callable[[], Trial | None]:

@@ -24,7 +24,9 @@ def _no_machine_state(tmp_path_factory, monkeypatch):
     from lit_transfer.data import domains, packaged
 
     monkeypatch.setattr(packaged, "SYSTEM_DIRS", [])
-    monkeypatch.setattr(domains, "DOMAIN_CACHE", tmp_path_factory.getbasetemp() / "domain_cache")
+    cache = tmp_path_factory.getbasetemp() / "domain_cache"
+    monkeypatch.setattr(domains, "DOMAIN_CACHE", cache)
+    monkeypatch.setenv("LIT_TRANSFER_DATA_CACHE", str(cache))  # spawned trials and stage processes too
 
 
 @pytest.fixture

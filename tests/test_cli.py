@@ -350,3 +350,24 @@ def test_scratch_warns_about_weights_it_ignores(tmp_path, capfd):
     assert warnings == [f"[lit_transfer] warning: model.weights={missing} has no effect: strategy scratch trains "
                         "from random init (run.transfer: false)"]
     assert json.loads((tmp_path / "run" / "result.json").read_text())["status"] == "ok"
+
+
+def test_only_the_parsers_the_command_line_runs_are_built(tmp_path, source_ckpt, capfd):
+    from lit_transfer.cli import SUBCOMMANDS, TransferCLI, subcommands_to_build
+
+    assert subcommands_to_build(["fit", "--trainer.max_steps=3"]) == ("fit",)  # every sweep trial
+    assert subcommands_to_build(["test", "--ckpt_path", "x"]) == ("fit", "test")  # fit's parser hashes configs
+    assert subcommands_to_build(["--help"]) == subcommands_to_build([]) == SUBCOMMANDS
+    assert subcommands_to_build(["fitt"]) == SUBCOMMANDS  # the parser's error names the valid ones
+    os.environ.pop("LIT_TRANSFER_RUN_DIR", None)
+    cli = TransferCLI(args=["fit", *BASE, *FAST, f"--run.dir={tmp_path / 'fit'}"])
+    assert set(cli.subcommand_parsers) == {"fit"} and (tmp_path / "fit" / "result.json").exists()
+    os.environ.pop("LIT_TRANSFER_RUN_DIR", None)
+    cli = TransferCLI(args=["test", *BASE, "--trainer.enable_progress_bar=false", f"--ckpt_path={source_ckpt}",
+                            f"--run.dir={tmp_path / 'test'}"])
+    assert set(cli.subcommand_parsers) == {"fit", "test"} and cli.fit_parser is cli.subcommand_parsers["fit"]
+    capfd.readouterr()
+    with pytest.raises(SystemExit):
+        main(["fitt"])
+    err = capfd.readouterr().err
+    assert "invalid choice: 'fitt'" in err and all(f"'{name}'" in err for name in SUBCOMMANDS), err

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import sys
+import time
 from typing import Literal
 
 import lightning as L
@@ -152,6 +154,21 @@ class ClassMatching:
     def _label_map(self, role: str) -> dict[int, int] | None:
         names, maps = self._match_classes()
         return maps[role] if names is not None else self.specs[role].label_map
+
+
+def _once_timed(build):
+    """``_load``: builds the data once (later calls return at once) and records the wall and CPU seconds it took
+    as ``load_time`` (in result.json ``data_time_s``: a sweep trial's fixed cost, not its fit)."""
+
+    @functools.wraps(build)
+    def load(self) -> None:
+        if self._indices:
+            return
+        started = time.perf_counter(), time.process_time()
+        build(self)
+        self.load_time = (time.perf_counter() - started[0], time.process_time() - started[1])
+
+    return load
 
 
 class DomainPairDataModule(ClassMatching, L.LightningDataModule):
@@ -327,9 +344,8 @@ class DomainPairDataModule(ClassMatching, L.LightningDataModule):
                                               f"(shots={self.shots.get(role)}); nothing to train on")
         self.seed = torch.initial_seed()  # seed_everything sets it, so the shuffle order follows the run's seed
 
+    @_once_timed
     def _load(self) -> None:
-        if self._indices:
-            return
         check_channels(self.specs)
         missing = self.missing_classes
         for role, names in missing.items():

@@ -7,6 +7,9 @@ loading, because the CLI links both into the model before ``setup`` runs.
 from __future__ import annotations
 
 import dataclasses
+import functools
+import hashlib
+import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -88,9 +91,9 @@ _DOMAINS = Registry("domain")
 def register_domain(name: str, *, num_classes: IntOrFn, in_chans: IntOrFn, cache: bool = False) -> Callable:
     """Register ``load(spec) -> Domain``; ``num_classes``/``in_chans`` are ints or cheap ``fn(spec)``.
 
-    ``cache``: the dataset is a fixed release (not a user's folder), so :func:`load_domain` keeps its prepared
-    tensors in :data:`DOMAIN_CACHE` and later runs (every sweep trial) read them back instead of decoding and
-    resizing again."""
+    ``cache``: the dataset is fixed (a released dataset, or one generated with fixed seeds; not a user's folder),
+    so :func:`load_domain` keeps its prepared tensors in :data:`DOMAIN_CACHE` and later runs (every sweep trial)
+    read them back instead of decoding, resizing and shifting again."""
 
     def deco(fn: Callable[[DomainSpec], Domain]) -> Callable:
         _DOMAINS[name] = _Entry(fn, num_classes, in_chans, cache)
@@ -147,38 +150,85 @@ def in_chans(spec: DomainSpec) -> int:
 
 
 DOMAIN_CACHE = Path(os.environ.get("LIT_TRANSFER_DATA_CACHE", "~/.cache/lit_transfer/domains")).expanduser()
-_CACHE_VERSION = 1  # bump when how a domain is prepared changes
+# Bump when how a domain is prepared changes in a way the source files below do not show (a library's data).
+_CACHE_VERSION = 2
+# The code that prepares a cached domain: any change to these files is a new cache key (their bytes are hashed).
+_PREPARING_CODE = ("domains.py", "shifts.py", "common.py", "packaged.py")
+
+
+@functools.lru_cache(maxsize=1)
+def _code_digest() -> str:
+    digest = hashlib.sha256()
+    for name in _PREPARING_CODE:
+        try:
+            digest.update((Path(__file__).parent / name).read_bytes())
+        except OSError:  # installed without its sources (bytecode only): _CACHE_VERSION alone keys the code
+            digest.update(f"{name}: no source".encode())
+    return digest.hexdigest()[:16]
+
+
+def _cache_key(spec: DomainSpec, split_seed: int) -> str:
+    """Everything that defines a prepared domain: what it is (name, shifts, channels, size, half, label map),
+    where its files are, the split seed (random shifts, halves), and the code version preparing it."""
+    return json.dumps({"v": _CACHE_VERSION, "code": _code_digest(), "spec": spec.identity(), "root": _root(spec),
+                       "split_seed": split_seed}, sort_keys=True, default=str)
 
 
 def _cache_path(spec: DomainSpec, split_seed: int) -> Path:
-    import hashlib
-    import json
+    return DOMAIN_CACHE / f"{spec.name}-{hashlib.sha256(_cache_key(spec, split_seed).encode()).hexdigest()[:16]}.pt"
 
-    key = json.dumps({"v": _CACHE_VERSION, "spec": spec.identity(), "root": _root(spec), "split_seed": split_seed},
-                     sort_keys=True, default=str)
-    return DOMAIN_CACHE / f"{spec.name}-{hashlib.sha256(key.encode()).hexdigest()[:16]}.pt"
+
+def _content_digest(images, labels, official: dict, origin) -> str:
+    """sha256 of a prepared domain's tensors: a cache file whose bytes changed (a bad disk, a partial copy) is
+    rebuilt, never trusted (``torch.load`` reads a flipped byte in a tensor without complaint)."""
+    digest = hashlib.sha256()
+    for name, t in [("images", images), ("labels", labels), ("origin", origin),
+                    *((f"official/{k}", official[k]) for k in sorted(official))]:
+        digest.update(name.encode())
+        if t is not None:
+            t = t.contiguous()
+            digest.update(f"{t.dtype}{tuple(t.shape)}".encode())
+            digest.update(t.numpy().view(np.uint8).reshape(-1) if t.numel() else b"")
+    return digest.hexdigest()
+
+
+def _read_cached(path: Path, key: str) -> Domain | None:
+    """The domain cached at ``path`` when it is exactly the one ``key`` names and its tensors are intact."""
+    try:
+        saved = torch.load(path, map_location="cpu", weights_only=True)
+        parts = saved["images"], saved["labels"], dict(saved["official"]), saved["origin"]
+        if saved["key"] == key and saved["digest"] == _content_digest(*parts):
+            return Domain(*parts[:3], origin=parts[3])
+    except FileNotFoundError:
+        return None
+    except Exception:  # noqa: BLE001 - truncated, garbage, another format: whatever it is, rebuild it
+        pass
+    return None
 
 
 def load_domain(spec: DomainSpec, split_seed: int) -> Domain:
     """Decode ``spec``'s dataset, then convert channels, resize and apply its shifts (seeded by the split seed).
 
-    Fixed releases (``register_domain(cache=True)``) are prepared once and read back from :data:`DOMAIN_CACHE`."""
+    Fixed datasets (``register_domain(cache=True)``: released files, and the synthetic digits domains) are
+    prepared once and read back from :data:`DOMAIN_CACHE` (``$LIT_TRANSFER_DATA_CACHE``): every later run, e.g.
+    each sweep trial, skips decoding, resizing and shifting. Files are written atomically and checked on
+    every read (their key and a sha256 of their tensors); a file that fails either is rebuilt."""
     check_spec(spec)
     if not _DOMAINS[spec.name].cache:
         return _prepare(spec, split_seed)
-    path = _cache_path(spec, split_seed)
-    try:
-        saved = torch.load(path, map_location="cpu", weights_only=True)
-        return Domain(saved["images"], saved["labels"], saved["official"], origin=saved["origin"])
-    except (OSError, RuntimeError, KeyError, EOFError, ValueError, TypeError):
-        pass  # not there yet, or unreadable: prepare it again
+    key, path = _cache_key(spec, split_seed), _cache_path(spec, split_seed)
+    cached = _read_cached(path, key)
+    if cached is not None:
+        return cached
     domain = _prepare(spec, split_seed)
+    official = dict(domain.official)
     try:
         from lit_transfer import atomic
 
         with atomic.atomic_path(path) as tmp:
-            torch.save({"images": domain.images, "labels": domain.labels, "official": dict(domain.official),
-                        "origin": domain.origin}, tmp)
+            torch.save({"key": key, "images": domain.images, "labels": domain.labels, "official": official,
+                        "origin": domain.origin,
+                        "digest": _content_digest(domain.images, domain.labels, official, domain.origin)}, tmp)
     except OSError:
         pass  # a read-only home: every run prepares the data itself
     return domain
@@ -301,7 +351,7 @@ def _open(cls, spec: DomainSpec, **kwargs):
 # --- built-in domains -------------------------------------------------------------------------------------
 
 
-@register_domain("digits", num_classes=10, in_chans=1)
+@register_domain("digits", num_classes=10, in_chans=1, cache=True)
 def _digits(spec: DomainSpec) -> Domain:
     """sklearn's embedded 8×8 digits (1797 images): works offline, trains in seconds on a CPU."""
     from sklearn.datasets import load_digits
@@ -311,7 +361,7 @@ def _digits(spec: DomainSpec) -> Domain:
     return Domain(torch.from_numpy(images), torch.from_numpy(data.target).long())
 
 
-@register_domain("digits_m", num_classes=10, in_chans=3)
+@register_domain("digits_m", num_classes=10, in_chans=3, cache=True)
 def _digits_m(spec: DomainSpec) -> Domain:
     """MNIST-M built on sklearn's digits (Ganin et al., 2016): each digit, upsampled to ``image_size`` (default
     28) and made RGB, blended with a random colour patch of sklearn's bundled photos: ``|patch − digit|`` per
@@ -390,7 +440,7 @@ def _mnist5k_m(spec: DomainSpec) -> Domain:
 
 
 # UCI's handwritten digits (scikit-learn's 1,797 8x8 images), under the name a cross-dataset pair reads best with.
-register_domain("uci_digits", num_classes=10, in_chans=1)(_digits)
+register_domain("uci_digits", num_classes=10, in_chans=1, cache=True)(_digits)
 
 
 @register_domain("usps", num_classes=10, in_chans=1)
