@@ -1,11 +1,13 @@
-"""Callbacks the tests load through the CLI (``class_path: tests.helpers.…``)."""
+"""Callbacks the tests load through the CLI (``class_path: tests.helpers.…``), and shared test helpers."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
 import lightning as L
+import pytest
 import torch
+import yaml
 
 
 class DumpRankWeights(L.Callback):
@@ -23,3 +25,15 @@ class DumpRankWeights(L.Callback):
     def on_train_end(self, trainer, pl_module):
         torch.save({k: v.detach().cpu().clone() for k, v in pl_module.state_dict().items()},
                    self.dirpath / f"rank{trainer.global_rank}.pt")
+
+
+def parsed_config(args: list[str], capsys) -> dict:
+    """The config our CLI resolves from ``args`` (parse only: ``--print_config``, nothing trains)."""
+    from lit_transfer.cli import main
+
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as exit_:
+        main([*args, "--print_config"])
+    out = capsys.readouterr()
+    assert exit_.value.code in (0, None), out.err
+    return yaml.safe_load(out.out)

@@ -9,7 +9,7 @@ import pytest
 import yaml
 
 from conftest import REPO
-from lit_transfer.cli import main
+from helpers import parsed_config
 from lit_transfer.sweep import build_command, load_sweep, plan_trials
 
 MODEL = "configs/model/small_cnn.yaml"
@@ -19,19 +19,10 @@ DA = {"digits_to_digits_m": "digits_m_da", "uci_digits_to_mnist5k": "da_uci_to_m
 REAL = ["da_uci_to_mnist5k", "da_mnist5k_to_uci", "da_mnist5k_to_mnist5k_m"]
 
 
-def printed(capsys, args: list[str]) -> dict:
-    capsys.readouterr()
-    with pytest.raises(SystemExit) as exit_:
-        main([*args, "--print_config"])
-    out = capsys.readouterr()
-    assert exit_.value.code in (0, None), out.err
-    return yaml.safe_load(out.out)
-
-
 def sweep_trial(capsys, sweep: str, tmp_path, **params) -> dict:
     cfg = load_sweep(REPO / "sweeps" / f"{sweep}.yaml")
     cmd = build_command(cfg, {"strategy": "dann", "seed_everything": 0, **params}, tmp_path / "trial")
-    return printed(capsys, cmd[cmd.index("fit"):-2])  # without --run.dir
+    return parsed_config(cmd[cmd.index("fit"):-2], capsys)  # without --run.dir
 
 
 def test_every_da_data_config_naming_a_protocol_has_its_sweep():
@@ -45,7 +36,7 @@ def test_every_da_data_config_naming_a_protocol_has_its_sweep():
 
 @pytest.mark.parametrize("data", sorted(DA))
 def test_fit_with_the_shipped_configs_trains_what_the_sweep_measured(capsys, tmp_path, data):
-    plain = printed(capsys, ["fit", "--config", f"configs/data/{data}.yaml", "--config", MODEL, "--strategy", "dann"])
+    plain = parsed_config(["fit", "--config", f"configs/data/{data}.yaml", "--config", MODEL, "--strategy", "dann"], capsys)
     trial = sweep_trial(capsys, DA[data], tmp_path)
     for section in ("trainer", "model", "data"):
         assert plain[section] == trial[section], section
@@ -81,7 +72,7 @@ def test_every_trial_of_the_real_da_sweeps_resolves(capsys, tmp_path, sweep):
     cfg = load_sweep(REPO / "sweeps" / f"{sweep}.yaml")
     for trial in plan_trials(cfg):
         cmd = build_command(cfg, trial, tmp_path / "trial")
-        config = printed(capsys, cmd[cmd.index("fit"):-2])
+        config = parsed_config(cmd[cmd.index("fit"):-2], capsys)
         assert (config["run"]["strategy"], config["seed_everything"]) == (trial["strategy"], trial["seed_everything"])
         assert config["protocol"] == "da_real" and config["trainer"]["max_steps"] == 1000
 
@@ -106,7 +97,7 @@ def test_the_few_shot_use_of_the_cross_dataset_configs_is_one_documented_command
     path = REPO / "configs/data/uci_digits_to_mnist5k.yaml"
     flags = ["--protocol=null", "--data.target_shots=10", "--model.selection=auto", "--data.split_seed=0"]
     assert " ".join(flags) in path.read_text()
-    config = printed(capsys, ["fit", "--config", str(path), "--config", MODEL, "--strategy", "finetune", *flags])
+    config = parsed_config(["fit", "--config", str(path), "--config", MODEL, "--strategy", "finetune", *flags], capsys)
     assert config["trainer"]["max_epochs"] == 15 and config["model"]["lr"] == 0.003  # the model config's budget
     assert config["data"]["target_shots"] == 10 and config["model"]["selection"] == "auto"
     assert not any("EMA" in c["class_path"] for c in config["trainer"]["callbacks"] or [])

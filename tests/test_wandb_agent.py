@@ -19,6 +19,7 @@ from pathlib import Path
 import pytest
 import yaml
 from conftest import REPO, wandb_records
+from helpers import parsed_config
 
 from lit_transfer import tracking
 from lit_transfer.sweep import build_command, load_sweep, plan_trials
@@ -58,18 +59,6 @@ def cli_args(command: list[str]) -> list[str]:
     i = command.index("lit_transfer")
     assert command[i - 1] == "-m"
     return command[i + 1:]
-
-
-def parsed_config(args: list[str], capsys) -> dict:
-    """The config our CLI resolves from ``args`` (parse only: ``--print_config``, nothing trains)."""
-    from lit_transfer.cli import main
-
-    capsys.readouterr()
-    with pytest.raises(SystemExit) as exit_:
-        main([*args, "--print_config"])
-    out = capsys.readouterr()
-    assert exit_.value.code in (0, None), out.err
-    return yaml.safe_load(out.out)
 
 
 def dig(config: dict, dotted: str):
