@@ -49,9 +49,14 @@ class ConfusionMatrix(nn.Module):
     def __init__(self, num_classes: int):
         super().__init__()
         self.num_classes = num_classes
-        self.register_buffer("counts", torch.zeros(num_classes * num_classes, dtype=torch.int64), persistent=False)
+        # Not a buffer: whatever handles a model's buffers must leave the counts alone. Lightning's
+        # EMAWeightAveraging swaps every buffer back at validation end, before the module's own hook computes
+        # (every val accuracy read 0.0 under EMA); DDP broadcasts rank 0's buffers.
+        self.counts = torch.zeros(num_classes * num_classes, dtype=torch.int64)
 
     def update(self, logits: torch.Tensor, y: torch.Tensor) -> None:
+        if self.counts.device != logits.device:  # follows the logits (no buffer moves it with the model)
+            self.counts = self.counts.to(logits.device)
         pred = logits.argmax(dim=-1)
         cell = y.to(torch.int64) * self.num_classes + pred
         self.counts.index_add_(0, cell, torch.ones_like(cell))

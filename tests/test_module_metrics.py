@@ -53,3 +53,23 @@ def test_confusion_matrix_metrics_equal_torchmetrics_with_absent_classes():
     assert float(got["f1"]) == pytest.approx(float(multiclass_f1_score(x, y, 7, average="macro")), abs=1e-6)
     cm.reset()
     assert int(cm.counts.sum()) == 0 and float(cm.compute()["acc"]) == 0.0
+
+
+def test_val_metrics_under_ema_weight_averaging_are_those_of_the_averaged_weights(tmp_path):
+    """EMAWeightAveraging swaps every buffer of the module back before the module's epoch-end hook computes: the
+    confusion counts must not be one (they read 0 there, so every val accuracy of an EMA run was 0.0)."""
+    from lightning.pytorch.callbacks import EMAWeightAveraging
+
+    dm = make_dm(eval_batch_size=7)
+    model = make_module(lr=0.01)
+    assert not any(b is model.metrics["target_val"].counts for b in model.buffers())
+    trainer = make_trainer(tmp_path, max_epochs=10, callbacks=[EMAWeightAveraging(decay=0.9)])
+    trainer.fit(model, datamodule=dm)
+    got = trainer.callback_metrics  # the last validation: the averaged weights, which fit leaves in the model
+    model.eval()
+    for domain in ("target", "source"):
+        images, labels = dm.subset(domain, "val")
+        with torch.no_grad():
+            acc = float((model(images).argmax(-1) == labels).float().mean())
+        assert float(got[f"{domain}/val_acc"]) == pytest.approx(acc, abs=1e-6)
+    assert float(got["target/val_acc"]) > 0.5  # trained on the target: far above chance (and above 0.0)
