@@ -78,6 +78,24 @@ def test_report_claims_a_da_gain_that_holds_over_the_final_part_and_says_which_r
     assert rows["dann"]["gain_mean"] == pytest.approx(0.08)
     assert not rows["mcc"]["gain_claimed"]
     notes = " ".join(summary["notes"])
-    assert "uci_to_mnist/dann/shots=None: claimed by the rule for runs selected without target labels" in notes
+    assert "uci_to_mnist/dann/shots=None: claimable by the rule for runs selected without target labels" in notes
     assert "uci_to_mnist/mcc/shots=None: no gain or negative transfer is claimed because the paired gain flips sign" in notes
     assert "(not claimed)" not in next(line for line in report.markdown(summary).splitlines() if "| dann |" in line)
+
+
+def test_da_report_draws_no_labels_per_class_plot_and_warns_nothing(tmp_path):
+    """A DA report (no row has labels per class) draws the gain plot only: no empty accuracy-vs-shots figure and
+    no matplotlib 'no artists' warning on the console."""
+    import warnings
+
+    for seed, base in enumerate(BASE):
+        _da_result(tmp_path, f"so{seed}", "source_only", seed, base, base[-1])
+        dann = [v + 0.07 + 0.01 * seed for v in base]
+        _da_result(tmp_path, f"dann{seed}", "dann", seed, dann, dann[-1])
+    summary = report.summarise(report.collect(tmp_path / "runs")[0], baseline="source_only")
+    (tmp_path / "out").mkdir()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        paths = report.plots(summary, tmp_path / "out")
+    names = sorted(p.name for p in paths)
+    assert "gain_over_source_only_uci_to_mnist.png" in names and not any(n.startswith("accuracy_vs_shots") for n in names)
