@@ -41,236 +41,17 @@ from lit_transfer.divergence import DivergenceGuard
 from lit_transfer.errors import DIVERGED_EXIT_CODE, TrainingDiverged, TransferConfigError
 from lit_transfer.evaluation import SCORE, selection_metric
 from lit_transfer.module import TransferClassifier
+from lit_transfer.plan.command_line import (SUBCOMMANDS, TOOLS, check_keys, expand_protocol, expand_strategy,
+                                            prepare_cli_args, process_args, resolve_config_paths,
+                                            subcommand_index, with_run_config)
 from lit_transfer.stages import resolve_source_stage, source_seed
 
 __all__ = ["TransferCLI", "main", "expand_strategy", "expand_protocol", "resolve_config_paths", "SUBCOMMANDS"]
 
 _created: list[Path] = []  # run dirs this process made: removed again if the run fails before writing anything
 RUN_DIR_ENV = "LIT_TRANSFER_RUN_DIR"  # shared with DDP worker processes, which re-run the same command
-SUBCOMMANDS = ("fit", "validate", "test", "predict")
 DEFAULT_RUNS_ROOT = "runs"
 DEFAULT_STAGE_CACHE = "~/.cache/lit_transfer/stages"
-_CONFIG_FLAGS = ("--config", "-c")
-_TOOLS = ("sweep", "report", "rank")  # lit-transfer subcommands that lit_transfer.entry dispatches
-
-
-def _options(argv: list[str]):
-    """``(index, key, value)`` of every ``--key value`` / ``--key=value`` (value ``None`` for a bare flag)."""
-    i = 0
-    while i < len(argv):
-        arg = argv[i]
-        if arg.startswith("-"):
-            key, eq, value = arg.partition("=")
-            if not eq:
-                nxt = argv[i + 1] if i + 1 < len(argv) else None
-                value = None if nxt is None or nxt.startswith("--") else nxt
-                if value is not None:
-                    yield i, key, value
-                    i += 2
-                    continue
-            yield i, key, value if eq else None
-        i += 1
-
-
-def resolve_config_paths(argv: list[str]) -> list[str]:
-    """``--config`` values that do not exist relative to the working directory but name a shipped file
-    (``configs/data/digits_shift.yaml``) point to the shipped file: configs and sweeps work from any directory."""
-    out = list(argv)
-    for i, key, value in _options(argv):
-        if key in _CONFIG_FLAGS and value is not None:
-            if out[i] == key:
-                out[i + 1] = configs.resolve(value)
-            else:
-                out[i] = f"{key}={configs.resolve(value)}"
-    return out
-
-
-def _yaml_mapping(path: str) -> dict:
-    """A config file's top level, or ``{}`` when it cannot be read (the parser then reports the problem)."""
-    import yaml
-
-    try:
-        data = yaml.safe_load(Path(path).expanduser().read_text())
-    except (OSError, yaml.YAMLError, UnicodeDecodeError):
-        return {}
-    return data if isinstance(data, dict) else {}
-
-
-def _chosen(argv: list[str], kind: str) -> tuple[Optional[str], Optional[str]]:
-    """The ``kind`` config named (``--<kind>`` or ``<kind>:`` of a ``--config`` file; the last one given wins;
-    ``null``: none) and the configs folder to look it up in (``--run.configs``, or ``run: {configs: ...}``)."""
-    name = configs_dir = None
-    for _, key, value in _options(argv):
-        if key == f"--{kind}":
-            name = value
-        elif key == "--run.configs":
-            configs_dir = value
-        elif key in _CONFIG_FLAGS and value is not None:
-            data = _yaml_mapping(value)
-            if kind in data:
-                name = data[kind]
-            run = data.get("run")
-            if isinstance(run, dict) and run.get("configs") is not None:
-                configs_dir = run["configs"]
-    if name is not None and str(name).lower() in ("null", "none", ""):
-        name = None
-    return (None if name is None else str(name)), (None if configs_dir is None else str(configs_dir))
-
-
-def chosen_strategy(argv: list[str]) -> tuple[Optional[str], Optional[str]]:
-    """The strategy (``--strategy`` or ``strategy:`` of a ``--config`` file; the last one given wins) and the
-    configs folder to look it up in (``--run.configs``, or ``run: {configs: ...}`` of a ``--config`` file)."""
-    return _chosen(argv, "strategy")
-
-
-def _subcommand_end(argv: list[str]) -> int:
-    """Index just after the subcommand (0 when there is none)."""
-    return next((i + 1 for i, arg in enumerate(argv) if arg in SUBCOMMANDS and not _is_value(argv, i)), 0)
-
-
-def expand_strategy(argv: list[str]) -> list[str]:
-    """The chosen strategy's config (``configs/strategy/NAME.yaml``) inserted as the FIRST ``--config`` of the
-    subcommand, so every other config file and flag overrides it whatever the argument order (``wandb agent``
-    passes parameters alphabetically: ``--model.lr`` before ``--strategy``). Unknown name: a one-line error."""
-    argv = list(argv)
-    name, configs_dir = chosen_strategy(argv)
-    if name is None:
-        return argv
-    path = configs.strategy_config(name, configs_dir)
-    at = _subcommand_end(argv)
-    return [*argv[:at], "--config", str(path), *argv[at:]]
-
-
-def expand_protocol(argv: list[str]) -> list[str]:
-    """The chosen protocol's config (``configs/protocol/NAME.yaml``, named by ``protocol: NAME`` in a config file
-    or ``--protocol NAME``) inserted right after the LAST ``--config``: it wins over the data and model configs
-    (a model config's ``max_epochs`` must not undo a benchmark's budget), and the flags given after the configs
-    (a sweep's ``${args}``, a user's overrides) win over it. ``--protocol=null``: none. Applied once: a command
-    already holding it there is returned as it is. Unknown name: a one-line error."""
-    argv = list(argv)
-    name, configs_dir = _chosen(argv, "protocol")
-    if name is None:
-        return argv
-    path = configs.named_config("protocol", name, configs_dir)
-    at, last = _subcommand_end(argv), None
-    for i, key, value in _options(argv):
-        if key in _CONFIG_FLAGS and value is not None:
-            at, last = (i + 2 if argv[i] == key else i + 1), value
-    if last is not None and Path(last).expanduser().resolve() == path.resolve():
-        return argv
-    return [*argv[:at], "--config", str(path), *argv[at:]]
-
-
-_EVAL_SUBCOMMANDS = ("validate", "test", "predict")
-
-
-def with_run_config(argv: list[str]) -> list[str]:
-    """``validate``/``test``/``predict --ckpt_path <run>/checkpoints/X.ckpt`` without ``--config``: the run's
-    saved ``config.yaml`` comes first, so the checkpoint is evaluated on the data (and with the model) it was
-    trained with, never on the defaults. A checkpoint that does not exist is a one-line error."""
-    at = next((i for i, arg in enumerate(argv) if arg in SUBCOMMANDS and not _is_value(argv, i)), None)
-    if at is None or argv[at] not in _EVAL_SUBCOMMANDS:
-        return argv
-    options = list(_options(argv[at + 1:]))
-    ckpt = next((value for _, key, value in reversed(options) if key == "--ckpt_path"), None)
-    if ckpt is None or str(ckpt).lower() in ("null", "none", ""):
-        return argv
-    path = Path(ckpt).expanduser()
-    if not path.is_file():
-        raise TransferConfigError(f"checkpoint not found: {ckpt}; give an existing checkpoint, e.g. "
-                                  "<run dir>/checkpoints/best.ckpt")
-    if any(key in _CONFIG_FLAGS for _, key, _ in options):
-        return argv  # the user says which data and model
-    run_config = path.resolve().parent.parent / "config.yaml"
-    if not run_config.is_file():
-        raise TransferConfigError(f"{ckpt} is not inside a run directory (no {run_config}), so the data it was "
-                                  "trained on is unknown; give --config with its data and model configs")
-    print(f"[lit_transfer] using the run's config: {run_config}", file=sys.stderr)
-    return [*argv[:at + 1], "--config", str(run_config), *argv[at + 1:]]
-
-
-def _known_keys(parser) -> set[str]:
-    """Every ``--key`` the parser accepts, without the dashes (``data.target_shots``, ``model.optimizer``)."""
-    return {opt[2:] for opt in getattr(parser, "_option_string_actions", {}) if opt.startswith("--")}
-
-
-def _domain_fields() -> list[str]:
-    import dataclasses
-
-    from lit_transfer.data import DomainSpec
-
-    return [f.name for f in dataclasses.fields(DomainSpec)]
-
-
-def unknown_key(key: str, known: set[str]) -> Optional[tuple[str, Optional[str]]]:
-    """``(key, closest valid key or None)`` when ``key`` names no option; ``None`` when it is valid (or lies
-    below an option that checks its own keys: a class's ``init_args``, a dict-valued option)."""
-    import difflib
-
-    key = key.rstrip("+")  # --trainer.callbacks+=...
-    if key in known or any(k.startswith(key + ".") for k in known):  # an option, or a group given whole
-        return None
-    parts = key.split(".")
-    for i in range(len(parts) - 1, 0, -1):
-        head = ".".join(parts[:i])
-        if head not in known:
-            continue
-        if head + ".help" not in known and any(k.startswith(head + ".") for k in known):
-            break  # a group (data, model, trainer, checkpoint): the key must be one of its options
-        if head in ("data.source", "data.target"):  # a DomainSpec: its fields are known here
-            fields = _domain_fields()
-            if parts[i] in fields:
-                return None
-            close = difflib.get_close_matches(parts[i], fields, n=1, cutoff=0.6)
-            return key, (f"{head}.{close[0]}" if close else None)
-        return None  # below a class-typed or dict-valued option: jsonargparse checks it
-    close = difflib.get_close_matches(key, sorted(known), n=1, cutoff=0.6)
-    return key, (close[0] if close else None)
-
-
-def _yaml_keys(data, prefix: str, known: set[str]):
-    """Dotted keys of a config file's mapping, down to the options the parser knows."""
-    for name, value in data.items():
-        key = f"{prefix}{name}"
-        if key in ("data.source", "data.target") and isinstance(value, dict):
-            yield from (f"{key}.{field}" for field in value)
-        elif (isinstance(value, dict) and f"{key}.help" not in known
-              and any(k.startswith(key + ".") for k in known)):
-            yield from _yaml_keys(value, key + ".", known)  # a group: data, model, trainer, checkpoint
-        else:
-            yield key
-
-
-def check_keys(parser, argv: list[str]) -> None:
-    """Every key on the command line and in every ``--config`` file names an option; otherwise one line with
-    the closest valid key. Prefixes are not keys (``--data.target_shot 5`` is not ``data.target_shots``)."""
-    known = _known_keys(parser)
-    if not known:
-        return
-    for _, flag, value in _options(argv):
-        if flag in _CONFIG_FLAGS:
-            if value is None:
-                continue
-            data = _yaml_mapping(value)
-            for key in _yaml_keys(data, "", known):
-                if key == "subcommand" or key in SUBCOMMANDS:
-                    continue
-                bad = unknown_key(key, known)
-                if bad:
-                    hint = f"; did you mean {bad[1]}?" if bad[1] else "; see lit-transfer fit --help"
-                    raise TransferConfigError(f"unknown key {bad[0]} in {value}{hint}")
-            continue
-        if not flag.startswith("--") or flag in ("--help", "--print_config", "--verbose"):
-            continue
-        bad = unknown_key(flag[2:], known)
-        if bad:
-            hint = f"; did you mean --{bad[1]}?" if bad[1] else "; see lit-transfer fit --help"
-            raise TransferConfigError(f"unknown option --{bad[0]} on the command line{hint}")
-
-
-def _is_value(argv: list[str], i: int) -> bool:
-    """Whether ``argv[i]`` is the value of the option before it (``--run.experiment test``)."""
-    return i > 0 and argv[i - 1].startswith("-") and "=" not in argv[i - 1]
 
 
 def _strategy_help() -> str:
@@ -322,7 +103,7 @@ class TransferCLI(LightningCLI):
                                  "`lit-transfer rank` scores candidate sources before fine-tuning.")
         # jsonargparse gives every subcommand parser the main parser's formatter class
         parser_kwargs.setdefault("formatter_class", CompactHelpFormatter)
-        self.built_subcommands = subcommands_to_build(sys.argv[1:] if kwargs.get("args") is None else kwargs["args"])
+        self.built_subcommands = subcommands_to_build(process_args() if kwargs.get("args") is None else kwargs["args"])
         for name in self.built_subcommands:  # per-subcommand parser_kwargs: LightningCLI passes them to init_parser
             sub = dict(parser_kwargs.get(name) or {})
             sub[_SUBCOMMAND_KWARG] = name
@@ -402,14 +183,12 @@ class TransferCLI(LightningCLI):
 
     def parse_arguments(self, parser: LightningArgumentParser, args) -> None:
         if args is None:
-            args = sys.argv[1:]
+            args = process_args()
         if isinstance(args, (list, tuple)):
-            from lit_transfer.tracking import prepare_cli_args
-
             # Agents' None values and loggers given without a save_dir (filled in with the run dir) parse.
             self.argv = with_run_config(prepare_cli_args(resolve_config_paths(list(args))))
             args = expand_protocol(expand_strategy(self.argv))
-            at = next((i for i, arg in enumerate(args) if arg in SUBCOMMANDS and not _is_value(args, i)), None)
+            at = subcommand_index(args)
             sub_parser = self.subcommand_parsers.get(args[at]) if at is not None else parser
             check_keys(sub_parser or parser, args[at + 1:] if at is not None else args)
         with warnings.catch_warnings():  # the arguments are passed explicitly on purpose (strategy expanded)
@@ -733,8 +512,8 @@ def _user_error(err: BaseException, kind: type = TransferConfigError) -> Optiona
 
 def main(argv: Optional[list[str]] = None) -> None:
     """``lit-transfer fit|validate|test|predict ...`` (sweep trials call this directly)."""
-    argv = list(sys.argv[1:] if argv is None else argv)
-    if argv and argv[0] in _TOOLS:  # this module sits below them (a sweep trial runs it): no import of them here
+    argv = process_args() if argv is None else list(argv)
+    if argv and argv[0] in TOOLS:  # this module sits below them (a sweep trial runs it): no import of them here
         print(f"lit-transfer: error: '{argv[0]}' is dispatched by lit_transfer.entry.main (the lit-transfer "
               "command), not lit_transfer.cli.main", file=sys.stderr)
         raise SystemExit(2)

@@ -11,16 +11,15 @@ sweep/report/rank (a sweep trial runs the CLI), so the package's import graph st
 
 from __future__ import annotations
 
-import sys
 from typing import Optional
+
+from lit_transfer.plan.command_line import TOOLS, process_args  # TOOLS: everything else goes to the Lightning CLI
 
 __all__ = ["main", "TOOLS"]
 
-TOOLS = ("sweep", "report", "rank")  # everything else goes to the Lightning CLI (fit/validate/test/predict/--help)
-
 
 def main(argv: Optional[list[str]] = None) -> None:
-    argv = list(sys.argv[1:] if argv is None else argv)
+    argv = process_args() if argv is None else list(argv)
     tool = argv[0] if argv else None
     if tool == "sweep":
         from lit_transfer.sweep import main as tool_main

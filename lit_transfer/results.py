@@ -10,9 +10,12 @@ import torch
 
 from lit_transfer import atomic
 
-__all__ = ["scalar_metrics", "config_hash", "build_result", "write_result", "code_version", "upgrade", "SCHEMA"]
+__all__ = ["Result", "TARGET_TEST_ACC", "is_ok", "accuracy", "read_result", "scalar_metrics", "config_hash",
+           "build_result", "write_result", "code_version", "upgrade", "SCHEMA"]
 
 SCHEMA = 1
+TARGET_TEST_ACC = "target/test_acc"  # the headline metric: target test accuracy of the selected checkpoint
+OK = "ok"
 # Parts of the config that say where a run lives (or where its inputs are found), not what it computes. The
 # strategy's name or path is here too: what it sets is in the resolved config itself (and run.strategy).
 VOLATILE_KEYS = ("run.dir", "run.root", "run.stage_cache", "run.configs", "strategy", "trainer.default_root_dir",
@@ -167,3 +170,70 @@ def upgrade(result: dict) -> dict:
     if isinstance(convergence, dict) and convergence.get("metric") == "val_acc":
         convergence["metric"] = SCORE
     return result
+
+
+def is_ok(result) -> bool:
+    """The one rule for a usable result: a mapping whose ``status`` is ``ok`` (files written before ``status``
+    existed have none and were all ok). Anything else (``diverged``, ``failed``, not a mapping) is never averaged."""
+    return isinstance(result, Mapping) and result.get("status", OK) == OK
+
+
+def accuracy(result, key: str = TARGET_TEST_ACC) -> float | None:
+    """A metric of an ok result as a finite float; ``None`` when it is missing, not a number or not finite (a
+    failed run has no metric, whatever its file says)."""
+    import math
+
+    if not is_ok(result):
+        return None
+    metrics = result.get("metrics")
+    value = metrics.get(key) if isinstance(metrics, Mapping) else None
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        return None
+    return float(value)
+
+
+class Result(dict):
+    """A ``result.json`` record: a plain dict (what is written and what W&B and the report read), with the rules
+    every reader shares: :attr:`ok`, :meth:`metric`, :meth:`read` (old files upgraded) and :meth:`write`."""
+
+    @property
+    def status(self) -> str:
+        return str(self.get("status", OK))
+
+    @property
+    def ok(self) -> bool:
+        return is_ok(self)
+
+    @property
+    def error(self) -> str | None:
+        return None if self.ok else str(self.get("error") or "no reason recorded")
+
+    def metric(self, key: str = TARGET_TEST_ACC) -> float | None:
+        return accuracy(self, key)
+
+    @property
+    def target_test_acc(self) -> float | None:
+        return accuracy(self, TARGET_TEST_ACC)
+
+    @classmethod
+    def read(cls, path) -> "Result | None":
+        """The result in ``path`` (a ``result.json`` or a run dir holding one), upgraded to the current schema;
+        ``None`` when it is missing, unreadable or not a JSON object."""
+        import json
+
+        path = Path(path)
+        if path.is_dir():
+            path = path / "result.json"
+        try:
+            data = json.loads(path.read_text())
+        except (OSError, ValueError):
+            return None
+        return cls(upgrade(data)) if isinstance(data, dict) else None
+
+    def write(self, run_dir) -> Path:
+        return write_result(Path(run_dir), dict(self))
+
+
+def read_result(path) -> Result | None:
+    """:meth:`Result.read`."""
+    return Result.read(path)

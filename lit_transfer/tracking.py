@@ -1,6 +1,6 @@
 """W&B for the CLI: offline unless the user is logged in, run identity, nested config, transfer summary.
 
-The CLI calls :func:`prepare_cli_args` before parsing, :func:`configure_loggers` before instantiating (loggers
+The CLI calls :func:`configure_loggers` before instantiating (loggers
 into the run dir; a WandbLogger for runs started by ``wandb agent``), :func:`push_config_to_loggers` before
 fit and :func:`push_result_to_loggers` after it.
 
@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterable, Mapping
 from urllib.parse import urlsplit
 
+from lit_transfer.plan.command_line import _SAVE_DIR_LOGGERS
 from lit_transfer import gain
 from lit_transfer.errors import TransferConfigError
 
@@ -164,49 +165,6 @@ def agent_parameters(env: Mapping[str, str] | None = None) -> dict[str, Any]:
             for k, v in data.items() if k != "wandb_version"}
 
 
-def prepare_cli_args(argv: list[str]) -> list[str]:
-    """Command-line arguments as the parser needs them; the CLI calls this before parsing.
-
-    * ``--key=None`` (and ``--key None``) become ``null``: ``wandb agent`` renders a parameter value with
-      ``str()``, so a sweep's ``null`` arrives as ``None``, which the parser would take for a string.
-    * a logger class given without ``save_dir`` (``--trainer.logger=CSVLogger``) gets a placeholder one, which
-      :func:`configure_loggers` replaces with the run directory (the parser insists on the required argument).
-    """
-    out: list[str] = []
-    for i, arg in enumerate(argv):
-        if arg.startswith("--") and arg.endswith("=None"):
-            arg = arg[: -len("None")] + "null"
-        elif arg == "None" and i and argv[i - 1].startswith("--") and "=" not in argv[i - 1]:
-            arg = "null"
-        out.append(arg)
-    return _logger_save_dirs(out)
-
-
-_SAVE_DIR_LOGGERS = ("CSVLogger", "TensorBoardLogger")
-_SAVE_DIR_PLACEHOLDER = "<run dir>"
-
-
-def _logger_save_dirs(argv: list[str]) -> list[str]:
-    out: list[str] = []
-    i = 0
-    while i < len(argv):
-        arg = argv[i]
-        value = None
-        if arg.startswith("--trainer.logger="):
-            value, step = arg.split("=", 1)[1], 1
-        elif arg == "--trainer.logger" and i + 1 < len(argv):
-            value, step = argv[i + 1], 2
-        if value is None:
-            out.append(arg)
-            i += 1
-            continue
-        out += argv[i : i + step]
-        i += step
-        given = any(a.startswith(("--trainer.logger.save_dir", "--trainer.logger.init_args.save_dir"))
-                    for a in argv[i:])
-        if value.rsplit(".", 1)[-1] in _SAVE_DIR_LOGGERS and not given:
-            out.append(f"--trainer.logger.init_args.save_dir={_SAVE_DIR_PLACEHOLDER}")
-    return out
 
 
 def _entry_dict(entry) -> dict | None:

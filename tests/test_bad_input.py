@@ -11,7 +11,7 @@ import pytest
 import timm
 import torch
 
-from lit_transfer.cli import expand_strategy
+from lit_transfer.plan.command_line import expand_strategy
 from lit_transfer.errors import TransferConfigError
 from lit_transfer.models import Backbone
 from lit_transfer.module import TransferClassifier

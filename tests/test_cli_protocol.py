@@ -10,7 +10,8 @@ import pytest
 import yaml
 
 from conftest import REPO
-from lit_transfer.cli import _chosen, expand_protocol, main
+from lit_transfer.cli import main
+from lit_transfer.plan.command_line import _chosen, expand_protocol
 from lit_transfer.stages import source_stage_args
 
 DATA = str(REPO / "configs/data/digits_to_digits_m.yaml")  # names `protocol: da_digits_m`

@@ -79,7 +79,8 @@ def test_bitfit_never_trains_on_cached_features(tmp_path):
 
 
 def test_bitfit_config_parses_through_the_cli(tmp_path, monkeypatch):
-    from lit_transfer.cli import TransferCLI, expand_strategy
+    from lit_transfer.cli import TransferCLI
+    from lit_transfer.plan.command_line import expand_strategy
 
     monkeypatch.delenv("LIT_TRANSFER_RUN_DIR", raising=False)
     args = expand_strategy(["--config", str(REPO / "configs/data/digits_shift.yaml"), "--config",

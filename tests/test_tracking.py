@@ -6,6 +6,7 @@ import pytest
 from conftest import wandb_records
 
 from lit_transfer import tracking
+from lit_transfer.plan import command_line
 
 
 def test_resolve_wandb_mode(tmp_path, capsys, monkeypatch):
@@ -190,7 +191,7 @@ def test_cli_with_csv_logger_and_no_arguments(tmp_path, monkeypatch):
     monkeypatch.delenv("LIT_TRANSFER_RUN_DIR", raising=False)
     args = ["--config", str(REPO / "configs/data/digits_shift.yaml"), "--trainer.logger=CSVLogger",
             f"--run.dir={tmp_path / 'run'}"]
-    cli = TransferCLI(args=tracking.prepare_cli_args(args), run=False)
+    cli = TransferCLI(args=command_line.prepare_cli_args(args), run=False)
     from lightning.pytorch.loggers import CSVLogger
 
     assert isinstance(cli.trainer.logger, CSVLogger)

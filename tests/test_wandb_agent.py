@@ -22,6 +22,7 @@ from conftest import REPO, wandb_records
 from helpers import parsed_config
 
 from lit_transfer import tracking
+from lit_transfer.plan import command_line
 from lit_transfer.sweep import build_command, load_sweep, plan_trials
 
 pytest.importorskip("wandb")
@@ -116,13 +117,13 @@ def test_agent_none_value_parses_as_null(tmp_path, monkeypatch, capsys):
 
 
 def test_prepare_cli_args_none_and_loggers_without_save_dir():
-    assert tracking.prepare_cli_args(["--data.target_shots=None", "--model.lr", "None", "--run.experiment=x"]) == [
+    assert command_line.prepare_cli_args(["--data.target_shots=None", "--model.lr", "None", "--run.experiment=x"]) == [
         "--data.target_shots=null", "--model.lr", "null", "--run.experiment=x"]
-    assert tracking.prepare_cli_args(["--trainer.logger=CSVLogger", "--x=1"]) == [
+    assert command_line.prepare_cli_args(["--trainer.logger=CSVLogger", "--x=1"]) == [
         "--trainer.logger=CSVLogger", "--trainer.logger.init_args.save_dir=<run dir>", "--x=1"]
     given = ["--trainer.logger=lightning.pytorch.loggers.CSVLogger", "--trainer.logger.save_dir=logs"]
-    assert tracking.prepare_cli_args(given) == given  # the user's save_dir is kept (then pointed at the run dir)
-    assert tracking.prepare_cli_args(["--trainer.logger=WandbLogger"]) == ["--trainer.logger=WandbLogger"]
+    assert command_line.prepare_cli_args(given) == given  # the user's save_dir is kept (then pointed at the run dir)
+    assert command_line.prepare_cli_args(["--trainer.logger=WandbLogger"]) == ["--trainer.logger=WandbLogger"]
 
 
 def offline_run_files(root: Path) -> list[str]:

@@ -292,7 +292,7 @@ def test_report_shows_the_ranking_when_rank_json_is_present(tmp_path, capsys):
 def test_rank_benchmark_sweep_builds_one_source_stage_per_candidate():
     from pathlib import Path
 
-    from lit_transfer.cli import expand_strategy
+    from lit_transfer.plan.command_line import expand_strategy
     from lit_transfer.stages import source_stage_args
     from lit_transfer.sweep import build_command, load_sweep, plan_trials
 
