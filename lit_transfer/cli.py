@@ -41,10 +41,9 @@ from lit_transfer.divergence import DivergenceGuard
 from lit_transfer.errors import DIVERGED_EXIT_CODE, TrainingDiverged, TransferConfigError
 from lit_transfer.evaluation import SCORE, selection_metric
 from lit_transfer.module import TransferClassifier
-from lit_transfer.plan.command_line import (SUBCOMMANDS, TOOLS, check_keys, expand_protocol, expand_strategy,
-                                            prepare_cli_args, process_args, resolve_config_paths,
-                                            subcommand_index, with_run_config)
-from lit_transfer.stages import resolve_source_stage, source_seed
+from lit_transfer.plan.command_line import (SUBCOMMANDS, TOOLS, CommandLine, check_keys, process_args,
+                                            read_command_line, subcommand_index)
+from lit_transfer.source_stage import resolve_source_stage, source_seed
 
 __all__ = ["TransferCLI", "main", "expand_strategy", "expand_protocol", "resolve_config_paths", "SUBCOMMANDS"]
 
@@ -91,7 +90,7 @@ _SUBCOMMAND_KWARG = "lit_transfer_subcommand"  # our marker in parser_kwargs: wh
 
 
 class TransferCLI(LightningCLI):
-    """The Lightning CLI of lit_transfer. Public additions: ``argv`` (the arguments, ``--config`` paths resolved),
+    """The Lightning CLI of lit_transfer. Public additions: ``command`` (the :class:`CommandLine` read once),
     ``subcommand_parsers`` (name → parser) and ``fit_parser`` (what config and stage hashes are computed with)."""
 
     def __init__(self, *args, **kwargs):
@@ -118,7 +117,7 @@ class TransferCLI(LightningCLI):
             {"max_epochs": 10, "log_every_n_steps": 10, "enable_model_summary": False, "num_sanity_val_steps": 0},
         )
         self._started = time.time()
-        self.argv: list[str] = []
+        self.command = CommandLine(None, (), ())
         self.subcommand_parsers: dict[str, LightningArgumentParser] = {}
         super().__init__(TransferClassifier, DomainPairDataModule, *args, **kwargs)
 
@@ -186,8 +185,7 @@ class TransferCLI(LightningCLI):
             args = process_args()
         if isinstance(args, (list, tuple)):
             # Agents' None values and loggers given without a save_dir (filled in with the run dir) parse.
-            self.argv = with_run_config(prepare_cli_args(resolve_config_paths(list(args))))
-            args = expand_protocol(expand_strategy(self.argv))
+            args, self.command = read_command_line(args)
             at = subcommand_index(args)
             sub_parser = self.subcommand_parsers.get(args[at]) if at is not None else parser
             check_keys(sub_parser or parser, args[at + 1:] if at is not None else args)
@@ -241,9 +239,8 @@ class TransferCLI(LightningCLI):
         self.weights_from_stage = cfg.model.weights == "source"
         self.stage_wait_s = 0.0  # time spent training or waiting for the source stage: not this run's training
         if self.weights_from_stage:
-            argv = self.argv[1:] if self.argv[:1] == [self.subcommand] else self.argv
             waited = time.time()
-            cfg.model.weights = str(resolve_source_stage(argv, self.fit_parser, cfg))
+            cfg.model.weights = str(resolve_source_stage(self.command, self.fit_parser, cfg))
             self.stage_wait_s = time.time() - waited
         from lit_transfer.tracking import configure_loggers
 

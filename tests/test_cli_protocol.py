@@ -12,7 +12,8 @@ import yaml
 from conftest import REPO
 from lit_transfer.cli import main
 from lit_transfer.plan.command_line import _chosen, expand_protocol
-from lit_transfer.stages import source_stage_args
+from lit_transfer.plan.command_line import CommandLine
+from lit_transfer.source_stage import source_stage_args
 
 DATA = str(REPO / "configs/data/digits_to_digits_m.yaml")  # names `protocol: da_digits_m`
 MODEL = str(REPO / "configs/model/small_cnn.yaml")  # max_epochs 15, lr 0.003
@@ -82,7 +83,7 @@ def test_expand_protocol_inserts_after_the_last_config_once():
 
 
 def test_a_source_stage_never_applies_the_target_runs_protocol():
-    stage = source_stage_args(["--config", DATA, "--config", MODEL, "--protocol", "da_real", "--strategy", "dann"], 0)
+    stage = source_stage_args(CommandLine.parse(["--config", DATA, "--config", MODEL, "--protocol", "da_real", "--strategy", "dann"]), 0)
     assert _chosen(stage, "protocol")[0] is None
     assert "da_real" not in " ".join(stage)
 

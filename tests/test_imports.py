@@ -84,9 +84,9 @@ def test_import_graph_between_lit_transfer_modules_is_acyclic():
 def test_entry_is_on_top_and_the_cli_below_the_tools():
     graph = import_graph()
     tools = {"lit_transfer.sweep", "lit_transfer.report", "lit_transfer.ranking.rank", "lit_transfer.entry"}
-    for low in ("lit_transfer.cli", "lit_transfer.stages", "lit_transfer.configs"):
+    for low in ("lit_transfer.cli", "lit_transfer.source_stage", "lit_transfer.configs"):
         assert not graph[low] & tools, (low, graph[low] & tools)
-    assert "lit_transfer.cli" not in graph["lit_transfer.stages"] | graph["lit_transfer.configs"]
+    assert "lit_transfer.cli" not in graph["lit_transfer.source_stage"] | graph["lit_transfer.configs"]
     assert {"lit_transfer.cli", "lit_transfer.sweep", "lit_transfer.report", "lit_transfer.ranking.rank"} <= \
         graph["lit_transfer.entry"]
     assert graph["lit_transfer.__main__"] == {"lit_transfer.entry"}
@@ -95,6 +95,6 @@ def test_entry_is_on_top_and_the_cli_below_the_tools():
 def test_no_configuration_travels_through_environment_variables():
     # Only DDP workers inherit state through the environment (LIT_TRANSFER_RUN_DIR): the configs folder and
     # the stage cache are CLI options (--run.configs, --run.stage_cache).
-    for name in ("cli", "stages", "configs", "entry", "demo"):
+    for name in ("cli", "source_stage", "configs", "entry", "demo"):
         text = (PACKAGE / f"{name}.py").read_text()
         assert "LIT_TRANSFER_CONFIGS" not in text and "LIT_TRANSFER_STAGE_CACHE" not in text, name

@@ -7,7 +7,8 @@ import pytest
 
 from conftest import REPO
 from lit_transfer.cli import TransferCLI
-from lit_transfer.stages import source_stage_args, stage_key, stage_checkpoint
+from lit_transfer.plan.command_line import CommandLine
+from lit_transfer.source_stage import source_stage_args, stage_key, stage_checkpoint
 
 BASE = ["--config", str(REPO / "configs/data/digits_shift.yaml"), "--config", str(REPO / "configs/model/small_cnn.yaml")]
 STRATEGY = ["--config", str(REPO / "configs/strategy/finetune.yaml")]
@@ -24,7 +25,7 @@ def parser(tmp_path_factory):
 def key(parser, argv, source_seed=0, threads=1):
     """The stage key of a target run, as resolve_source_stage derives it (data from the parsed config)."""
     data = parser.parse_args(argv).data.as_dict()
-    return stage_key(parser, source_stage_args(argv, source_seed=source_seed, threads=threads, data=data)[1:])
+    return stage_key(parser, source_stage_args(CommandLine.parse(argv), source_seed=source_seed, threads=threads, data=data)[1:])
 
 
 def test_target_only_settings_never_reach_the_source_stage(parser):
@@ -76,7 +77,7 @@ def test_where_stages_and_configs_live_never_changes_a_key_or_a_config_hash(pars
 
 
 def test_a_finished_stage_is_reused_from_the_cache_the_config_names(parser, tmp_path):
-    from lit_transfer.stages import resolve_source_stage
+    from lit_transfer.source_stage import resolve_source_stage
 
     argv = [*BASE, "--strategy=finetune", "--model.weights=source"]
     cfg = parser.parse_args([*argv, f"--run.stage_cache={tmp_path / 'cache'}", "--run.threads=1",
@@ -86,13 +87,13 @@ def test_a_finished_stage_is_reused_from_the_cache_the_config_names(parser, tmp_
     ckpt = stage / "checkpoints" / "best.ckpt"
     ckpt.write_bytes(b"x")
     (stage / "result.json").write_text(json.dumps({"status": "ok", "checkpoint": str(ckpt)}))
-    assert resolve_source_stage(argv, parser, cfg) == ckpt  # found there: nothing trained
+    assert resolve_source_stage(CommandLine.parse(argv), parser, cfg) == ckpt  # found there: nothing trained
 
 
 def test_the_stage_never_inherits_the_target_strategy(tmp_path):
     experiment = tmp_path / "experiment.yaml"
     experiment.write_text("strategy: finetune\n")
-    args = source_stage_args([*BASE, "--config", str(experiment), "--strategy", "lp_ft"], 0)
+    args = source_stage_args(CommandLine.parse([*BASE, "--config", str(experiment), "--strategy", "lp_ft"]), 0)
     assert "lp_ft" not in " ".join(args) and args[-1].startswith("--strategy=")
     assert args[-1].endswith(os.path.join("strategy", "source.yaml"))  # last: it wins over experiment.yaml's
 
@@ -103,7 +104,7 @@ def test_the_stage_never_inherits_the_target_strategy(tmp_path):
 def stage_cfg(parser, argv):
     """The source stage's parsed config, derived as resolve_source_stage derives it from a target run."""
     cfg = parser.parse_args(argv)
-    args = source_stage_args(argv, 0, 1, data=cfg.data.as_dict())
+    args = source_stage_args(CommandLine.parse(argv), 0, 1, data=cfg.data.as_dict())
     return parser.parse_args(args[1:]), args
 
 
@@ -153,7 +154,7 @@ def test_a_rare_target_class_runs_with_target_shots_from_the_command_line(tmp_pa
 
 # --- issue 20, defect 9: one source model per seed -----------------------------------------------------------
 def test_each_seed_trains_its_own_source_stage_unless_the_source_seed_is_set(parser):
-    from lit_transfer.stages import source_seed
+    from lit_transfer.source_stage import source_seed
 
     argv = [*BASE, *STRATEGY, "--model.weights=source"]
     seeds = {s: source_seed(parser.parse_args([*argv, f"--seed_everything={s}"])) for s in (0, 1, 2)}

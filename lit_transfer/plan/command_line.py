@@ -8,6 +8,7 @@ or reads ``sys.argv`` (``tests/plan/test_command_line.py`` walks the package's A
 from __future__ import annotations
 
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator, Optional
 
@@ -42,6 +43,85 @@ def has_option(argv: list[str], key: str) -> bool:
 def subcommand_index(argv: list[str]) -> Optional[int]:
     """Index of the Lightning subcommand (``fit``, ``test``, ...) in ``argv``; ``None`` when there is none."""
     return next((i for i, arg in enumerate(argv) if arg in SUBCOMMANDS and not _is_value(argv, i)), None)
+
+
+TARGET_CONFIG_DIRS = ("strategy", "protocol")  # config folders that only describe a target run
+
+
+@dataclass(frozen=True)
+class ConfigFile:
+    """A ``--config`` file of a command line and what it is: ``strategy`` / ``protocol`` (only the target run's:
+    the configs ``--strategy``/``--protocol`` named, or files in a ``strategy/``/``protocol/`` folder) or
+    ``experiment`` (data, model, a user's experiment file)."""
+
+    path: str
+    kind: str
+
+    @property
+    def target_only(self) -> bool:
+        return self.kind in TARGET_CONFIG_DIRS
+
+
+@dataclass(frozen=True)
+class Override:
+    """A ``--key value`` / ``--key=value`` of a command line: its key (``model.lr``, ``.init_args.`` left out)
+    and its tokens as given."""
+
+    key: str
+    tokens: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class CommandLine:
+    """A ``lit-transfer fit|validate|test|predict`` command line, read once into typed parts: the subcommand, the
+    config files in order (with their kind) and the other options in order. The source stage is derived from
+    these parts (:mod:`lit_transfer.stages`), never by filtering the raw argument list again."""
+
+    subcommand: Optional[str]
+    configs: tuple[ConfigFile, ...]
+    overrides: tuple[Override, ...]
+
+    @classmethod
+    def parse(cls, argv: list[str], strategy_path: Optional[str] = None,
+              protocol_path: Optional[str] = None) -> "CommandLine":
+        """``argv`` (expanded or not): ``strategy_path``/``protocol_path``, the configs that ``--strategy`` /
+        ``--protocol`` expanded to, are marked as such wherever they are."""
+        at = subcommand_index(argv)
+        subcommand = argv[at] if at is not None else None
+        rest = argv[at + 1:] if at is not None else list(argv)
+        marked = {str(Path(p).expanduser().resolve()): kind for kind, p in
+                  (("strategy", strategy_path), ("protocol", protocol_path)) if p is not None}
+        configs_, overrides = [], []
+        for i, key, value in _options(rest):
+            if key in CONFIG_FLAGS:
+                if value is not None:
+                    kind = marked.get(str(Path(value).expanduser().resolve()))
+                    if kind is None:
+                        parent = Path(value).parent.name
+                        kind = parent if parent in TARGET_CONFIG_DIRS else "experiment"
+                    configs_.append(ConfigFile(value, kind))
+                continue
+            if not key.startswith("--"):
+                continue
+            given = rest[i] if (value is None or "=" in rest[i]) else rest[i:i + 2]
+            tokens = (given,) if isinstance(given, str) else tuple(given)
+            overrides.append(Override(key[2:].replace(".init_args.", "."), tokens))
+        return cls(subcommand, tuple(configs_), tuple(overrides))
+
+
+def read_command_line(args: list[str]) -> tuple[list[str], CommandLine]:
+    """A command line as the parser needs it, and read into a :class:`CommandLine`: ``--config`` paths resolved
+    (shipped configs from any directory), agents' ``None`` values and loggers' save dirs filled in
+    (:func:`prepare_cli_args`), an evaluated checkpoint's run config first (:func:`with_run_config`), then the
+    strategy config first and the protocol config after the last ``--config`` (:func:`expand_strategy`,
+    :func:`expand_protocol`)."""
+    argv = with_run_config(prepare_cli_args(resolve_config_paths(list(args))))
+    strategy, configs_dir = _chosen(argv, "strategy")
+    protocol, protocol_dir = _chosen(argv, "protocol")
+    expanded = expand_protocol(expand_strategy(argv))
+    strategy_path = None if strategy is None else str(configs.strategy_config(strategy, configs_dir))
+    protocol_path = None if protocol is None else str(configs.named_config("protocol", protocol, protocol_dir))
+    return expanded, CommandLine.parse(expanded, strategy_path, protocol_path)
 
 
 def _options(argv: list[str]):

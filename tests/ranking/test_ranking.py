@@ -293,7 +293,8 @@ def test_rank_benchmark_sweep_builds_one_source_stage_per_candidate():
     from pathlib import Path
 
     from lit_transfer.plan.command_line import expand_strategy
-    from lit_transfer.stages import source_stage_args
+    from lit_transfer.plan.command_line import CommandLine
+    from lit_transfer.source_stage import source_stage_args
     from lit_transfer.sweep import build_command, load_sweep, plan_trials
 
     cfg = load_sweep(Path(__file__).resolve().parents[2] / "sweeps" / "rank_digits.yaml")
@@ -305,7 +306,7 @@ def test_rank_benchmark_sweep_builds_one_source_stage_per_candidate():
     for t in trials:
         cmd = build_command(cfg, t, Path("/x"))
         argv = expand_strategy(cmd[cmd.index("fit") + 1:])
-        stage = source_stage_args(argv, 0)
+        stage = source_stage_args(CommandLine.parse(argv), 0)
         assert not any("finetune" in a for a in stage) and "--seed_everything=0" in stage
         stage_args.add(tuple(stage))
     # Seeds share a stage; every (source shifts, backbone) candidate gets its own.

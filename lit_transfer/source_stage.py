@@ -1,4 +1,4 @@
-"""Shared stages: ``--model.weights=source`` trains the experiment's source model once and reuses it.
+"""The source stage: ``--model.weights=source`` trains the experiment's source model once and reuses it.
 
 The source stage of a target run is the same command with the strategy swapped for ``source`` and the
 target-only settings dropped: strategy and protocol configs (the target's budget and tuning; a ``protocol:``
@@ -27,24 +27,18 @@ from pathlib import Path
 
 from lit_transfer import configs
 from lit_transfer.errors import TransferConfigError
+from lit_transfer.plan.command_line import CommandLine, Override
 
 __all__ = ["resolve_source_stage", "source_seed", "source_stage_args", "stage_data_args", "stage_key", "stage_checkpoint"]
 # Overrides that define what the source model is; everything else (strategy, lr, budget, shots, ...) is the
 # target's. A target run's --trainer.max_steps must not give the sweep a different source model than the demo.
-_KEEP = ("--data.", "--model.backbone", "--model.in_chans", "--trainer.precision",
-         "--trainer.accelerator", "--trainer.devices", "--trainer.num_nodes", "--trainer.deterministic",
-         "--trainer.strategy")
-_DROP = tuple(f"--data.{k}" for k in ("target_shots", "val_shots", "shots_seed", "train_on", "unlabeled_target"))
+_KEEP = ("data.", "model.backbone", "model.in_chans", "trainer.precision", "trainer.accelerator", "trainer.devices",
+         "trainer.num_nodes", "trainer.deterministic", "trainer.strategy")
+_DROP = tuple(f"data.{k}" for k in ("target_shots", "val_shots", "shots_seed", "train_on", "unlabeled_target"))
 # The stage's values of the target-only data settings, whatever the target run says; train_on comes from
 # strategy/source.yaml; predict_dir never defines a model.
 NEUTRAL_DATA = {"target_shots": None, "val_shots": None, "shots_seed": None, "unlabeled_target": False}
 _NOT_STAGE_DATA = ("train_on", "predict_dir")
-TARGET_CONFIG_DIRS = ("strategy", "protocol")  # config folders that only describe the target run
-_TARGET_FLAGS = ("--strategy", "--protocol")  # the stage's own strategy replaces the target's; no protocol
-
-
-def _is_target_config(path: str) -> bool:
-    return Path(path).parent.name in TARGET_CONFIG_DIRS
 
 
 def stage_data_args(data: dict) -> list[str]:
@@ -61,9 +55,19 @@ def stage_data_args(data: dict) -> list[str]:
     return out
 
 
-def source_stage_args(argv: list[str], source_seed: int, threads: int | None = None,
+def _defines_the_source(override: Override, data_given: bool) -> bool:
+    key = override.key + "."
+    if data_given and key.startswith("data."):
+        return False  # the stage's data comes from the parsed config
+    return any(key.startswith(k if k.endswith(".") else k + ".") for k in _KEEP) and \
+        not any(key.startswith(k + ".") for k in _DROP)
+
+
+def source_stage_args(command: CommandLine, source_seed: int, threads: int | None = None,
                       configs_dir: str | None = None, data: dict | None = None) -> list[str]:
-    """The ``fit`` arguments of the source stage, derived from a target run's arguments (without ``fit``).
+    """The ``fit`` arguments of the source stage, derived from a target run's :class:`CommandLine`: its
+    experiment configs (never its strategy or protocol configs), ``strategy/source.yaml``, the stage's data and
+    the overrides that define the source model (backbone, input channels, precision, devices, determinism).
 
     ``data``: the target run's parsed ``data`` section (a plain dict): the stage's data settings come from it,
     not from the command line's ``--data.*`` flags or a re-read of the YAML files.
@@ -71,30 +75,8 @@ def source_stage_args(argv: list[str], source_seed: int, threads: int | None = N
     ``--strategy=<source.yaml>`` comes last, so a ``strategy:`` key in one of the target's configs never turns
     the stage into a target run. ``configs_dir``: the target's
     ``run.configs`` (where ``strategy/source.yaml`` is; default: the shipped configs)."""
-    config_args, overrides, i = [], [], 0
-    while i < len(argv):
-        arg = argv[i]
-        if arg in ("--config", "-c") and i + 1 < len(argv):
-            if not _is_target_config(argv[i + 1]):
-                config_args += ["--config", argv[i + 1]]
-            i += 2
-            continue
-        if arg.startswith(("--config=", "-c=")):
-            if not _is_target_config(arg.split("=", 1)[1]):
-                config_args.append(arg)
-            i += 1
-            continue
-        if arg in _TARGET_FLAGS:
-            i += 2
-            continue
-        key = arg.split("=", 1)[0].replace(".init_args.", ".")
-        if key.startswith(_KEEP) and not key.startswith(_DROP) and not (data is not None and key.startswith("--data.")):
-            if "=" in arg:
-                overrides.append(arg)
-            elif i + 1 < len(argv):
-                overrides += [arg, argv[i + 1]]
-                i += 1
-        i += 1
+    config_args = [arg for c in command.configs if not c.target_only for arg in ("--config", c.path)]
+    overrides = [t for o in command.overrides if _defines_the_source(o, data is not None) for t in o.tokens]
     source = str(configs.strategy_config("source", configs_dir))
     # The thread count changes floating-point reductions: the same source model needs the same count.
     threads_arg = [] if threads is None else [f"--run.threads={threads}"]
@@ -121,17 +103,17 @@ def stage_key(fit_parser, args: list[str]) -> str:
     return config_hash(fit_parser, fit_parser.parse_args(args, defaults=True))[:16]
 
 
-def resolve_source_stage(argv: list[str], fit_parser, cfg) -> Path:
+def resolve_source_stage(command: CommandLine, fit_parser, cfg) -> Path:
     """Path of the source stage's checkpoint, training it first when no finished one exists.
 
-    ``argv``: the target run's ``fit`` arguments (without ``fit``); ``fit_parser``: the CLI's ``fit`` parser;
+    ``command``: the target run's command line; ``fit_parser``: the CLI's ``fit`` parser;
     ``cfg``: the target's parsed config (``run.source_seed``, ``run.threads``, ``run.configs``,
     ``run.stage_cache``, ``run.experiment``)."""
     if cfg.data.get("source") == "none":
         raise TransferConfigError("model.weights=source trains a source stage, but data.source is 'none' (no "
                                   "source domain); name a source domain, or use model.weights=pretrained")
     data = cfg.data.as_dict() if hasattr(cfg.data, "as_dict") else dict(cfg.data)
-    args = source_stage_args(list(argv), source_seed(cfg), cfg.run.threads, cfg.run.get("configs"), data=data)
+    args = source_stage_args(command, source_seed(cfg), cfg.run.threads, cfg.run.get("configs"), data=data)
     key = stage_key(fit_parser, args[1:])
     cache = Path(cfg.run.get("stage_cache") or "~/.cache/lit_transfer/stages").expanduser()
     stage_dir = cache / f"{cfg.run.experiment}-source-{key}"
@@ -164,11 +146,8 @@ def resolve_source_stage(argv: list[str], fit_parser, cfg) -> Path:
 
 def stage_checkpoint(stage_dir: Path) -> Path | None:
     """The checkpoint a finished stage reported its test accuracy with (``result.json``), if it exists."""
-    import json
+    from lit_transfer.results import Result
 
-    try:
-        result = json.loads((stage_dir / "result.json").read_text())
-    except (OSError, ValueError):
-        return None
-    ckpt = result.get("checkpoint") if result.get("status", "ok") == "ok" else None
+    result = Result.read(stage_dir)
+    ckpt = result.get("checkpoint") if result is not None and result.ok else None
     return Path(ckpt) if ckpt and Path(ckpt).is_file() else None
