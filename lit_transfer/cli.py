@@ -18,10 +18,8 @@ module; this module never imports them (a sweep trial runs this CLI).
 
 from __future__ import annotations
 
-import os
 import sys
 import time
-import uuid
 import warnings
 from pathlib import Path
 from typing import Optional
@@ -43,14 +41,13 @@ from lit_transfer.evaluation import SCORE, selection_metric
 from lit_transfer.module import TransferClassifier
 from lit_transfer.plan.command_line import (SUBCOMMANDS, TOOLS, CommandLine, check_keys, process_args,
                                             read_command_line, subcommand_index)
-from lit_transfer.source_stage import resolve_source_stage, source_seed
+from lit_transfer.run_outputs import data_notes, fit_clock, print_metrics, save_predictions
+from lit_transfer.plan.run import (DEFAULT_RUNS_ROOT, DEFAULT_STAGE_CACHE, make_plan, remove_empty_run_dirs,
+                                   resolved_weights)
+from lit_transfer.source_stage import resolve_source_stage
 
 __all__ = ["TransferCLI", "main", "expand_strategy", "expand_protocol", "resolve_config_paths", "SUBCOMMANDS"]
 
-_created: list[Path] = []  # run dirs this process made: removed again if the run fails before writing anything
-RUN_DIR_ENV = "LIT_TRANSFER_RUN_DIR"  # shared with DDP worker processes, which re-run the same command
-DEFAULT_RUNS_ROOT = "runs"
-DEFAULT_STAGE_CACHE = "~/.cache/lit_transfer/stages"
 
 
 def _strategy_help() -> str:
@@ -224,62 +221,16 @@ class TransferCLI(LightningCLI):
     # ---------------------------------------------------------------- run dir
     def before_instantiate_classes(self) -> None:
         cfg = self.config[self.subcommand] if self.subcommand else self.config
-        run_dir = self._make_run_dir(cfg)
-        self.run_dir = run_dir
-        cfg.trainer.default_root_dir = str(run_dir)  # Lightning's logs and checkpoints go into the run dir
-        cfg.checkpoint.dirpath = str(run_dir / "checkpoints")
-        fix_threads_and_seeds(cfg)
-        if not cfg.run.transfer:
-            # The scratch baseline of an experiment that names its weights once for every strategy (a sweep's
-            # --model.weights=source): same architecture, random init. The saved config records what ran.
-            if cfg.model.weights not in (None, "source"):  # any other file or keyword was meant to be loaded
-                say(f"[lit_transfer] warning: model.weights={cfg.model.weights} has no effect: strategy "
-                    f"{cfg.run.strategy} trains from random init (run.transfer: false)")
-            cfg.model.weights = None
-        self.weights_from_stage = cfg.model.weights == "source"
+        self.plan = make_plan(cfg, self.command, self.subcommand)
+        self.run_dir = self.plan.run_dir
         self.stage_wait_s = 0.0  # time spent training or waiting for the source stage: not this run's training
-        if self.weights_from_stage:
+        if self.plan.from_source_stage:
             waited = time.time()
-            cfg.model.weights = str(resolve_source_stage(self.command, self.fit_parser, cfg))
+            self.plan = resolved_weights(self.plan, cfg, resolve_source_stage(self.command, self.fit_parser, cfg))
             self.stage_wait_s = time.time() - waited
         from lit_transfer.tracking import configure_loggers
 
-        configure_loggers(cfg, run_dir)
-
-    @staticmethod
-    def runs_root(cfg) -> Path:
-        """Parent of auto-named run dirs: ``run.root``, else ``trainer.default_root_dir`` (Lightning's name for
-        it), else ``./runs``. Both given and different: a one-line error (which one was meant is unclear)."""
-        root, trainer_root = cfg.run.root, cfg.trainer.get("default_root_dir")
-        if root and trainer_root and Path(root).expanduser().resolve() != Path(trainer_root).expanduser().resolve():
-            raise TransferConfigError(f"run.root ({root}) and trainer.default_root_dir ({trainer_root}) both name "
-                                      "the runs root; give one of them")
-        return Path(root or trainer_root or DEFAULT_RUNS_ROOT).expanduser()
-
-    def _make_run_dir(self, cfg) -> Path:
-        inherited = os.environ.get(RUN_DIR_ENV)
-        if inherited and os.environ.get("LOCAL_RANK", "0") != "0":
-            return Path(inherited)  # a DDP worker: same run as rank 0
-        if cfg.run.dir:
-            trainer_root = cfg.trainer.get("default_root_dir")
-            if trainer_root and Path(trainer_root).resolve() != Path(cfg.run.dir).resolve():
-                raise TransferConfigError(f"run.dir ({cfg.run.dir}) and trainer.default_root_dir "
-                                          f"({cfg.trainer.default_root_dir}) both given: run.dir is this run's "
-                                          "directory, trainer.default_root_dir the parent of auto-named ones; "
-                                          "give one of them")
-            run_dir = Path(cfg.run.dir)
-            if (run_dir / "result.json").exists() and not cfg.get("ckpt_path"):
-                raise TransferConfigError(f"run dir {run_dir} already holds a result; pick a new --run.dir")
-        else:
-            stamp = time.strftime("%Y%m%d-%H%M%S")
-            root = self.runs_root(cfg)
-            cfg.run.root = str(root)  # recorded in config.yaml: where this run's siblings are
-            run_dir = root / cfg.run.experiment / cfg.run.strategy / f"{stamp}-{uuid.uuid4().hex[:6]}"
-        new = [p for p in (run_dir, *run_dir.parents) if not p.exists()]
-        run_dir.mkdir(parents=True, exist_ok=True)
-        _created.extend(reversed(new))  # parents first, so popping removes the deepest first
-        os.environ[RUN_DIR_ENV] = str(run_dir)
-        return run_dir
+        configure_loggers(cfg, self.run_dir)
 
     # ---------------------------------------------------------------- after fit
     def before_fit(self) -> None:
@@ -368,7 +319,7 @@ class TransferCLI(LightningCLI):
             checkpoint=ckpt or (checkpoint.last_model_path if checkpoint else None),
             steps=trainer.global_step,
             labels={**counts, "total": sum(counts.values())} if counts else None,
-            extra={**(curve or {}), **speed, **results.compared(model, dm, getattr(self, "weights_from_stage", False)),
+            extra={**(curve or {}), **speed, **results.compared(model, dm, self.plan.from_source_stage),
                    "stage_wait_s": round(getattr(self, "stage_wait_s", 0.0), 3), **fit_clock(self), **data_notes(dm)},
         )
         path = results.write_result(self.run_dir, result)
@@ -386,103 +337,6 @@ def subcommands_to_build(args) -> tuple[str, ...]:
     if isinstance(args, (list, tuple)) and args and args[0] in SUBCOMMANDS:
         return tuple(dict.fromkeys(("fit", args[0])))
     return SUBCOMMANDS
-
-
-def fit_clock(cli) -> dict:
-    """``fit_time_s`` (wall) and ``fit_cpu_s`` (this process's CPU time) since ``fit`` started, its test after fit
-    included, without building the data (``data_time_s``): a sweep trial's wall time minus ``fit_time_s`` is its
-    fixed cost (imports, parsers, data, stage lookup)."""
-    clock = getattr(cli, "fit_started", None)
-    if clock is None:
-        return {}
-    wall, cpu, before = clock
-    after = getattr(cli.datamodule, "load_time", None)
-    data = (0.0, 0.0) if after is None or after == before else after  # built during this fit
-    return {"fit_time_s": round(time.perf_counter() - wall - data[0], 3),
-            "fit_cpu_s": round(time.process_time() - cpu - data[1], 3),
-            "data_time_s": round(after[0], 3) if after is not None else None}
-
-
-def data_notes(dm) -> dict:
-    """What result.json says about the data beyond the splits: unreadable files skipped, classes matched by
-    name, image files converted to the domain's channels."""
-    notes: dict = {}
-    skipping = [role for role, spec in dm.specs.items() if getattr(spec, "skip_corrupt", False)]
-    if skipping:  # unreadable image files left out of this run's data
-        notes["skipped_corrupt"] = {role: len(dm.skipped_files.get(role, [])) for role in skipping}
-    if getattr(dm, "class_names", None) is not None:  # matched by name; a domain missing some says so
-        notes["classes"] = {"names": list(dm.class_names), "missing": dm.missing_classes}
-    if getattr(dm, "converted", None):  # image files of the other mode, converted to the domain's channels
-        notes["converted_mode"] = {role: dm.converted.get(role, 0) for role in dm.specs}
-    return notes
-
-
-def fix_threads_and_seeds(cfg) -> None:
-    """Intra-op threads set (or read) once and recorded; the labelled examples drawn, the split (when
-    ``data.split_seed`` is null) and the source stage follow the run's seed unless set; checkpoints monitor the
-    selection metric (``val_acc``, or ``target/val_score`` under a label-free ``model.selection``)."""
-    import torch
-
-    if cfg.run.threads is not None:
-        torch.set_num_threads(cfg.run.threads)
-    cfg.run.threads = torch.get_num_threads()
-    # Seeds then cover the variance of which examples were drawn; the same seed gives every strategy the
-    # same examples (paired comparisons, same split_hash).
-    if "shots_seed" in cfg.data and cfg.data.shots_seed is None and isinstance(cfg.seed_everything, int):
-        cfg.data.shots_seed = cfg.seed_everything
-    # split_seed: null (the DA benchmarks): each seed draws its own split too (halves, train/val/test)
-    if "split_seed" in cfg.data and cfg.data.split_seed is None and isinstance(cfg.seed_everything, int):
-        cfg.data.split_seed = cfg.seed_everything
-    cfg.run.source_seed = source_seed(cfg)  # recorded: one source model per seed unless set
-    # A label-free selection logs its score as target/val_score (not an accuracy): checkpoints follow it.
-    monitor = cfg.checkpoint.get("monitor")
-    if monitor in ("val_acc", SCORE) and "selection" in cfg.model:
-        cfg.checkpoint.monitor = selection_metric(cfg.model.selection)
-
-
-def save_predictions(run_dir: Path, out: list, dm) -> Path:
-    """What ``predict`` returned: class probabilities and predictions of ``data.predict_dir``'s images as
-    ``predictions.csv`` (file, predicted class name, one probability per class), or of the target test split
-    as ``predictions.pt``."""
-    import torch
-
-    batches = out[0] if isinstance(out[0], list) else out
-    merged = {k: torch.cat([b[k] for b in batches]) for k in batches[0]}
-    files = getattr(dm, "predict_files", None)
-    if files:
-        import csv
-        import io
-
-        from lit_transfer import atomic
-
-        names = dm.class_names or [str(i) for i in range(merged["probs"].shape[1])]
-        text = io.StringIO()
-        writer = csv.writer(text)
-        writer.writerow(["file", "predicted", *(f"p_{n}" for n in names)])
-        for file, pred, probs in zip(files, merged["pred"].tolist(), merged["probs"].tolist()):
-            writer.writerow([file, names[pred], *(f"{p:.6g}" for p in probs)])
-        path = run_dir / "predictions.csv"
-        atomic.write_text(path, text.getvalue())
-    else:
-        path = run_dir / "predictions.pt"
-        torch.save(merged, path)
-    print(f"predictions: {path}")
-    return path
-
-
-def print_metrics(what: str, outputs: list[dict]) -> None:
-    """Each metric once (domains are in the names: ``target/test_acc``), on stdout."""
-    from lit_transfer import results
-
-    merged: dict = {}
-    for d in outputs or []:
-        merged.update(results.scalar_metrics(d))
-    if not merged:
-        return
-    width = max(len(k) for k in merged)
-    print(f"{what} metrics:")
-    for key in sorted(merged):
-        print(f"  {key:<{width}}  {merged[key]:.6g}")
 
 
 def _check_numbers(cfg) -> None:
@@ -517,21 +371,13 @@ def main(argv: Optional[list[str]] = None) -> None:
     try:
         TransferCLI(args=argv)
     except (KeyboardInterrupt, SystemExit):
-        _remove_empty_run_dirs()
+        remove_empty_run_dirs()
         raise
     except BaseException as err:  # noqa: BLE001 - turn user errors into one line, re-raise the rest
-        _remove_empty_run_dirs()
+        remove_empty_run_dirs()
         diverged = _user_error(err, TrainingDiverged)
         message = diverged or _user_error(err)
         if message is None:
             raise
         print(f"lit-transfer: error: {message}", file=sys.stderr)
         raise SystemExit(DIVERGED_EXIT_CODE if diverged else 2) from None
-
-
-def _remove_empty_run_dirs() -> None:
-    """A run that failed before writing anything leaves no empty directory behind (nor empty parents)."""
-    while _created:
-        path = _created.pop()
-        if path.is_dir() and not any(path.iterdir()):
-            path.rmdir()

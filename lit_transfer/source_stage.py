@@ -12,7 +12,7 @@ that needs it (any strategy, shots, seed or budget) loads one checkpoint, and co
 lock instead of training it twice. Target runs load the checkpoint the stage itself was tested with (its
 ``result.json``), so the stage's reported accuracy and every run's "before" are the same model.
 
-Everything a stage needs comes in explicitly: the target run's arguments, the ``fit`` parser that hashes
+Everything a stage needs comes in explicitly: the target run's :class:`CommandLine`, the ``fit`` parser that hashes
 configs, and the parsed config (``run.stage_cache``: where stages live; ``run.configs``: where
 ``strategy/source.yaml`` is). This module sits below the CLI and never imports it.
 """
@@ -28,6 +28,7 @@ from pathlib import Path
 from lit_transfer import configs
 from lit_transfer.errors import TransferConfigError
 from lit_transfer.plan.command_line import CommandLine, Override
+from lit_transfer.plan.run import source_seed
 
 __all__ = ["resolve_source_stage", "source_seed", "source_stage_args", "stage_data_args", "stage_key", "stage_checkpoint"]
 # Overrides that define what the source model is; everything else (strategy, lr, budget, shots, ...) is the
@@ -85,15 +86,6 @@ def source_stage_args(command: CommandLine, source_seed: int, threads: int | Non
     data_args = [] if data is None else stage_data_args(data)
     return ["fit", *config_args, "--config", source, *data_args, *overrides, f"--seed_everything={source_seed}",
             *threads_arg, "--protocol=null", f"--strategy={source}"]
-
-
-def source_seed(cfg) -> int:
-    """The seed a run's source stage trains with: ``run.source_seed`` when set, else the run's own seed, so each
-    seed of a sweep has its own source model (its runs share it; the intervals cover the source model's variance)."""
-    seed = cfg.run.get("source_seed")
-    if seed is None:
-        seed = cfg.get("seed_everything")
-    return seed if isinstance(seed, int) and not isinstance(seed, bool) else 0
 
 
 def stage_key(fit_parser, args: list[str]) -> str:

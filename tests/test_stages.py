@@ -154,7 +154,7 @@ def test_a_rare_target_class_runs_with_target_shots_from_the_command_line(tmp_pa
 
 # --- issue 20, defect 9: one source model per seed -----------------------------------------------------------
 def test_each_seed_trains_its_own_source_stage_unless_the_source_seed_is_set(parser):
-    from lit_transfer.source_stage import source_seed
+    from lit_transfer.plan.run import source_seed
 
     argv = [*BASE, *STRATEGY, "--model.weights=source"]
     seeds = {s: source_seed(parser.parse_args([*argv, f"--seed_everything={s}"])) for s in (0, 1, 2)}
