@@ -84,4 +84,6 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main(sys.argv[1:]))
+    from lit_transfer.plan.command_line import process_args
+
+    sys.exit(main(process_args()))
