@@ -11,13 +11,13 @@ markdown), :mod:`.charts` (PNG figures), :mod:`.render` (the files, extra :class
 :mod:`.wandb_log`. The command line: :mod:`.command`.
 """
 
+from lit_transfer.report.charts import curve_plots, plots
 from lit_transfer.report.command import main
 from lit_transfer.report.inputs import (PROG, ReportError, collect, input_size, model_key, parse_baseline,
                                         selection_label, weights_origin)
 from lit_transfer.report.render import Section, html_report, write_report
 from lit_transfer.report.summary import mean_curve, summarise
 from lit_transfer.report.tables import markdown, stage_table, table
-from lit_transfer.report.charts import curve_plots, plots
 from lit_transfer.report.tuning import select_tuned
 from lit_transfer.report.wandb_log import log_to_wandb
 
