@@ -56,7 +56,7 @@ def main(argv: list[str] | None = None) -> int:
             continue
         change = 100 * (b["gain_mean"] - a["gain_mean"])
         worst = max(worst, abs(change))
-        conv = f"{report._converged(a)} / {report._converged(b)}"
+        conv = f"{report.tables._converged(a)} / {report.tables._converged(b)}"
         print(f"| {key[0]} | {key[1]} | {100 * a['gain_mean']:+.1f} ± {100 * (a['gain_ci'] or 0):.1f} | "
               f"{100 * b['gain_mean']:+.1f} ± {100 * (b['gain_ci'] or 0):.1f} | {change:+.1f} | {conv} |")
     pairs = {f"{s}@{n}": [gains["x1"][(s, n)]["gain_mean"], gains["x2"][(s, n)]["gain_mean"]]

@@ -54,9 +54,10 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         if args.candidates:
+            from lit_transfer.plan.weights import File
             from lit_transfer.ranking.rank import parse_candidates
 
-            items = [c.weights if c.weights not in (None, "pretrained") else c.spec
+            items = [str(c.weights) if isinstance(c.weights, File) else c.spec
                      for c in parse_candidates(args.candidates)][:5]
         else:
             items = make_candidates(tmp / "candidates")

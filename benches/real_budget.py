@@ -75,7 +75,7 @@ def main(argv: list[str] | None = None) -> int:
                 return f"{100 * r['gain_mean']:+.1f} ± {100 * (r['gain_ci'] or 0):.1f}{claimed}"
 
             print(f"| {key[0]} | {key[1]} | {100 * x['acc_mean']:.1f} | {100 * y['acc_mean']:.1f} | {gain(x)} | "
-                  f"{gain(y)} | {report._converged(x)} / {report._converged(y)} |")
+                  f"{gain(y)} | {report.tables._converged(x)} / {report.tables._converged(y)} |")
     return 0
 
 

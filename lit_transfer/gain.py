@@ -7,26 +7,20 @@ the same seed, the same number of target shots and the same ``split_hash``. Seve
 
 from __future__ import annotations
 
-import json
-import math
 import os
 from pathlib import Path
 from typing import Iterable, Mapping
 
-__all__ = ["ACC", "PAIR_KEYS", "pair_key", "paired_baselines", "transfer_gain", "load_result", "find_baselines"]
+from lit_transfer.results import Result, accuracy
 
-ACC = "target/test_acc"
+__all__ = ["PAIR_KEYS", "pair_key", "paired_baselines", "transfer_gain", "load_result", "find_baselines"]
+
 PAIR_KEYS = ("experiment", "seed", "target_shots", "split_hash")
 
 
 def pair_key(result: Mapping) -> tuple:
     """What must be equal for two runs to be compared: experiment, seed, target shots and labelled split."""
     return tuple(result.get(k) for k in PAIR_KEYS)
-
-
-def accuracy(result: Mapping, key: str = ACC) -> float | None:
-    v = (result.get("metrics") or {}).get(key)
-    return float(v) if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) else None
 
 
 def paired_baselines(result: Mapping, baselines: Iterable[Mapping]) -> list[Mapping]:
@@ -51,17 +45,10 @@ def transfer_gain(result: Mapping, baselines: Mapping | Iterable[Mapping] | None
     return own - sum(accuracy(b) for b in same) / len(same)
 
 
-def load_result(path: str | os.PathLike) -> dict | None:
-    """A successful ``result.json`` as a dict; ``None`` if unreadable or a failed run's."""
-    try:
-        r = json.loads(Path(path).read_text())
-    except (OSError, ValueError):
-        return None
-    if not isinstance(r, dict) or r.get("status", "ok") != "ok":
-        return None
-    from lit_transfer.results import upgrade
-
-    return upgrade(r)  # older files: a label-free selection score stored as val_acc
+def load_result(path: str | os.PathLike) -> Result | None:
+    """A successful ``result.json`` (upgraded to the current schema); ``None`` if unreadable or a failed run's."""
+    r = Result.read(path)
+    return r if r is not None and r.ok else None
 
 
 def find_baselines(run_dir: str | os.PathLike, baseline: str = "scratch") -> list[dict]:

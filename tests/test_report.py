@@ -312,11 +312,11 @@ def test_a_borderline_row_is_not_flagged_after_correcting_for_the_comparisons(tm
 
 
 def test_intervals_are_clipped_to_the_metrics_range():
-    assert report._pct(0.497, 0.623) == "49.7 [0.0, 100.0]"  # n = 2: a t-interval wider than the range
-    assert report._pct(0.158, 0.185) == "15.8 [0.0, 34.3]"
-    assert report._pct(0.60, 0.05) == "60.0 ± 5.0"  # inside the range: as before
-    assert report._pct(-0.90, 0.2, signed=True) == "-90.0 [-100.0, -70.0]"
-    assert report._pct(0.1, None) == "10.0"
+    assert report.tables._pct(0.497, 0.623) == "49.7 [0.0, 100.0]"  # n = 2: a t-interval wider than the range
+    assert report.tables._pct(0.158, 0.185) == "15.8 [0.0, 34.3]"
+    assert report.tables._pct(0.60, 0.05) == "60.0 ± 5.0"  # inside the range: as before
+    assert report.tables._pct(-0.90, 0.2, signed=True) == "-90.0 [-100.0, -70.0]"
+    assert report.tables._pct(0.1, None) == "10.0"
 
 
 # --- issue 20, defect 1: the source-stage table is the stages each row loaded; own time apart from waiting ----
@@ -357,7 +357,7 @@ def test_report_opens_no_wandb_run_unless_asked_or_logged_in(results_dir, tmp_pa
     assert not (out / "wandb").exists() and "W&B" not in capsys.readouterr().err
     # logged in (an API key), online mode: the report is mirrored to W&B (the call is checked, not made)
     calls = []
-    monkeypatch.setattr(report, "log_to_wandb", lambda summary, where: calls.append(where) or [])
+    monkeypatch.setattr(report.command, "log_to_wandb", lambda summary, where: calls.append(where) or [])
     monkeypatch.setenv("WANDB_API_KEY", "x" * 40)
     monkeypatch.setenv("WANDB_MODE", "online")
     assert report.main([str(results_dir), "--out", str(out)]) == 0
@@ -371,7 +371,8 @@ def test_unclaimed_gain_bars_are_drawn_pale(tmp_path, monkeypatch):
              "gain_claimed": claimed, "negative_transfer": False, "acc_mean": 0.5, "acc_ci": 0.1} for s, g, claimed in
             (("finetune", 0.10, True), ("lp_ft", 0.20, False))]
     figures = {}
-    monkeypatch.setattr(report, "save_figure", lambda fig, path: figures.setdefault(Path(path).name, fig) and path)
+    monkeypatch.setattr(report.charts, "save_figure",
+                        lambda fig, path: figures.setdefault(Path(path).name, fig) and path)
     report.plots({"rows": rows, "baseline": "scratch", "conf": 0.95, "curves": []}, tmp_path)
     ax = figures["gain_over_scratch_e.png"].axes[0]
     bars = {round(p.get_height(), 6): p.get_alpha() for p in ax.patches if isinstance(p, Rectangle)

@@ -1,14 +1,16 @@
 """Does the ranking predict fine-tuning? A ``rank.json`` against the measured ``result.json`` files.
 
-``lit-transfer report DIR`` calls :func:`report_section` when ``DIR/rank.json`` exists (or ``--rank FILE``):
-each candidate is matched to the fine-tuning runs that started from it (``result.json`` ``weights``), their
-target test accuracy is averaged over seeds, and for every score the Kendall tau, Spearman rho and Pearson r
-between score and accuracy are reported (per strategy), with the accuracy lost by picking the top-scored
-candidate instead of the best one (regret). A plot shows score vs accuracy per metric.
+``lit-transfer report DIR`` adds :func:`report_section` to its files when ``DIR/rank.json`` exists (or
+``--rank FILE``): each candidate is matched to the fine-tuning runs that started from it (``result.json``
+``weights``, read by :func:`lit_transfer.plan.weights.parse_weights`), their target test accuracy is averaged
+over seeds, and for every score the Kendall tau, Spearman rho and Pearson r between score and accuracy are
+reported (per strategy), with the accuracy lost by picking the top-scored candidate instead of the best one
+(regret). A plot shows score vs accuracy per metric.
 """
 
 from __future__ import annotations
 
+import base64
 import html
 import json
 import math
@@ -18,17 +20,15 @@ from pathlib import Path
 from typing import Any, Optional
 
 from lit_transfer.figures import save_figure, slug_of
+from lit_transfer.plan.weights import File, parse_weights
+from lit_transfer.report.inputs import SOURCE_STAGE
+from lit_transfer.report.render import Section
+from lit_transfer.results import accuracy
 from lit_transfer.stats import mean_ci
 
-ACC = "target/test_acc"
 METRIC_ORDER = ("logme", "leep", "nce", "hscore", "hscore_raw")
 
 __all__ = ["compare", "markdown", "plot", "report_section", "correlations"]
-
-
-def _acc(r: dict) -> Optional[float]:
-    v = (r.get("metrics") or {}).get(ACC)
-    return float(v) if isinstance(v, (int, float)) and math.isfinite(v) else None
 
 
 def _same_file(a: str, b: str) -> bool:
@@ -39,17 +39,17 @@ def _same_file(a: str, b: str) -> bool:
 
 
 def matches(candidate: dict, result: dict) -> bool:
-    """Whether a run started from this candidate: same weights file (or same run directory), or same hub/random
-    weights of the same architecture."""
-    weights, used = candidate.get("weights"), result.get("weights")
-    if result.get("backbone") != candidate.get("backbone"):
+    """Whether a run started from this candidate: same weights file (or same run directory), or the same kind of
+    non-file weights (random init; the hub's, however the config spelled it) of the same architecture."""
+    weights, used = parse_weights(candidate.get("weights")), parse_weights(result.get("weights"))
+    if result.get("backbone") != candidate.get("backbone") or type(weights) is not type(used):
         return False
-    if weights in (None, "pretrained") or used in (None, "pretrained"):
-        return weights == used
+    if not isinstance(weights, File):
+        return True
     if _same_file(str(weights), str(used)):
         return True
     run_dir = (candidate.get("source") or {}).get("run_dir")
-    return bool(run_dir) and Path(run_dir).name in Path(str(used)).parts  # a moved sweep folder
+    return bool(run_dir) and Path(run_dir).name in used.path.parts  # a moved sweep folder
 
 
 def correlations(score: list[float], acc: list[float]) -> dict:
@@ -78,11 +78,11 @@ def compare(payload: dict, results: list[dict]) -> dict:
     metrics = [m for m in METRIC_ORDER if cands and all(m in c.get("scores", {}) for c in cands)]
     by_strategy: dict[str, dict[int, list[float]]] = defaultdict(lambda: defaultdict(list))
     for r in results:
-        if r.get("strategy") == "source" or _acc(r) is None:
+        if r.get("strategy") == SOURCE_STAGE or accuracy(r) is None:
             continue
         for i, c in enumerate(cands):
             if matches(c, r):
-                by_strategy[str(r.get("strategy"))][i].append(_acc(r))
+                by_strategy[str(r.get("strategy"))][i].append(accuracy(r))
                 break
     section: dict[str, Any] = {"metric": payload.get("metric", "logme"), "metrics": metrics, "strategies": {},
                                "unmatched": []}
@@ -177,32 +177,21 @@ def plot(section: dict, out: Path) -> list[Path]:
     return paths
 
 
-def report_section(rank_file: Path, results: list[dict], out: Path, files: dict) -> str:
-    """Add the ranking check to a written report (report.md, report.html, rank_vs_accuracy.json, a PNG)."""
-    import base64
-
+def report_section(rank_file: Path, results: list[dict], out: Path) -> Section:
+    """The ranking check as a section of the report: its table (markdown, and as preformatted text in the HTML),
+    its figures written under ``out`` (with ``rank_vs_accuracy.json``); only a console note when ``rank_file``
+    cannot be read."""
     try:
         payload = json.loads(Path(rank_file).read_text())
     except (OSError, ValueError) as err:
-        return f"- note: rank file {rank_file} left out: {type(err).__name__}: {err}\n"
+        return Section(console=f"- note: rank file {rank_file} left out: {type(err).__name__}: {err}\n")
     section = compare(payload, results)
     section["rank_file"] = str(rank_file)
     out.mkdir(parents=True, exist_ok=True)
     images = plot(section, out)
     text = markdown(section)
     (out / "rank_vs_accuracy.json").write_text(json.dumps(section, indent=2) + "\n")
-    md = files.get("md")
-    if md and Path(md).exists():
-        with open(md, "a") as fh:
-            fh.write("\n" + text + "".join(f"\n![{p.stem}]({p.name})\n" for p in images))
-    page = files.get("html")
-    if page and Path(page).exists():
-        from lit_transfer.atomic import write_text
-
-        body = "<h2>Transferability ranking vs fine-tuned accuracy</h2><pre>" + html.escape(text) + "</pre>" + "".join(
-            f"<img alt='{p.stem}' src='data:image/png;base64,{base64.b64encode(p.read_bytes()).decode()}'>"
-            for p in images)
-        old = Path(page).read_text()
-        write_text(Path(page), old.replace("</body>", body + "</body>", 1) if "</body>" in old
-                   else old + body)
-    return text
+    page = "<h2>Transferability ranking vs fine-tuned accuracy</h2><pre>" + html.escape(text) + "</pre>" + "".join(
+        f"<img alt='{p.stem}' src='data:image/png;base64,{base64.b64encode(p.read_bytes()).decode()}'>"
+        for p in images)
+    return Section(markdown=text + "".join(f"\n![{p.stem}]({p.name})\n" for p in images), html=page, console=text)

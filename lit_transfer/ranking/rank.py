@@ -33,6 +33,7 @@ from typing import Any, Optional
 import numpy as np
 
 from lit_transfer.errors import TransferConfigError
+from lit_transfer.plan.weights import File, Hub, Random, SourceStage, Weights, parse_weights
 
 PROG = "lit-transfer rank"
 RANK_FILE = "rank.json"
@@ -45,7 +46,7 @@ __all__ = ["Candidate", "parse_candidates", "load_target", "score_candidate", "r
 class Candidate:
     spec: str  # what the user wrote (or the checkpoint found in a directory)
     backbone: str
-    weights: Optional[str]  # None: random init; "pretrained": the hub; else a file
+    weights: Weights  # Random(), Hub() or File(path): never SourceStage (a stage's checkpoint is a File)
     label: str
     meta: dict = field(default_factory=dict)
 
@@ -98,7 +99,7 @@ def _from_checkpoint(path: Path, spec: str) -> Candidate:
     meta = _run_description(path)
     what = meta.get("domain")
     label = f"{backbone} / {what}[{_describe_shifts(meta.get('shifts'))}]" if what else f"{backbone} / {path.name}"
-    return Candidate(spec, backbone, str(path), label, meta)
+    return Candidate(spec, backbone, File(path), label, meta)
 
 
 def _run_checkpoint(run_dir: Path) -> Optional[Path]:
@@ -115,8 +116,6 @@ def _run_checkpoint(run_dir: Path) -> Optional[Path]:
 
 def parse_candidates(items: list[str]) -> list[Candidate]:
     """Candidates from command-line items (see the module docstring); duplicates are dropped."""
-    from lit_transfer.models.backbone import HUB_WEIGHTS
-
     out: list[Candidate] = []
     queue = [p for item in items for p in str(item).split(",") if p.strip()]
     while queue:
@@ -137,18 +136,19 @@ def parse_candidates(items: list[str]) -> list[Candidate]:
                 raise TransferConfigError(f"candidate checkpoint not found: {path}")
             out.append(_from_checkpoint(path, item))
         elif "@" in item:
-            arch, _, weights = item.partition("@")
-            if weights.lower() in ("random", "none", "scratch"):
-                out.append(Candidate(item, arch, None, f"{arch} (random init)"))
-            elif weights.lower() in HUB_WEIGHTS:
-                out.append(Candidate(item, arch, "pretrained", f"{arch} (hub)"))
+            arch, _, text = item.partition("@")
+            weights = Random() if text.lower() == "scratch" else parse_weights(text)
+            if isinstance(weights, Random):
+                out.append(Candidate(item, arch, weights, f"{arch} (random init)"))
+            elif isinstance(weights, Hub):
+                out.append(Candidate(item, arch, Hub(), f"{arch} (hub)"))
             else:
-                file = Path(weights).expanduser()
+                file = Path(text).expanduser() if isinstance(weights, SourceStage) else weights.path
                 if not file.is_file():
                     raise TransferConfigError(f"weights file of candidate {item!r} not found: {file}")
-                out.append(Candidate(item, arch, str(file.resolve()), f"{arch} / {file.name}"))
+                out.append(Candidate(item, arch, File(file.resolve()), f"{arch} / {file.name}"))
         else:
-            out.append(Candidate(item, item, "pretrained", f"{item} (hub)"))
+            out.append(Candidate(item, item, Hub(), f"{item} (hub)"))
     seen, unique = set(), []
     for c in out:
         key = (c.backbone, c.weights)
@@ -202,8 +202,8 @@ def load_target(data: dict, shots_seed: Optional[int] = None):
 def _build_model(c: Candidate, num_classes: int, in_chans: int, device: str):
     from lit_transfer.module import TransferClassifier
 
-    model = TransferClassifier(backbone=c.backbone, weights=c.weights, num_classes=num_classes, in_chans=in_chans,
-                               feature_cache=True)
+    model = TransferClassifier(backbone=c.backbone, weights=c.weights.config_value, num_classes=num_classes,
+                               in_chans=in_chans, feature_cache=True)
     return model.to(device).eval()
 
 
@@ -219,7 +219,7 @@ def score_candidate(c: Candidate, targets: list[tuple[Any, Any]], num_classes: i
     try:
         model = _build_model(c, num_classes, in_chans, device)
     except TransferConfigError as err:
-        hint = f" (for rank: {c.backbone}@FILE or {c.backbone}@random)" if c.weights == "pretrained" else ""
+        hint = f" (for rank: {c.backbone}@FILE or {c.backbone}@random)" if isinstance(c.weights, Hub) else ""
         raise TransferConfigError(f"candidate {c.spec!r}: {str(err).splitlines()[0]}{hint}") from err
     per_draw: list[dict] = []
     source_labels = "head" if model.source_head is not None else "gmm"
@@ -241,7 +241,7 @@ def score_candidate(c: Candidate, targets: list[tuple[Any, Any]], num_classes: i
             "hscore_raw": scores.hscore(f, y, shrinkage=None),
         })
     result = {k: float(np.mean([d[k] for d in per_draw])) for k in per_draw[0]}
-    return {"candidate": c.spec, "label": c.label, "backbone": c.backbone, "weights": c.weights,
+    return {"candidate": c.spec, "label": c.label, "backbone": c.backbone, "weights": c.weights.config_value,
             "source_labels": source_labels, "feature_dim": dim, "scores": result,
             "scores_per_draw": per_draw if len(per_draw) > 1 else None, **({"source": c.meta} if c.meta else {}),
             "seconds": round(time.perf_counter() - started, 3)}
