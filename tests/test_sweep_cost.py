@@ -43,16 +43,16 @@ def test_forked_and_spawned_trials_record_their_cost_and_give_identical_metrics(
 
 
 def test_the_runner_warms_up_once_before_its_first_fork(tmp_path, monkeypatch):
-    from lit_transfer import sweep
+    from lit_transfer.sweep import runner
 
     calls = []
-    real = sweep.warm_up
+    real = runner.warm_up
 
     def counting(args):
         calls.append((list(args), list((tmp_path / "out" / "trials").glob("*/result.json"))))
         real(args)
 
-    monkeypatch.setattr(sweep, "warm_up", counting)
+    monkeypatch.setattr(runner, "warm_up", counting)
     path = tmp_path / "two.yaml"
     path.write_text(yaml.safe_dump({"method": "grid", "command": COMMAND,
                                     "parameters": {"model.lr": {"values": [0.01, 0.02]}}}))
@@ -61,4 +61,4 @@ def test_the_runner_warms_up_once_before_its_first_fork(tmp_path, monkeypatch):
     assert len(calls) == 1 and calls[0][1] == []  # once, before any trial ran
     assert calls[0][0][0] == "fit" and calls[0][0][-2] == "--run.dir"  # the first trial's own command line
     assert len(list((tmp_path / "out" / "trials").glob("*/result.json"))) == 2
-    assert sweep.POLL_S <= 0.02
+    assert runner.POLL_S <= 0.02

@@ -379,3 +379,18 @@ def _logger_save_dirs(argv: list[str]) -> list[str]:
         if value.rsplit(".", 1)[-1] in _SAVE_DIR_LOGGERS and not given:
             out.append(f"--trainer.logger.init_args.save_dir={_SAVE_DIR_PLACEHOLDER}")
     return out
+
+
+def without_options(argv: list[str], keys: tuple[str, ...]) -> list[str]:
+    """``argv`` without the options ``keys`` (``--key value`` and ``--key=value``, their values included)."""
+    drop: set[int] = set()
+    for i, key, value in _options(argv):
+        if key in keys:
+            drop.update((i, i + 1) if value is not None and argv[i] == key else (i,))
+    return [arg for i, arg in enumerate(argv) if i not in drop]
+
+
+def set_process_args(args: list[str]) -> None:
+    """This process runs ``lit-transfer ARGS`` from now on (a sweep trial forked from the runner), so what reads
+    the process's command line (Lightning, W&B) sees the trial's: the one write of ``sys.argv``."""
+    sys.argv = ["lit-transfer", *args]
