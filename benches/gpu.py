@@ -49,7 +49,7 @@ QUICK = [  # (backbone, size, batch, timed steps): every knob set of each fits a
 
 
 def register_random_domain(name: str, n: int, size: int) -> None:
-    from lit_transfer.data.domains import Domain, register_domain
+    from lit_transfer.data.registry import Domain, register_domain
 
     @register_domain(name, num_classes=10, in_chans=3)
     def _load(spec):

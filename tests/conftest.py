@@ -21,12 +21,12 @@ SHIFT = [{"name": "rotate", "degrees": 90}, {"name": "invert"}]
 def _no_machine_state(tmp_path_factory, monkeypatch):
     """Tests never depend on what this machine happens to have: no system copy of Fashion-MNIST (tests write
     their own IDX files), and prepared datasets cached in a per-session folder, not the user's cache."""
-    from lit_transfer.data import domains, packaged
+    from lit_transfer.data import cache, packaged
 
     monkeypatch.setattr(packaged, "SYSTEM_DIRS", [])
-    cache = tmp_path_factory.getbasetemp() / "domain_cache"
-    monkeypatch.setattr(domains, "DOMAIN_CACHE", cache)
-    monkeypatch.setenv("LIT_TRANSFER_DATA_CACHE", str(cache))  # spawned trials and stage processes too
+    folder = tmp_path_factory.getbasetemp() / "domain_cache"
+    monkeypatch.setattr(cache, "DOMAIN_CACHE", folder)
+    monkeypatch.setenv("LIT_TRANSFER_DATA_CACHE", str(folder))  # spawned trials and stage processes too
 
 
 @pytest.fixture

@@ -290,9 +290,9 @@ def test_label_map_with_one_class(tmp_path, capfd):
 
 
 def test_empty_train_split_after_sampling(tmp_path, capfd, monkeypatch):
-    from lit_transfer.data import datamodule
+    from lit_transfer.data import splits
 
-    monkeypatch.setattr(datamodule, "take_shots", lambda idx, *a, **k: idx[:0])  # sampling kept nothing
+    monkeypatch.setattr(splits, "take_shots", lambda idx, *a, **k: idx[:0])  # sampling kept nothing
     out = fit_in_process(capfd, tmp_path)
     assert_one_line_error(*out, "target train split is empty after sampling")
 

@@ -1,9 +1,11 @@
-"""Batch-wise train-time augmentation on uint8 tensors, on whatever device the batch is on."""
+"""Batch-wise train-time augmentation on uint8 tensors, on whatever device the batch is on, seeded per step."""
 
 from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
+
+from .common import derive_seed
 from lit_transfer.errors import TransferConfigError
 
 AUGMENTATIONS = ("hflip", "crop_padding")
@@ -32,3 +34,21 @@ def augment_batch(
         flip = torch.rand(n, generator=gen, device=images.device) < 0.5
         images = torch.where(flip[:, None, None, None], images.flip(-1), images)
     return images
+
+
+def augment_streams(batch, augment: dict, seed: int, step: int, rank: int):
+    """A training batch augmented on its device, seeded by (seed, step, rank[, stream]), not by global RNG state:
+    a resumed run augments the same way. Multi-stream batches: each stream with its own generator."""
+    if isinstance(batch, dict):
+        out = {}
+        for name, part in batch.items():
+            images = part if name == "unlabeled" else part[0]
+            gen = torch.Generator(device=images.device)
+            gen.manual_seed(derive_seed(seed, step, rank, name))
+            images = augment_batch(images, gen, **augment)
+            out[name] = images if name == "unlabeled" else (images, part[1])
+        return out
+    images, labels = batch
+    gen = torch.Generator(device=images.device)
+    gen.manual_seed(derive_seed(seed, step, rank))
+    return augment_batch(images, gen, **augment), labels

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import functools
-import hashlib
-import json
 import sys
 import time
 from typing import Literal
@@ -14,146 +12,15 @@ import torch
 from lightning.pytorch.utilities import CombinedLoader
 
 from . import domains
-from .augment import augment_batch, check_augment
-from .common import derive_seed
+from .augment import augment_streams, check_augment
 from .domains import DomainSpec, load_domain
+from .folders import read_image_files
 from .loader import InMemoryLoader
-from .splits import map_labels, split_domain, take_shots
+from .pair import ClassMatching, Role, TrainOn, check_channels, check_sizes, pair_specs, pair_split_hash, primary_role
+from .splits import draw_splits, map_labels
+from .streams import rank_and_world_size, training_loader, transfer_options
 from lit_transfer.errors import TransferConfigError
 from lit_transfer.validation import check_data_args
-
-Role = Literal["source", "target"]
-_ROLES: tuple[Role, Role] = ("source", "target")
-# "source+target": joint training on labelled source and labelled target batches (multi-task).
-TrainOn = Literal["source", "target", "source+target"]
-_TRAIN_ON = ("source", "target", "source+target")
-_SPLITS = ("train", "val", "test")
-
-
-def _as_spec(spec: DomainSpec | dict | None) -> DomainSpec:
-    if spec is None:
-        return DomainSpec()
-    return DomainSpec(**spec) if isinstance(spec, dict) else spec
-
-
-# ``source: none``: no source domain; the knowledge comes from pretrained weights (ImageNet -> target).
-NO_SOURCE = "none"
-
-
-def match_classes(specs: dict[str, DomainSpec]) -> tuple[list[str] | None, dict[str, dict[int, int]]]:
-    """``(shared class names, {role: folder label -> shared label})`` when both domains name their classes
-    (image folders): the source's classes, then the target's the source lacks, matched by name (after
-    ``label_map`` renames); ``(None, {})`` for datasets whose labels are indices. No shared name: one line."""
-    names = {role: domains.class_names(spec) for role, spec in specs.items()}
-    if any(v is None for v in names.values()) or "source" not in names:
-        return None, {}
-    source, target = names["source"], names["target"]
-    if not set(source) & set(target):
-        raise TransferConfigError(
-            f"data.source classes {source} and data.target classes {target} share no name, so no class can "
-            "be matched; rename folders, or map them with data.target.label_map (folder name -> source class "
-            f"name, e.g. {{{target[0]}: '{source[0]}'}})")
-    shared = list(source) + [n for n in target if n not in source]
-    maps = {}
-    for role, spec in specs.items():
-        renamed = [str((spec.label_map or {}).get(c, c)) for c in domains.folder_class_names(spec)]
-        maps[role] = {i: shared.index(n) for i, n in enumerate(renamed)}
-    return shared, maps
-
-
-def check_channels(specs: dict[str, DomainSpec]) -> None:
-    """Image folders of a pair must resolve to the same channels: a model has one input stem, and a domain
-    with other channels would silently drop out of evaluation."""
-    if "source" not in specs or not any(spec.name == "image_folder" for spec in specs.values()):
-        return
-    chans = {role: domains.in_chans(spec) for role, spec in specs.items()}
-    if chans["source"] != chans["target"]:
-        kind = {1: "grayscale (1 channel)", 3: "RGB (3 channels)"}
-        raise TransferConfigError(
-            f"data.source images are {kind[chans['source']]} and data.target images are {kind[chans['target']]}; "
-            "a model takes one kind: set the same channels on both (data.source.channels=3 and "
-            "data.target.channels=3, or 1 for grayscale)")
-
-
-def check_sizes(specs: dict[str, DomainSpec], sizes: dict[str, tuple]) -> None:
-    """Source and target images of one size, unless an ``image_size`` decided them (set on either domain)."""
-    if len(sizes) < 2 or sizes["source"] == sizes["target"] or any(s.image_size is not None for s in specs.values()):
-        return
-    big = max(max(s) for s in sizes.values())
-    (sh, sw), (th, tw) = sizes["source"], sizes["target"]
-    raise TransferConfigError(
-        f"data.source images are {sh}x{sw} and data.target images are {th}x{tw}; set image_size on both "
-        f"(e.g. data.source.image_size={big} and data.target.image_size={big}) so the model sees one size")
-
-
-def pair_split_hash(dm, names: list[str] | None, maps: dict[str, dict[int, int]]) -> str:
-    """:meth:`DomainPairDataModule.split_hash`: the domains' identities, the class matching when it renumbers
-    classes, and every split index."""
-    h = hashlib.sha256()
-    ident = {r: dm.specs[r].identity() for r in _ROLES if r in dm.specs}
-    if dm.test_per_class is not None:  # only when set, so the hashes of existing configs stay as they were
-        ident["test_per_class"] = dm.test_per_class
-    h.update(json.dumps(ident, sort_keys=True).encode())
-    if names is not None and any(m != {i: i for i in m} for m in maps.values()):
-        # classes matched by name to other labels than their folders' positions (only then: the hashes of
-        # pairs with the same class folders stay as they were)
-        h.update(json.dumps({"classes": names, "maps": {r: sorted(m.items()) for r, m in maps.items()}}).encode())
-    for role, splits in dm.split_indices().items():
-        for split in _SPLITS:
-            h.update(f"{role}/{split}:".encode())
-            h.update(splits[split].to(torch.int64).numpy().tobytes())
-    return h.hexdigest()
-
-
-def check_pair_args(source, train_on: str, test_per_class) -> None:
-    """``source: none`` trains on the target only; ``test_per_class`` is a positive integer or null."""
-    if source == NO_SOURCE and train_on != "target":
-        raise TransferConfigError(f"data.source is 'none' (no source domain), so train_on must be 'target', "
-                                  f"got {train_on!r}; name a source domain to train on it")
-    if test_per_class is not None and (isinstance(test_per_class, bool) or not isinstance(test_per_class, int)
-                                       or test_per_class < 1):
-        raise TransferConfigError(f"data.test_per_class must be a positive integer or null, got {test_per_class!r}")
-
-
-class ClassMatching:
-    """Class names matched across the pair (``match_classes``), for :class:`DomainPairDataModule`."""
-
-    specs: dict[str, DomainSpec]
-    _classes: tuple | None = None
-
-    @property
-    def class_names(self) -> list[str] | None:
-        """The pair's class names in label order, when both domains name their classes (image folders): the
-        source's classes, then the target's that the source lacks. Classes are matched by name, never by
-        position; ``None`` for datasets whose labels are indices."""
-        return self._match_classes()[0]
-
-    @property
-    def missing_classes(self) -> dict[str, list[str]]:
-        """``{role: [class names]}`` of the shared classes a domain has no images of (it is evaluated on the
-        classes it has)."""
-        names, maps = self._match_classes()
-        if names is None:
-            return {}
-        out = {}
-        for role, lut in maps.items():
-            missing = [n for i, n in enumerate(names) if i not in set(lut.values())]
-            if missing:
-                out[role] = missing
-        return out
-
-    def _match_classes(self) -> tuple[list[str] | None, dict[str, dict[int, int]]]:
-        if self._classes is None:
-            self._classes = match_classes(self.specs)
-        return self._classes
-
-    def _num_classes(self, role: str) -> int:
-        names = self.class_names
-        return len(names) if names is not None else domains.num_classes(self.specs[role])
-
-    def _label_map(self, role: str) -> dict[int, int] | None:
-        names, maps = self._match_classes()
-        return maps[role] if names is not None else self.specs[role].label_map
 
 
 def _once_timed(build):
@@ -234,29 +101,13 @@ class DomainPairDataModule(ClassMatching, L.LightningDataModule):
         prefetch: bool = False,
     ) -> None:
         super().__init__()
-        if train_on not in _TRAIN_ON:
-            raise TransferConfigError(f"train_on must be 'source', 'target' or 'source+target', got {train_on!r}.")
-        check_pair_args(source, train_on, test_per_class)
-        self.specs = {"target": _as_spec(target)} if source == NO_SOURCE else {
-            "source": _as_spec(source), "target": _as_spec(target)}
-        self.test_per_class = test_per_class
-        for spec in self.specs.values():
-            domains.check_spec(spec)
-            values = set((spec.label_map or {}).values())
-            if values and not domains.renames(spec) and values != set(range(len(values))):
-                raise TransferConfigError(f"label_map values must be 0..k-1 without gaps, got {sorted(values)}.")
-        self._classes: tuple | None = None  # (shared class names, {role: label map}), read on first use
-        for role, spec in self.specs.items():  # a one-class "classifier" trains and scores nothing
-            if domains.num_classes(spec) < 2:
-                raise TransferConfigError(f"data.{role} ({spec.name}) has {domains.num_classes(spec)} class; a "
-                                          "classifier needs at least 2 (check label_map or the class folders)")
+        self.specs = pair_specs(source, target, train_on, test_per_class)
         check_augment(augment)
         check_data_args(target_shots=target_shots, source_shots=source_shots, val_shots=val_shots,
                         split_seed=split_seed or 0, shots_seed=shots_seed, val_fraction=val_fraction,
                         test_fraction=test_fraction, batch_size=batch_size, eval_batch_size=eval_batch_size,
                         specs=self.specs)
-        self.train_on = train_on
-        self.unlabeled_target = unlabeled_target
+        self.train_on, self.unlabeled_target, self.test_per_class = train_on, unlabeled_target, test_per_class
         self.shots = {"source": source_shots, "target": target_shots}
         self.val_shots = val_shots
         self.shots_seed = (split_seed or 0) if shots_seed is None else shots_seed
@@ -264,6 +115,7 @@ class DomainPairDataModule(ClassMatching, L.LightningDataModule):
         self.batch_size, self.eval_batch_size, self.augment = batch_size, eval_batch_size, augment
         self.prefetch = bool(prefetch)
         self.seed = 0  # the training seed, captured in setup
+        self._classes: tuple | None = None  # (shared class names, {role: label map}), read on first use
         self._indices: dict[str, dict[str, torch.Tensor]] = {}
         self._subsets: dict[tuple[str, str], tuple[torch.Tensor, torch.Tensor]] = {}
         self.skipped_files: dict[str, list[str]] = {}  # unreadable files left out (skip_corrupt: true), per role
@@ -293,7 +145,7 @@ class DomainPairDataModule(ClassMatching, L.LightningDataModule):
     @property
     def primary(self) -> Role:
         """The domain the model's head predicts: ``train_on``, or the target when training on both."""
-        return "target" if self.train_on == "source+target" else self.train_on
+        return primary_role(self.train_on)
 
     @property
     def num_classes(self) -> int:
@@ -306,18 +158,6 @@ class DomainPairDataModule(ClassMatching, L.LightningDataModule):
     @property
     def other(self) -> Role:
         return "source" if self.primary == "target" else "target"
-
-    @property
-    def val_domains(self) -> list[str]:
-        # A model with one head and one stem can only be evaluated on a domain with the same classes and channels.
-        if self.other not in self.specs:
-            return [self.primary]
-        a, b = self.specs[self.primary], self.specs[self.other]
-        if self.train_on == "source+target" and domains.in_chans(a) == domains.in_chans(b):
-            return [self.primary, self.other]  # joint training has a head per domain (the objective's)
-        same = (self._num_classes(self.primary) == self._num_classes(self.other)
-                and domains.in_chans(a) == domains.in_chans(b))
-        return [self.primary, self.other] if same else [self.primary]
 
     @property
     def train_streams(self) -> list[str]:
@@ -354,29 +194,18 @@ class DomainPairDataModule(ClassMatching, L.LightningDataModule):
                   f"{names}): it is evaluated on the classes it has", file=sys.stderr)
         for role, spec in self.specs.items():
             domain = load_domain(spec, self.split_seed)
-            if getattr(domain, "skipped", None):
+            if domain.skipped:
                 self.skipped_files[role] = list(domain.skipped)
             if domain.converted:
                 self.converted[role] = domain.converted
             labels = map_labels(domain.labels, self._label_map(role))
-            splits = split_domain(
-                domain.labels, domain.official, self.split_seed, self.val_fraction, self.test_fraction
-            )
-            splits = {k: v[labels[v] >= 0] for k, v in splits.items()}
+            whole_train, splits = draw_splits(
+                domain.labels, domain.official, labels, role, self._num_classes(role), split_seed=self.split_seed,
+                val_fraction=self.val_fraction, test_fraction=self.test_fraction, shots=self.shots[role],
+                shots_seed=self.shots_seed, val_shots=self.val_shots, test_per_class=self.test_per_class,
+                absent={self.class_names.index(n) for n in missing.get(role, [])})
             if role == "target":  # the whole train split, before shots: the unlabeled-target stream's images
-                self._subsets["target", "unlabeled"] = domain.images[splits["train"]], labels[splits["train"]]
-            k = self._num_classes(role)
-            absent = {self.class_names.index(n) for n in missing.get(role, [])}
-            splits["train"] = take_shots(splits["train"], labels, self.shots[role], k, self.shots_seed, f"{role}_shots",
-                                         absent=absent)
-            if self.test_per_class is not None:  # seeded by split_seed: every run is tested on the same images
-                splits["test"] = take_shots(splits["test"], labels, self.test_per_class, k, self.split_seed,
-                                            "test_per_class", at_most=True)
-            if role == "target" and self.val_shots is not None:
-                auto = self.val_shots == "auto"
-                shots = self.shots["target"] if auto else self.val_shots
-                splits["val"] = take_shots(splits["val"], labels, shots, k, self.shots_seed, "val_shots",
-                                           at_most=auto, absent=absent)
+                self._subsets["target", "unlabeled"] = domain.images[whole_train], labels[whole_train]
             self._indices[role] = splits
             for split, idx in splits.items():
                 self._subsets[role, split] = domain.images[idx], labels[idx]
@@ -404,44 +233,18 @@ class DomainPairDataModule(ClassMatching, L.LightningDataModule):
 
     # --- dataloaders ---
 
-    def _dist(self) -> tuple[int, int]:
-        trainer = self.trainer
-        return (trainer.global_rank, trainer.world_size) if trainer is not None else (0, 1)
-
     def transfer_options(self) -> dict:
         """How the loaders hand batches to the training device: pinned memory on CUDA; prefetched there if asked."""
-        trainer = self.trainer
-        device = getattr(getattr(trainer, "strategy", None), "root_device", None) if trainer is not None else None
-        accelerated = device is not None and device.type != "cpu"
-        return {"pin_memory": accelerated and device.type == "cuda",
-                "device": device if self.prefetch and accelerated else None}
-
-    def _train_loader(self, images: torch.Tensor, labels: torch.Tensor, seed: int) -> InMemoryLoader:
-        rank, world_size = self._dist()
-        # Few-shot sets can be smaller than a batch: dropping the last batch would then drop everything.
-        drop_last = -(-len(labels) // world_size) >= self.batch_size
-        return InMemoryLoader(images, labels, self.batch_size, shuffle=True, drop_last=drop_last,
-                              seed=seed, rank=rank, world_size=world_size, **self.transfer_options())
+        return transfer_options(self.trainer, self.prefetch)
 
     def train_dataloader(self) -> InMemoryLoader | CombinedLoader:
-        streams = self.train_streams
-        loaders: dict = {}
-        for name in streams:
-            # The first stream keeps the run's seed (single-stream order unchanged); others get their own.
-            seed = self.seed if name == streams[0] else derive_seed(self.seed, "stream", name)
-            if name == "unlabeled":
-                images = self.subset("target", "unlabeled")[0]
-                # The labels never enter the loader: placeholders, dropped by ImagesOnly.
-                placeholder = torch.full((len(images),), -1, dtype=torch.int64)
-                loaders[name] = ImagesOnly(self._train_loader(images, placeholder, seed))
-            else:
-                loaders[name] = self._train_loader(*self.subset(name, "train"), seed)
-        if len(loaders) == 1:
-            return loaders[streams[0]]
-        return CombinedLoader(loaders, mode="max_size_cycle")
+        streams = {name: self.subset("target", "unlabeled") if name == "unlabeled" else self.subset(name, "train")
+                   for name in self.train_streams}
+        return training_loader(streams, self.batch_size, self.seed, *rank_and_world_size(self.trainer),
+                               **self.transfer_options())
 
     def _eval_loaders(self, split: str, roles: list[str]) -> list[InMemoryLoader]:
-        rank, world_size = self._dist()
+        rank, world_size = rank_and_world_size(self.trainer)
         return [InMemoryLoader(*self.subset(role, split), self.eval_batch_size, shuffle=False,
                                rank=rank, world_size=world_size, **self.transfer_options()) for role in roles]
 
@@ -456,9 +259,9 @@ class DomainPairDataModule(ClassMatching, L.LightningDataModule):
             return self._eval_loaders("test", ["target"])[0]
         spec = self.specs[self.primary]
         size = spec.image_size or int(self.subset(self.primary, "train")[0].shape[-1])
-        files, images = domains.read_image_files(self.predict_dir, domains.in_chans(spec), size)
+        files, images = read_image_files(self.predict_dir, domains.in_chans(spec), size)
         self.predict_files = files
-        rank, world_size = self._dist()
+        rank, world_size = rank_and_world_size(self.trainer)
         placeholder = torch.full((len(images),), -1, dtype=torch.int64)
         return InMemoryLoader(images, placeholder, self.eval_batch_size, shuffle=False, rank=rank,
                               world_size=world_size)
@@ -468,37 +271,3 @@ class DomainPairDataModule(ClassMatching, L.LightningDataModule):
         if not self.augment or trainer is None or not trainer.training:
             return batch
         return augment_streams(batch, self.augment, self.seed, trainer.global_step, trainer.global_rank)
-
-
-def augment_streams(batch, augment: dict, seed: int, step: int, rank: int):
-    """A training batch augmented on its device, seeded by (seed, step, rank[, stream]), not by global RNG state:
-    a resumed run augments the same way. Multi-stream batches: each stream with its own generator."""
-    if isinstance(batch, dict):
-        out = {}
-        for name, part in batch.items():
-            images = part if name == "unlabeled" else part[0]
-            gen = torch.Generator(device=images.device)
-            gen.manual_seed(derive_seed(seed, step, rank, name))
-            images = augment_batch(images, gen, **augment)
-            out[name] = images if name == "unlabeled" else (images, part[1])
-        return out
-    images, labels = batch
-    gen = torch.Generator(device=images.device)
-    gen.manual_seed(derive_seed(seed, step, rank))
-    return augment_batch(images, gen, **augment), labels
-
-
-class ImagesOnly:
-    """An :class:`InMemoryLoader` that yields images only: the unlabeled stream never carries labels."""
-
-    def __init__(self, loader: InMemoryLoader) -> None:
-        self.loader = loader
-        self.sampler = loader.sampler  # Lightning calls sampler.set_epoch(epoch) on every training loader
-        self.batch_sampler = None
-
-    def __len__(self) -> int:
-        return len(self.loader)
-
-    def __iter__(self):
-        for images, _ in self.loader:
-            yield images

@@ -80,3 +80,27 @@ def take_shots(
     purpose = "val_shots" if what == "val_shots" else "shots"  # val draws are independent of train draws
     chosen = [idx[:shots] for _, idx in _per_class(train, labels, purpose, seed)]
     return torch.cat(chosen).sort().values if chosen else train[:0]  # an empty split stays empty
+
+
+def draw_splits(
+    original: torch.Tensor, official: dict[str, torch.Tensor], labels: torch.Tensor, role: str, num_classes: int,
+    *, split_seed: int, val_fraction: float, test_fraction: float, shots: int | None, shots_seed: int,
+    val_shots: int | str | None, test_per_class: int | None, absent: set[int],
+) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """One domain's ``(whole train split, {"train", "val", "test"} indices)``: split on the ``original`` labels,
+    examples whose mapped ``labels`` are dropped (-1) left out, then the labelled examples drawn: ``shots`` per
+    class for train (seeded by ``shots_seed``), at most ``test_per_class`` for test (by ``split_seed``: every
+    run is tested on the same images) and, for the target, ``val_shots`` for val (``"auto"``: as many as
+    ``shots``, fewer where a class has fewer)."""
+    splits = split_domain(original, official, split_seed, val_fraction, test_fraction)
+    splits = {k: v[labels[v] >= 0] for k, v in splits.items()}
+    whole_train = splits["train"]
+    splits["train"] = take_shots(whole_train, labels, shots, num_classes, shots_seed, f"{role}_shots", absent=absent)
+    if test_per_class is not None:
+        splits["test"] = take_shots(splits["test"], labels, test_per_class, num_classes, split_seed,
+                                    "test_per_class", at_most=True)
+    if role == "target" and val_shots is not None:
+        auto = val_shots == "auto"
+        splits["val"] = take_shots(splits["val"], labels, shots if auto else val_shots, num_classes, shots_seed,
+                                   "val_shots", at_most=auto, absent=absent)
+    return whole_train, splits

@@ -10,8 +10,9 @@ import sys
 import pytest
 import torch
 
-from lit_transfer.data import domains
+from lit_transfer.data import cache as domain_cache, registry
 from lit_transfer.data.domains import DomainSpec, load_domain
+from lit_transfer.data.prepare import prepare
 
 SPECS = [
     DomainSpec(name="digits", shifts=[{"name": "rotate", "degrees": 90}, {"name": "invert"}]),
@@ -23,7 +24,7 @@ SPECS = [
 
 @pytest.fixture
 def cache(tmp_path, monkeypatch):
-    monkeypatch.setattr(domains, "DOMAIN_CACHE", tmp_path / "cache")
+    monkeypatch.setattr(domain_cache, "DOMAIN_CACHE", tmp_path / "cache")
     return tmp_path / "cache"
 
 
@@ -35,10 +36,10 @@ def same(a, b) -> bool:
 
 @pytest.mark.parametrize("spec", SPECS, ids=lambda s: f"{s.name}-{s.half}")
 def test_cached_domain_equals_a_fresh_build_and_is_not_built_again(spec, cache, monkeypatch):
-    fresh = domains._prepare(spec, 3)
+    fresh = prepare(spec, 3)
     first = load_domain(spec, 3)
     assert len(list(cache.glob(f"{spec.name}-*.pt"))) == 1
-    monkeypatch.setattr(domains._DOMAINS[spec.name], "load", lambda s: pytest.fail("built again"))
+    monkeypatch.setattr(registry.DOMAINS[spec.name], "load", lambda s: pytest.fail("built again"))
     again = load_domain(spec, 3)
     assert same(fresh, first) and same(fresh, again)
     assert again.images.dtype == torch.uint8 and again.images.is_contiguous()
@@ -70,24 +71,24 @@ def _damage_tensor(path):
 ], ids=["garbage", "truncated", "empty", "flipped-bit"])
 def test_a_damaged_cache_file_is_rebuilt_never_trusted(damage, cache):
     spec = SPECS[0]
-    fresh = domains._prepare(spec, 0)
+    fresh = prepare(spec, 0)
     load_domain(spec, 0)
     (path,) = cache.glob("digits-*.pt")
     damage(path)
     assert same(load_domain(spec, 0), fresh)
-    assert same(domains._read_cached(path, domains._cache_key(spec, 0)), fresh)  # and written again, intact
+    assert same(domain_cache.read_cached(path, domain_cache.cache_key(spec, 0)), fresh)  # and written again, intact
 
 
 def test_a_file_of_another_key_is_not_used(cache):
     spec = SPECS[1]
     load_domain(spec, 0)
     (path,) = cache.glob("uci_digits-*.pt")
-    assert domains._read_cached(path, domains._cache_key(spec, 0)) is not None
-    assert domains._read_cached(path, domains._cache_key(spec, 1)) is None  # e.g. a hash-prefix collision
+    assert domain_cache.read_cached(path, domain_cache.cache_key(spec, 0)) is not None
+    assert domain_cache.read_cached(path, domain_cache.cache_key(spec, 1)) is None  # e.g. a hash-prefix collision
 
 
 def test_the_cache_folder_comes_from_the_environment(tmp_path):
     env = {**os.environ, "LIT_TRANSFER_DATA_CACHE": str(tmp_path / "elsewhere")}
-    out = subprocess.run([sys.executable, "-c", "from lit_transfer.data import domains; print(domains.DOMAIN_CACHE)"],
+    out = subprocess.run([sys.executable, "-c", "from lit_transfer.data import cache; print(cache.DOMAIN_CACHE)"],
                          env=env, capture_output=True, text=True, timeout=120)
     assert out.stdout.strip() == str(tmp_path / "elsewhere"), out.stderr[-2000:]

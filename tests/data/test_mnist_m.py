@@ -8,7 +8,7 @@ import torch
 import yaml
 
 from conftest import REPO
-from lit_transfer.data import DomainPairDataModule, DomainSpec, domains, shifts
+from lit_transfer.data import DomainPairDataModule, DomainSpec, registry, released, shifts
 from lit_transfer.data.domains import BUILT_ON, Domain, load_domain, share_images
 
 
@@ -32,15 +32,15 @@ def test_blend_is_the_absolute_difference_per_channel_on_a_hand_made_example():
 
 def test_mnist5k_m_blends_each_mnist5k_digit_with_a_real_photo_crop(monkeypatch):
     digits = torch.tensor([[[0, 255], [255, 0]], [[50, 50], [0, 0]]], dtype=torch.uint8)[:, None]  # 2 digits 2x2
-    monkeypatch.setattr(domains, "_mnist5k", lambda spec: Domain(digits, torch.tensor([3, 7])))
+    monkeypatch.setattr(released, "_mnist5k", lambda spec: Domain(digits, torch.tensor([3, 7])))
     photo = torch.arange(12, dtype=torch.uint8).view(3, 2, 2) * 20  # values 0..220, the digits' size
     monkeypatch.setattr(shifts, "real_photos", lambda: [photo])
     spec = DomainSpec(name="mnist5k_m", image_size=2)
-    domain = domains._DOMAINS["mnist5k_m"].load(spec)
+    domain = registry.DOMAINS["mnist5k_m"].load(spec)
     assert domain.labels.tolist() == [3, 7] and domain.images.shape == (2, 3, 2, 2)
     expected = (photo.int() - digits.int()).abs()  # [2, 3, 2, 2]: |patch − digit| per channel
     assert torch.equal(domain.images.int(), expected)
-    assert torch.equal(domains._DOMAINS["mnist5k_m"].load(spec).images, domain.images)  # deterministic
+    assert torch.equal(registry.DOMAINS["mnist5k_m"].load(spec).images, domain.images)  # deterministic
 
 
 def test_mnist5k_m_is_28_px_rgb_real_digits_on_real_photos():

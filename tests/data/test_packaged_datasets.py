@@ -126,14 +126,14 @@ def test_no_source_and_test_cap_bad_values_are_one_line(kwargs, problem):
 
 
 def test_prepared_domains_are_cached_and_read_back(tmp_path, monkeypatch):
-    from lit_transfer.data import domains
+    from lit_transfer.data import cache, registry
 
-    monkeypatch.setattr(domains, "DOMAIN_CACHE", tmp_path / "cache")
+    monkeypatch.setattr(cache, "DOMAIN_CACHE", tmp_path / "cache")
     spec = DomainSpec(name="mnist5k", image_size=32)
     first = load_domain(spec, 0)
     files = list((tmp_path / "cache").glob("mnist5k-*.pt"))
     assert len(files) == 1
-    monkeypatch.setattr(domains._DOMAINS["mnist5k"], "load", lambda s: pytest.fail("decoded again"))
+    monkeypatch.setattr(registry.DOMAINS["mnist5k"], "load", lambda s: pytest.fail("decoded again"))
     again = load_domain(spec, 0)
     assert torch.equal(first.images, again.images) and torch.equal(first.labels, again.labels)
     assert len(list((tmp_path / "cache").glob("*.pt"))) == 1

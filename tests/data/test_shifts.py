@@ -133,7 +133,8 @@ def test_digits_m_source_and_target_are_disjoint_halves_of_the_digits():
     from sklearn.datasets import load_digits
 
     from lit_transfer.data import DomainPairDataModule
-    from lit_transfer.data.domains import DomainSpec, half_indices, load_domain
+    from lit_transfer.data.domains import DomainSpec, load_domain
+    from lit_transfer.data.prepare import half_indices
     from pathlib import Path
 
     cfg = yaml.safe_load((Path(__file__).resolve().parents[2] / "configs/data/digits_to_digits_m.yaml").read_text())["data"]
