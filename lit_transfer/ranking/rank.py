@@ -115,7 +115,7 @@ def _run_checkpoint(run_dir: Path) -> Optional[Path]:
 
 def parse_candidates(items: list[str]) -> list[Candidate]:
     """Candidates from command-line items (see the module docstring); duplicates are dropped."""
-    from lit_transfer.models.backbone import HUB_WEIGHTS
+    from lit_transfer.plan.weights import HUB_WORDS as HUB_WEIGHTS
 
     out: list[Candidate] = []
     queue = [p for item in items for p in str(item).split(",") if p.strip()]
