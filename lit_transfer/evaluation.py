@@ -23,8 +23,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from lit_transfer.compat import attached_trainer
+
 __all__ = ["metric_collection", "ConfusionMatrix", "EvalAccumulator", "check_selection", "UNSUPERVISED_SELECTIONS",
-           "label_free_scores_wanted", "dev_wanted", "SCORE", "selection_metric"]
+           "label_free_scores_wanted", "dev_wanted", "SCORE", "selection_metric", "eval_domain"]
 
 UNSUPERVISED_SELECTIONS = ("entropy", "snd", "dev")  # no target label (lit_transfer.strategies.selection)
 SCORE = "target/val_score"  # the label-free selection score (higher is better): not an accuracy
@@ -98,6 +100,13 @@ def dev_wanted(model) -> bool:
     return model.hparams.selection in UNSUPERVISED_SELECTIONS or bool(getattr(dm, "unlabeled_target", False))
 
 
+def eval_domain(model, split: str, dataloader_idx: int) -> str:
+    """The domain of val/test loader ``dataloader_idx`` (the data module's ``{split}_domains``)."""
+    dm = getattr(attached_trainer(model), "datamodule", None)
+    names = getattr(dm, f"{split}_domains", None) or ["target"]
+    return names[dataloader_idx] if dataloader_idx < len(names) else f"domain{dataloader_idx}"
+
+
 class EvalAccumulator:
     """Loss sums and label-free-score inputs of the current evaluation epoch (metric states are the model's)."""
 
@@ -116,6 +125,14 @@ class EvalAccumulator:
             if key.endswith(f"_{split}"):
                 m.reset()
                 self.loss.pop(key, None)
+
+    def step(self, model, batch, split: str, dataloader_idx: int) -> None:
+        """One val/test batch ``(x, y)`` of loader ``dataloader_idx``: embed, classify with the head that
+        predicts its domain, accumulate."""
+        x, y = batch
+        domain = eval_domain(model, split, dataloader_idx)
+        features = model.embed(x)
+        self.update(model, domain, split, features, model.domain_head(domain)(features), y)
 
     def update(self, model, domain: str, split: str, features: torch.Tensor, logits: torch.Tensor,
                y: torch.Tensor) -> None:

@@ -36,7 +36,7 @@ from torch import nn
 from lit_transfer.compat import NORM_LAYERS
 from lit_transfer.errors import TransferConfigError
 
-__all__ = ["Freezing", "matches", "select_parameters", "param_counts", "log_param_counts", "NETWORK"]
+__all__ = ["Freezing", "Freezable", "matches", "select_parameters", "param_counts", "log_param_counts", "NETWORK"]
 
 #: the submodules whose parameters freezing manages; a source head, a teacher or a discriminator keeps its own
 #: ``requires_grad`` (set by the objective that owns it)
@@ -138,6 +138,37 @@ class Freezing:
         if model.training and self.freeze_bn_stats:
             for m in self._frozen_norms:
                 m.eval()
+
+
+class Freezable:
+    """What a model with a ``backbone`` (layer groups) and a ``freezing`` offers fine-tuning schedules: freeze
+    by group and pattern, count groups and parameters, and keep frozen norm layers in eval mode through
+    ``train()``. A mixin of :class:`~lit_transfer.module.TransferClassifier`."""
+
+    @property
+    def num_groups(self) -> int:
+        return len(self.backbone.groups)
+
+    def set_frozen(self, n: int, freeze: tuple[str, ...] = (), trainable: tuple[str, ...] = ()) -> bool:
+        """Freeze the first ``n`` backbone layer groups (and ``freeze`` patterns, except ``trainable`` ones);
+        see :class:`Freezing`. Returns whether the trainable set changed."""
+        changed = self.freezing.set(self, n, freeze, trainable)
+        if changed:
+            log_param_counts(self, reason=f"frozen {n}/{self.num_groups} backbone groups")
+        return changed
+
+    def train(self, mode: bool = True):
+        # Lightning (and users) call .train() at the start of every epoch and after validation; a "frozen"
+        # BatchNorm left in train mode keeps updating its running statistics, so re-apply eval here.
+        super().train(mode)
+        freezing = self.__dict__.get("freezing")  # absent while nn.Module.__init__ runs
+        if freezing is not None:
+            freezing.apply_norm_modes(self)
+        return self
+
+    def param_counts(self) -> dict[str, int]:
+        """Trainable and total parameters of the network (backbone, bottleneck, head)."""
+        return param_counts(self)
 
 
 def param_counts(model: nn.Module) -> dict[str, int]:

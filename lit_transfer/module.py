@@ -4,63 +4,62 @@ training path every strategy uses.
 The module holds the network, preprocesses and embeds images, sums the loss terms and evaluates. Everything
 else is a part it composes, so each can be read, tested and replaced alone:
 
+* where the starting weights come from: :func:`lit_transfer.plan.weights.parse_weights` (``model.weights``,
+  parsed once); a lit_transfer ``.ckpt`` is read once into a
+  :class:`~lit_transfer.models.source_checkpoint.SourceCheckpoint` that the backbone, the source head and a
+  distillation teacher are built from;
 * optimizer param groups: a pure function, :func:`lit_transfer.param_groups.param_groups`. It creates
   **every** group up front (one per backbone layer group, split by weight decay, plus the head), frozen or not,
   so unfreezing never adds a group: LR schedulers and checkpoint resume keep working;
 * which weights train: :class:`lit_transfer.freezing.Freezing` (``model.freezing``), by layer group or name
   pattern; schedules (:mod:`lit_transfer.strategies.schedule`) only say what each phase freezes;
 * feature caching and forgetting measurement: callbacks (:mod:`lit_transfer.callbacks`) that
-  :meth:`TransferClassifier.configure_callbacks` adds to every run;
+  :meth:`TransferClassifier.configure_callbacks` adds to every run; the feature cache's settings
+  (``model.feature_cache*``) are the callback's own constructor arguments;
 * loss terms: objectives and regularizers (:mod:`lit_transfer.strategies`);
-* epoch metrics: :mod:`lit_transfer.evaluation`;
+* epoch metrics and the eval steps' bookkeeping: :mod:`lit_transfer.evaluation`;
 * private Lightning/torch members: :mod:`lit_transfer.compat` only.
 """
 
 from __future__ import annotations
 
-from typing import Optional, Union
+from typing import Mapping, Optional, Union
 
 import torch
 import torch.nn.functional as F
-from lightning.pytorch import LightningModule
 from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
 from torch import nn
 
 from lit_transfer import compat, param_groups as groups_lib
+from lit_transfer.callbacks import FeatureCaching, ForgettingMeter
 from lit_transfer.errors import TransferConfigError
 from lit_transfer.evaluation import EvalAccumulator, check_selection, metric_collection
-from lit_transfer.freezing import Freezing, log_param_counts, param_counts, select_parameters
-from lit_transfer.models.backbone import Backbone, normalization
-from lit_transfer.models.heads import HeadCallable, LinearHead, make_bottleneck, rebuild_source_head
-from lit_transfer.models.weights import source_head_state
+from lit_transfer.freezing import Freezable, Freezing, log_param_counts, select_parameters
+from lit_transfer.models.backbone import normalization
+from lit_transfer.models.heads import HeadCallable, LinearHead
+from lit_transfer.models.network import build_network
+from lit_transfer.models.source_checkpoint import SourceCheckpoint
 from lit_transfer.param_groups import HEAD
+from lit_transfer.plan.weights import parse_weights
+from lit_transfer.step_logging import StepLogging
 from lit_transfer.strategies.l2sp import Regularizer
 from lit_transfer.strategies.objective import Objective, as_objectives, check_streams, training_loss
 from lit_transfer.validation import check_model_args
 
-__all__ = ["TransferClassifier", "HEAD", "SELECTIONS", "source_head_state"]
+__all__ = ["TransferClassifier", "HEAD", "SELECTIONS", "load_classifier"]
 
 SELECTIONS = ("auto", "source_val", "entropy", "snd", "dev", "oracle")
 COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
 
 
-def _check_args(feature_cache_dtype: str, selection: str, feature_cache_mb: float, compile_mode: str,
-                compile_options: Optional[dict]) -> None:
-    from lit_transfer.features import FEATURE_DTYPES
-
+def _check_args(selection: str, compile_mode: str, compile_options: Optional[dict]) -> None:
     if compile_mode not in COMPILE_MODES:
         raise TransferConfigError(
             f"model.compile_mode must be one of {', '.join(COMPILE_MODES)}, got {compile_mode!r}")
     if compile_mode != "default" and compile_options and "mode" in compile_options:
         raise TransferConfigError("set the compile mode once: model.compile_mode or model.compile_options.mode")
-
-    if feature_cache_dtype not in FEATURE_DTYPES:
-        raise TransferConfigError(
-            f"model.feature_cache_dtype must be one of {', '.join(FEATURE_DTYPES)}, got {feature_cache_dtype!r}")
     if selection not in SELECTIONS:
         raise TransferConfigError(f"model.selection must be one of {', '.join(SELECTIONS)}, got {selection!r}")
-    if not feature_cache_mb > 0:
-        raise TransferConfigError(f"model.feature_cache_mb must be > 0, got {feature_cache_mb}")
 
 
 def _compile_backbone(model) -> None:
@@ -78,7 +77,15 @@ def _default_optimizer(params) -> torch.optim.Optimizer:
     return torch.optim.AdamW(params, weight_decay=0.01)
 
 
-class TransferClassifier(LightningModule):
+def load_classifier(path) -> "TransferClassifier":
+    """A TransferClassifier rebuilt from a lit_transfer checkpoint file (its backbone and head, nothing else)."""
+    checkpoint = SourceCheckpoint.read(parse_weights(path))
+    if checkpoint is None:
+        raise TransferConfigError(f"{path} is not a lit_transfer run checkpoint (.ckpt)")
+    return TransferClassifier.from_checkpoint(checkpoint)
+
+
+class TransferClassifier(Freezable, StepLogging):
     """Backbone + head trained with cross-entropy; metrics per split and per domain.
 
     Args:
@@ -104,20 +111,15 @@ class TransferClassifier(LightningModule):
             the head predicts), ``source_val`` or ``oracle`` (target val labels); or, label-free, the logged
             ``target/val_score`` of ``entropy`` / ``snd`` / ``dev`` (scores of the target val images, not
             accuracies: :mod:`lit_transfer.evaluation`).
-        feature_cache: while no backbone weight trains (and augmentation and dropout are off), compute its
-            embeddings of each split once (:mod:`lit_transfer.callbacks.feature_cache`); same results.
-        feature_cache_dtype: ``float32`` (exact) or ``float16`` (half the memory, rounded features).
-        feature_cache_dir: keep cached embeddings as ``.npy`` memory maps here (shared across processes);
-            default: in memory, spilled to a temporary directory above ``feature_cache_mb``.
-        feature_cache_mb: the in-memory feature cache's budget in MiB (process-wide, LRU).
+        feature_cache, feature_cache_dtype, feature_cache_dir, feature_cache_mb: the settings of the
+            :class:`~lit_transfer.callbacks.FeatureCaching` callback the model brings (``enabled``, ``dtype``,
+            ``cache_dir``, ``memory_mb``): embeddings of a fixed backbone computed once; same results.
         channels_last: NHWC memory format for the backbone and its input (faster convolutions on GPUs).
         compile: ``torch.compile`` the backbone once, with ``compile_options`` and ``compile_mode`` (``default``,
             ``reduce-overhead``, ``max-autotune``, ``max-autotune-no-cudagraphs``); no recompile per epoch.
 
-    When ``weights`` is a lit_transfer checkpoint, its (source) head is kept, frozen, as ``source_head``: a
-    target run then reports ``source/test_acc_before`` (the loaded model on the source test split, measured
-    at fit start), ``source/test_acc_after`` (the trained backbone + source head) and ``source/forgetting``
-    (:class:`~lit_transfer.callbacks.ForgettingMeter`).
+    When ``weights`` is a lit_transfer checkpoint, its (source) head is kept, frozen, as ``source_head``: a target
+    run then reports how much it forgets the source (:class:`~lit_transfer.callbacks.ForgettingMeter`).
     """
 
     def __init__(
@@ -149,28 +151,23 @@ class TransferClassifier(LightningModule):
         compile_mode: str = "default",
     ):
         super().__init__()
-        _check_args(feature_cache_dtype, selection, feature_cache_mb, compile_mode, compile_options)
+        _check_args(selection, compile_mode, compile_options)
+        self.feature_caching = FeatureCaching(feature_cache, feature_cache_dtype, feature_cache_dir,
+                                              feature_cache_mb, channels_last)
         check_model_args(lr=lr, backbone_lr_scale=backbone_lr_scale, layer_decay=layer_decay,
                          label_smoothing=label_smoothing)
         weights = None if weights is None else str(weights)  # a Path would not load with weights_only=True
-        # Only plain values go into checkpoints, so they load with torch.load(weights_only=True). logger=False:
-        # the CLI sends the whole resolved config to loggers, nested; module hparams would duplicate it.
-        self.save_hyperparameters(
-            ignore=["head", "optimizer", "lr_scheduler", "regularizer", "objective"], logger=False
-        )
-        self.backbone = Backbone(backbone, in_chans=in_chans, weights=weights)
-        if channels_last:
-            self.backbone.to(memory_format=torch.channels_last)
-        self.bottleneck = make_bottleneck(self.backbone.out_features, bottleneck) if bottleneck else None
-        self.head = head(self.feature_dim, num_classes)
-        self.head_factory = head
-        self.source_head: Optional[nn.Module] = None
-        self.source_num_classes: Optional[int] = None
+        # Only plain values go into checkpoints (they load with weights_only=True): the head as the CLI gives it
+        # ({class_path, init_args}), not a class. logger=False: loggers get the CLI's whole config already.
+        self.save_hyperparameters(ignore=["optimizer", "lr_scheduler", "regularizer", "objective"], logger=False)
+        if not isinstance(self.hparams.get("head"), (str, Mapping)):
+            del self.hparams["head"]
+        net = build_network(backbone, weights, in_chans, head, num_classes, bottleneck, channels_last)
+        self.source_checkpoint = net.checkpoint  # read once; kept while the objectives are bound
+        self.backbone, self.bottleneck, self.head, self.head_factory = net.backbone, net.bottleneck, net.head, head
         self.source_head_eval = False  # evaluate the source domain with source_head (set by joint objectives)
-        found = rebuild_source_head(weights, head, self.feature_dim)
-        if found is not None:  # a frozen copy unless an objective trains it
-            self.source_head, self.source_num_classes = found
-            # measured once at fit start (callbacks.ForgettingMeter); a buffer, so a resumed run restores it
+        self.source_head, self.source_num_classes = net.source_head, net.source_num_classes  # frozen (see bind)
+        if self.source_head is not None:  # measured once at fit start (ForgettingMeter); restored on resume
             self.register_buffer("source_acc_before", torch.tensor(float("nan")))
         self.optimizer_factory, self.lr_scheduler_factory = optimizer, lr_scheduler
         self.num_classes = num_classes
@@ -188,10 +185,20 @@ class TransferClassifier(LightningModule):
         if isinstance(objective, (list, tuple)):
             objective = nn.ModuleList(objective) if objective else None
         self.objective = objective
-        # e.g. L2SP snapshots the transferred weights w0, DANN builds its discriminator, LwF snapshots the model
+        # e.g. L2SP snapshots the transferred weights w0, DANN builds its discriminator, LwF snapshots the model,
+        # Distill rebuilds its teacher (from source_checkpoint unless it names its own)
         for part in [regularizer, *as_objectives(objective)]:
             if part is not None and hasattr(part, "bind"):
                 part.bind(self)
+        self.source_checkpoint = None  # its tensors are in the parts now
+
+    @classmethod
+    def from_checkpoint(cls, checkpoint: SourceCheckpoint) -> "TransferClassifier":
+        """The network of a lit_transfer run's checkpoint: its backbone and head, nothing else (e.g. a teacher)."""
+        kwargs, state = checkpoint.network()
+        model = cls(**kwargs)
+        model.load_state_dict(state, strict=True)
+        return model
 
     @property
     def feature_dim(self) -> int:
@@ -204,9 +211,7 @@ class TransferClassifier(LightningModule):
 
     def configure_callbacks(self):
         """Callbacks every run needs, whatever the config adds (Lightning runs them after the config's ones)."""
-        from lit_transfer.callbacks import FeatureCaching, ForgettingMeter
-
-        return [FeatureCaching(), ForgettingMeter()]
+        return [self.feature_caching, ForgettingMeter()]
 
     # ---------------------------------------------------------- source head
     def add_source_head(self, num_classes: Optional[int] = None, trainable: bool = True) -> nn.Module:
@@ -227,7 +232,6 @@ class TransferClassifier(LightningModule):
             return self.source_head
         return self.head
 
-    # ------------------------------------------------------------------ model
     def preprocess(self, x: torch.Tensor) -> torch.Tensor:
         """uint8 images in [0, 255] (the data module's batches, already on the device) → normalised floats there;
         channels_last is applied to the uint8 input (element-wise ops keep the layout: no float copy)."""
@@ -249,32 +253,6 @@ class TransferClassifier(LightningModule):
     def configure_model(self) -> None:
         _compile_backbone(self)
 
-    # ------------------------------------------------------------- freezing
-    @property
-    def num_groups(self) -> int:
-        return len(self.backbone.groups)
-
-    def set_frozen(self, n: int, freeze: tuple[str, ...] = (), trainable: tuple[str, ...] = ()) -> bool:
-        """Freeze the first ``n`` backbone layer groups (and ``freeze`` patterns, except ``trainable`` ones);
-        see :class:`~lit_transfer.freezing.Freezing`. Returns whether the trainable set changed."""
-        changed = self.freezing.set(self, n, freeze, trainable)
-        if changed:
-            log_param_counts(self, reason=f"frozen {n}/{self.num_groups} backbone groups")
-        return changed
-
-    def train(self, mode: bool = True):
-        # Lightning (and users) call .train() at the start of every epoch and after validation; a "frozen"
-        # BatchNorm left in train mode keeps updating its running statistics, so re-apply eval here.
-        super().train(mode)
-        freezing = self.__dict__.get("freezing")  # absent while nn.Module.__init__ runs
-        if freezing is not None:
-            freezing.apply_norm_modes(self)
-        return self
-
-    def param_counts(self) -> dict[str, int]:
-        """Trainable and total parameters of the network (backbone, bottleneck, head)."""
-        return param_counts(self)
-
     def on_fit_start(self) -> None:
         log_param_counts(self, reason="at fit start")
         dm = self._datamodule()
@@ -282,11 +260,10 @@ class TransferClassifier(LightningModule):
             check_streams(self, dm)
             check_selection(self, dm)
 
-    # ------------------------------------------------------------ optimizer
     def param_groups(self) -> list[dict]:
         """All param groups, frozen or not (:func:`lit_transfer.param_groups.param_groups`)."""
-        hp = self.hparams
-        return groups_lib.param_groups(self, backbone_lr_scale=hp.backbone_lr_scale, layer_decay=hp.layer_decay)
+        return groups_lib.param_groups(self, backbone_lr_scale=self.hparams.backbone_lr_scale,
+                                       layer_decay=self.hparams.layer_decay)
 
     def configure_optimizers(self):
         hp = self.hparams
@@ -297,13 +274,8 @@ class TransferClassifier(LightningModule):
         """Multiply the learning rate of (some) param groups, schedulers included, e.g. for LP→FT."""
         groups_lib.scale_lr(self.trainer, factor, layer_groups)
 
-    # ---------------------------------------------------------------- data
     def _datamodule(self):
         return getattr(compat.attached_trainer(self), "datamodule", None)
-
-    def _domain(self, kind: str, dataloader_idx: int) -> str:
-        names = getattr(self._datamodule(), f"{kind}_domains", None) or ["target"]
-        return names[dataloader_idx] if dataloader_idx < len(names) else f"domain{dataloader_idx}"
 
     def train_domain(self) -> str:
         """The domain the head predicts: ``train_on`` (the target when training on source and target)."""
@@ -316,16 +288,6 @@ class TransferClassifier(LightningModule):
                 "snd": None, "dev": None}[self.hparams.selection]
 
     # --------------------------------------------------------------- steps
-    def log(self, name: str, value, *args, **kwargs) -> None:
-        """``LightningModule.log``, but step-only training values are recorded on logging steps only: Lightning
-        hands them to loggers every ``log_every_n_steps`` anyway, and recording costs ~1 ms a call (more than a
-        small model's CPU step). The progress bar shows the last recorded value, read when it redraws."""
-        if kwargs.get("on_step") and not kwargs.get("on_epoch"):
-            trainer = compat.attached_trainer(self)
-            if trainer is not None and trainer.training and not compat.should_update_logs(trainer):
-                return
-        super().log(name, value, *args, **kwargs)
-
     def task_loss(self, logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         return F.cross_entropy(logits, y, label_smoothing=self.hparams.label_smoothing)
 
@@ -348,17 +310,11 @@ class TransferClassifier(LightningModule):
             loss = loss + reg
         return loss
 
-    def _eval_step(self, batch, split: str, dataloader_idx: int) -> None:
-        x, y = batch
-        domain = self._domain(split, dataloader_idx)
-        features = self.embed(x)
-        self.evaluation.update(self, domain, split, features, self.domain_head(domain)(features), y)
-
     def validation_step(self, batch, batch_idx: int, dataloader_idx: int = 0) -> None:
-        self._eval_step(batch, "val", dataloader_idx)
+        self.evaluation.step(self, batch, "val", dataloader_idx)
 
     def test_step(self, batch, batch_idx: int, dataloader_idx: int = 0) -> None:
-        self._eval_step(batch, "test", dataloader_idx)
+        self.evaluation.step(self, batch, "test", dataloader_idx)
 
     def on_validation_epoch_start(self) -> None:
         self.evaluation.start(self.metrics, "val")

@@ -5,10 +5,9 @@ from __future__ import annotations
 import contextlib
 import difflib
 import logging
-import os
 import re
 from dataclasses import dataclass
-from pathlib import Path
+from typing import Mapping, Optional
 
 import timm
 import torch
@@ -18,14 +17,12 @@ from timm.models import group_parameters
 from lit_transfer.errors import TransferConfigError
 from lit_transfer.models import small_cnn as _register_small_cnn  # noqa: F401 - registers small_cnn with timm
 from lit_transfer.models.packaged import packaged_for, pretrained_file
-from lit_transfer.models.weights import WEIGHT_SUFFIXES, backbone_state_dict, hub_reachable, load_into, read_state_dict
+from lit_transfer.models.weights import backbone_state_dict, hub_reachable, load_into, read_state_dict
+from lit_transfer.plan.weights import HUB_WORDS, WEIGHT_SUFFIXES, Hub, Random, SourceStage, parse_weights
 
-__all__ = ["Backbone", "LayerGroup", "create_backbone_model", "normalization", "HUB_WEIGHTS"]
+__all__ = ["Backbone", "LayerGroup", "create_backbone_model", "normalization"]
 
 log = logging.getLogger(__name__)
-
-# ``weights`` values that mean "timm's hub weights for this model name (and tag)".
-HUB_WEIGHTS = ("pretrained", "hub", "imagenet")
 
 
 @dataclass(frozen=True)
@@ -56,14 +53,16 @@ def _hub_offline():
         hf_constants.HF_HUB_OFFLINE = saved
 
 
-def create_backbone_model(name: str, in_chans: int = 3, weights: str | None = None, **kwargs) -> nn.Module:
+def create_backbone_model(name: str, in_chans: int = 3, weights=None, **kwargs) -> nn.Module:
     """``timm.create_model(name, num_classes=0)`` with weights from nowhere, the hub, or a local file."""
-    return _create(name, in_chans, weights, **kwargs)[0]
+    return _create(name, in_chans, parse_weights(weights), **kwargs)[0]
 
 
-def _create(name: str, in_chans: int, weights, **kwargs) -> tuple[nn.Module, str]:
+def _create(name: str, in_chans: int, weights, state: Optional[Mapping[str, torch.Tensor]] = None,
+            **kwargs) -> tuple[nn.Module, str]:
     """The headless model and where its weights came from: ``random``, ``hub``, ``package:<pip name>`` or
-    ``file``."""
+    ``file``. ``weights`` is a parsed :data:`~lit_transfer.plan.weights.Weights`; ``state``: the file's tensors
+    when the caller has read them already (a source checkpoint)."""
     base, _, tag = name.partition(".")
     if not timm.is_model(base):
         raise _unknown_backbone(name)
@@ -72,22 +71,22 @@ def _create(name: str, in_chans: int, weights, **kwargs) -> tuple[nn.Module, str
         raise TransferConfigError(
             f"unknown tag '{tag}' for backbone '{base}'; known tags: {', '.join(known_tags) or 'none'}"
         )
-    if isinstance(weights, os.PathLike):  # a pathlib.Path from Python code; configs give strings
-        weights = os.fspath(weights)
-    if weights is not None and weights.lower() in HUB_WEIGHTS:
+    if isinstance(weights, Hub):
         return _create_from_hub(name, in_chans, **kwargs)
     model = timm.create_model(name, pretrained=False, num_classes=0, in_chans=in_chans, **kwargs)
-    if weights is None:
+    if isinstance(weights, Random):
         return model, "random"
-    if not str(weights).endswith(WEIGHT_SUFFIXES) and not Path(weights).expanduser().exists():
+    if isinstance(weights, SourceStage) or (state is None and not weights.path.name.endswith(WEIGHT_SUFFIXES)
+                                            and not weights.path.exists()):
         raise TransferConfigError(
             f"model.weights='{weights}' is neither a weights file ({', '.join(WEIGHT_SUFFIXES)}) nor one of "
-            f"{', '.join(HUB_WEIGHTS)}, 'source' or null"
+            f"{', '.join(HUB_WORDS)}, 'source' or null"
         )
     cfg = model.pretrained_cfg
     classifier = cfg.get("classifier") or ()
     classifier = (classifier,) if isinstance(classifier, str) else tuple(classifier)
-    state = backbone_state_dict(read_state_dict(weights), classifier_names=classifier)
+    state = backbone_state_dict(read_state_dict(weights.path) if state is None else state,
+                                classifier_names=classifier)
     load_into(model, state, source=str(weights), first_conv=cfg.get("first_conv"))
     return model, "file"
 
@@ -162,14 +161,16 @@ class Backbone(nn.Module):
     Args:
         name: any ``timm.list_models()`` name, optionally with a pretrained tag (``resnet18.a1_in1k``).
         in_chans: input channels of the data; hub/file weights are adapted like timm's ``adapt_input_conv``.
-        weights: ``None`` (random init), ``"pretrained"`` (timm hub), or a local file (.safetensors, .pth,
-            or a lit_transfer ``.ckpt``).
+        weights: where the weights come from (:func:`~lit_transfer.plan.weights.parse_weights` reads a config
+            string or path): random init, timm hub, or a local file (.safetensors, .pth, or a lit_transfer ``.ckpt``).
+        state: the weights file's tensors when the caller has read them already (a source checkpoint).
     """
 
-    def __init__(self, name: str = "small_cnn", in_chans: int = 3, weights: str | None = None, **kwargs):
+    def __init__(self, name: str = "small_cnn", in_chans: int = 3, weights=None,
+                 state: Optional[Mapping[str, torch.Tensor]] = None, **kwargs):
         super().__init__()
         self.name = name
-        self.model, self.origin = _create(name, in_chans, weights, **kwargs)
+        self.model, self.origin = _create(name, in_chans, parse_weights(weights), state, **kwargs)
         # head_hidden_size is the width the classifier sees; num_features differs for e.g. MobileNetV3.
         self.out_features = int(getattr(self.model, "head_hidden_size", None) or self.model.num_features)
         self.groups = _layer_groups(self.model)

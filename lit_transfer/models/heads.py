@@ -88,12 +88,11 @@ def make_bottleneck(in_features: int, width: int) -> nn.Module:
     return nn.Sequential(nn.Linear(in_features, int(width)), nn.BatchNorm1d(int(width)), nn.ReLU())
 
 
-def rebuild_source_head(weights, head_factory, in_features: int) -> Optional[tuple[nn.Module, int]]:
-    """``(frozen source head, num_classes)`` rebuilt from a lit_transfer checkpoint's head, else ``None``
-    (not such a checkpoint, or a head this model's head class cannot load: then no forgetting metrics)."""
-    from lit_transfer.models.weights import source_head_state
-
-    found = source_head_state(weights)
+def rebuild_source_head(checkpoint, head_factory, in_features: int) -> Optional[tuple[nn.Module, int]]:
+    """``(frozen source head, num_classes)`` rebuilt from a lit_transfer checkpoint's head
+    (:class:`~lit_transfer.models.source_checkpoint.SourceCheckpoint`), else ``None`` (no checkpoint, not a
+    run's, or a head this model's head class cannot load: then no forgetting metrics)."""
+    found = None if checkpoint is None else checkpoint.source_head_state()
     if found is None:
         return None
     state, n = found
@@ -102,6 +101,6 @@ def rebuild_source_head(weights, head_factory, in_features: int) -> Optional[tup
         head.load_state_dict(state)
     except (RuntimeError, TypeError, ValueError) as err:
         log.warning("cannot rebuild the source head of %s with this model's head (%s); no forgetting metrics",
-                    weights, err)
+                    checkpoint.path, err)
         return None
     return head.requires_grad_(False), n

@@ -18,17 +18,23 @@ from timm.models import adapt_input_conv
 
 from lit_transfer.errors import TransferConfigError
 
-__all__ = ["read_state_dict", "backbone_state_dict", "load_into", "hub_reachable", "source_head_state", "WEIGHT_SUFFIXES"]
+__all__ = ["read_state_dict", "read_checkpoint", "backbone_state_dict", "load_into", "hub_reachable",
+           "LIT_BACKBONE_PREFIX"]
 
-WEIGHT_SUFFIXES = (".safetensors", ".pth", ".pt", ".bin", ".ckpt")
 # Prefixes that wrappers add around a model's own keys (DDP, EMA, Lightning modules, timm train scripts).
 _WRAPPER_PREFIXES = ("module.", "_orig_mod.", "model.")
 # Keys of a lit_transfer checkpoint that belong to the backbone.
-_LIT_BACKBONE_PREFIX = "backbone.model."
+LIT_BACKBONE_PREFIX = "backbone.model."
 
 
 def read_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
     """Read a flat ``{name: tensor}`` mapping from a weights file, never unpickling objects."""
+    return read_checkpoint(path)[0]
+
+
+def read_checkpoint(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], dict]:
+    """``(state_dict, hyper_parameters)`` of a weights file (no hyper-parameters: ``{}``), never unpickling
+    objects."""
     path = Path(path).expanduser()
     if not path.is_file():
         raise TransferConfigError(
@@ -39,7 +45,7 @@ def read_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
         from safetensors.torch import load_file
 
         try:
-            return load_file(str(path))
+            return load_file(str(path)), {}
         except Exception as err:  # noqa: BLE001 - SafetensorError for truncated/corrupt files
             raise TransferConfigError(f"cannot read safetensors file {path} ({err}); is it complete?") from err
     try:
@@ -48,13 +54,14 @@ def read_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
             obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # noqa: BLE001 - torch raises several types for unsafe/corrupt files
         raise TransferConfigError(f"cannot read weights file {path}: {_load_problem(err)}") from err
+    hparams = obj.get("hyper_parameters") if isinstance(obj, Mapping) else None
     for key in ("state_dict", "model", "model_state_dict", "state_dict_ema"):
         if isinstance(obj, Mapping) and key in obj and isinstance(obj[key], Mapping):
             obj = obj[key]
             break
     if not isinstance(obj, Mapping) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
         raise TransferConfigError(f"weights file {path} holds no state_dict of tensors")
-    return dict(obj)
+    return dict(obj), dict(hparams) if isinstance(hparams, Mapping) else {}
 
 
 def _load_problem(err: Exception) -> str:
@@ -80,8 +87,8 @@ def backbone_state_dict(state: Mapping[str, torch.Tensor], classifier_names: tup
     A lit_transfer checkpoint keeps only ``backbone.model.*`` (its heads and regularizer buffers are not
     part of the backbone).
     """
-    if any(k.startswith(_LIT_BACKBONE_PREFIX) for k in state):
-        state = {k[len(_LIT_BACKBONE_PREFIX) :]: v for k, v in state.items() if k.startswith(_LIT_BACKBONE_PREFIX)}
+    if any(k.startswith(LIT_BACKBONE_PREFIX) for k in state):
+        state = {k[len(LIT_BACKBONE_PREFIX) :]: v for k, v in state.items() if k.startswith(LIT_BACKBONE_PREFIX)}
     else:
         state = dict(state)
         for prefix in _WRAPPER_PREFIXES:
@@ -138,25 +145,3 @@ def hub_reachable(host: str = "huggingface.co", timeout: float = 3.0) -> bool:
             return True
     except OSError:
         return False
-
-
-def source_head_state(weights) -> "tuple[dict[str, torch.Tensor], int] | None":
-    """``(head state_dict, num_classes)`` of the source head in a lit_transfer checkpoint, else ``None``.
-
-    A checkpoint that itself carries a ``source_head`` (a target run) passes that one on; otherwise its
-    ``head`` is the source head (a source run).
-    """
-    if not isinstance(weights, (str, os.PathLike)) or not str(weights).endswith(".ckpt"):
-        return None
-    path = Path(weights).expanduser()
-    if not path.is_file():
-        return None
-    state = read_state_dict(path)
-    if not any(k.startswith(_LIT_BACKBONE_PREFIX) for k in state):
-        return None  # not a lit_transfer checkpoint
-    for prefix in ("source_head.", "head."):
-        sub = {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
-        matrices = [v for v in sub.values() if v.ndim == 2]
-        if matrices:
-            return sub, int(matrices[-1].shape[0])
-    return None

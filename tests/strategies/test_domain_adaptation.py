@@ -22,7 +22,7 @@ from lit_transfer.data import DomainPairDataModule
 from lit_transfer.errors import TransferConfigError
 from lit_transfer.strategies import CORAL, DANN, MMD, Distill, LwF, MultiTask, coral_loss, mk_mmd
 from lit_transfer.strategies.dann import DomainDiscriminator, ganin_coefficient, grad_reverse
-from lit_transfer.strategies.distill import load_classifier
+from lit_transfer.module import load_classifier
 
 
 def make_da_dm(**kwargs):
