@@ -18,7 +18,7 @@ from lit_transfer.errors import TransferConfigError
 from lit_transfer.models import small_cnn as _register_small_cnn  # noqa: F401 - registers small_cnn with timm
 from lit_transfer.models.packaged import packaged_for, pretrained_file
 from lit_transfer.models.weights import backbone_state_dict, hub_reachable, load_into, read_state_dict
-from lit_transfer.plan.weights import HUB_WORDS, WEIGHT_SUFFIXES, Hub, Random, SourceStage, parse_weights
+from lit_transfer.plan.weights import WEIGHTS_CHOICES, Hub, Random, SourceStage, parse_weights
 
 __all__ = ["Backbone", "LayerGroup", "create_backbone_model", "normalization"]
 
@@ -76,12 +76,8 @@ def _create(name: str, in_chans: int, weights, state: Optional[Mapping[str, torc
     model = timm.create_model(name, pretrained=False, num_classes=0, in_chans=in_chans, **kwargs)
     if isinstance(weights, Random):
         return model, "random"
-    if isinstance(weights, SourceStage) or (state is None and not weights.path.name.endswith(WEIGHT_SUFFIXES)
-                                            and not weights.path.exists()):
-        raise TransferConfigError(
-            f"model.weights='{weights}' is neither a weights file ({', '.join(WEIGHT_SUFFIXES)}) nor one of "
-            f"{', '.join(HUB_WORDS)}, 'source' or null"
-        )
+    if isinstance(weights, SourceStage) or (state is None and not weights.plausible):
+        raise TransferConfigError(f"model.weights='{weights}' is not {WEIGHTS_CHOICES}")
     cfg = model.pretrained_cfg
     classifier = cfg.get("classifier") or ()
     classifier = (classifier,) if isinstance(classifier, str) else tuple(classifier)

@@ -16,11 +16,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Union
 
-__all__ = ["Random", "Hub", "File", "SourceStage", "Weights", "parse_weights", "HUB_WORDS", "WEIGHT_SUFFIXES"]
+__all__ = ["Random", "Hub", "File", "SourceStage", "Weights", "parse_weights", "HUB_WORDS", "WEIGHT_SUFFIXES",
+           "WEIGHTS_CHOICES"]
 
 HUB_WORDS = ("pretrained", "hub", "imagenet")
 WEIGHT_SUFFIXES = (".safetensors", ".pth", ".pt", ".bin", ".ckpt")
 _RANDOM_WORDS = ("null", "none", "", "random")
+WEIGHTS_CHOICES = (f"a weights file ({', '.join(WEIGHT_SUFFIXES)}), one of {', '.join(HUB_WORDS)}, "
+                   "'source' or null")  # what model.weights may be, for error messages
 
 
 @dataclass(frozen=True)
@@ -61,6 +64,11 @@ class File:
     @property
     def config_value(self) -> str:
         return str(self.path)
+
+    @property
+    def plausible(self) -> bool:
+        """Named like a weights file or existing: otherwise a misspelled keyword (``pretraind``) is likelier."""
+        return self.path.name.endswith(WEIGHT_SUFFIXES) or self.path.exists()
 
     @property
     def is_checkpoint(self) -> bool:

@@ -121,6 +121,6 @@ def compare_with_oracle(root: str) -> str:
 
 
 if __name__ == "__main__":  # pragma: no cover
-    import sys
+    from lit_transfer.plan.command_line import process_args
 
-    print(compare_with_oracle(sys.argv[1] if len(sys.argv) > 1 else "sweep_runs"))
+    print(compare_with_oracle((process_args() or ["sweep_runs"])[0]))
