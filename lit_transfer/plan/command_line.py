@@ -18,10 +18,8 @@ from lit_transfer.errors import TransferConfigError
 SUBCOMMANDS = ("fit", "validate", "test", "predict")
 TOOLS = ("sweep", "report", "rank")  # lit-transfer subcommands that lit_transfer.entry dispatches
 CONFIG_FLAGS = ("--config", "-c")
-_CONFIG_FLAGS = CONFIG_FLAGS
 _EVAL_SUBCOMMANDS = ("validate", "test", "predict")
 SAVE_DIR_PLACEHOLDER = "<run dir>"  # a logger's save_dir until the run dir exists (tracking.configure_loggers)
-_SAVE_DIR_PLACEHOLDER = SAVE_DIR_PLACEHOLDER
 _SAVE_DIR_LOGGERS = ("CSVLogger", "TensorBoardLogger")
 
 
@@ -147,7 +145,7 @@ def resolve_config_paths(argv: list[str]) -> list[str]:
     (``configs/data/digits_shift.yaml``) point to the shipped file: configs and sweeps work from any directory."""
     out = list(argv)
     for i, key, value in _options(argv):
-        if key in _CONFIG_FLAGS and value is not None:
+        if key in CONFIG_FLAGS and value is not None:
             if out[i] == key:
                 out[i + 1] = configs.resolve(value)
             else:
@@ -175,7 +173,7 @@ def _chosen(argv: list[str], kind: str) -> tuple[Optional[str], Optional[str]]:
             name = value
         elif key == "--run.configs":
             configs_dir = value
-        elif key in _CONFIG_FLAGS and value is not None:
+        elif key in CONFIG_FLAGS and value is not None:
             data = _yaml_mapping(value)
             if kind in data:
                 name = data[kind]
@@ -224,7 +222,7 @@ def expand_protocol(argv: list[str]) -> list[str]:
     path = configs.named_config("protocol", name, configs_dir)
     at, last = _subcommand_end(argv), None
     for i, key, value in _options(argv):
-        if key in _CONFIG_FLAGS and value is not None:
+        if key in CONFIG_FLAGS and value is not None:
             at, last = (i + 2 if argv[i] == key else i + 1), value
     if last is not None and Path(last).expanduser().resolve() == path.resolve():
         return argv
@@ -246,7 +244,7 @@ def with_run_config(argv: list[str]) -> list[str]:
     if not path.is_file():
         raise TransferConfigError(f"checkpoint not found: {ckpt}; give an existing checkpoint, e.g. "
                                   "<run dir>/checkpoints/best.ckpt")
-    if any(key in _CONFIG_FLAGS for _, key, _ in options):
+    if any(key in CONFIG_FLAGS for _, key, _ in options):
         return argv  # the user says which data and model
     run_config = path.resolve().parent.parent / "config.yaml"
     if not run_config.is_file():
@@ -320,7 +318,7 @@ def check_keys(parser, argv: list[str]) -> None:
     if not known:
         return
     for _, flag, value in _options(argv):
-        if flag in _CONFIG_FLAGS:
+        if flag in CONFIG_FLAGS:
             if value is None:
                 continue
             data = _yaml_mapping(value)
@@ -377,7 +375,7 @@ def _logger_save_dirs(argv: list[str]) -> list[str]:
         given = any(a.startswith(("--trainer.logger.save_dir", "--trainer.logger.init_args.save_dir"))
                     for a in argv[i:])
         if value.rsplit(".", 1)[-1] in _SAVE_DIR_LOGGERS and not given:
-            out.append(f"--trainer.logger.init_args.save_dir={_SAVE_DIR_PLACEHOLDER}")
+            out.append(f"--trainer.logger.init_args.save_dir={SAVE_DIR_PLACEHOLDER}")
     return out
 
 
