@@ -4,7 +4,7 @@
 
 Both contenders run the same linear probe (whole backbone frozen from epoch 0, validation on both domains
 every epoch, then test) through the real CLI (``--strategy linear_probe``), differing only in
-``--model.feature_cache``. Rows:
+``--feature_cache.enabled``. Rows:
 
 * ``resnet18``: random-init ResNet-18 on digits resized to 32 px RGB, training on the source split
   (1,257 images): a backbone that dominates the step, like any real pretrained model.
@@ -50,7 +50,7 @@ def run(case: str, cache: bool, epochs: int, root: str, checkpoint: bool = True)
 
     features.default_cache().clear()  # every repeat pays for computing the features once
     args = [*BASE[1:], *CASES[case], f"--trainer.max_epochs={epochs}", f"--run.root={root}",
-            f"--model.feature_cache={str(cache).lower()}", *([] if checkpoint else NO_CKPT)]
+            f"--feature_cache.enabled={str(cache).lower()}", *([] if checkpoint else NO_CKPT)]
     os.environ.pop("LIT_TRANSFER_RUN_DIR", None)
     with muted():
         cli = TransferCLI(args=args, run=False)

@@ -89,7 +89,7 @@ def cli_args(w, root: str) -> list[str]:
             f"--trainer.limit_train_batches={w.steps}", "--trainer.limit_val_batches=0",
             "--checkpoint.monitor=null", "--checkpoint.save_top_k=0", "--checkpoint.save_last=false",
             "--run.test_after_fit=false", f"--run.root={root}", "--model.lr_scheduler=null",
-            "--model.feature_cache=false",
+            "--feature_cache.enabled=false",
             f"--trainer.precision={'bf16-mixed' if 'bf16' in w.knobs else '32-true'}",
             f"--model.channels_last={str('channels_last' in w.knobs).lower()}",
             f"--model.compile={str('compile' in w.knobs).lower()}"]

@@ -32,6 +32,7 @@ from lit_transfer import configs, results
 from lit_transfer.compat import CompactHelpFormatter, ThrottledProgressBar
 from lit_transfer.console import quiet, say
 from lit_transfer.checkpointing import AtomicCheckpointIO, Checkpoint
+from lit_transfer.callbacks.feature_cache import FeatureCaching
 from lit_transfer.callbacks.throughput import Throughput
 from lit_transfer.convergence import ValidationCurve
 from lit_transfer.data import DomainPairDataModule
@@ -170,6 +171,7 @@ class TransferCLI(LightningCLI):
                             help="Show third-party log lines and warnings (off by default: lit_transfer's own "
                                  "lines and the progress bar only).")
         parser.add_lightning_class_args(Checkpoint, "checkpoint")
+        parser.add_lightning_class_args(FeatureCaching, "feature_cache")
         parser.set_defaults(
             {"checkpoint.monitor": "val_acc", "checkpoint.mode": "max", "checkpoint.save_last": True,
              "checkpoint.filename": "best"}
@@ -212,9 +214,9 @@ class TransferCLI(LightningCLI):
                 kwargs["callbacks"] = [*kwargs.get("callbacks", callbacks), kind()]
         # Checkpoints written straight to their file (lit_transfer.checkpointing), unless the config brings its
         # own plugins or a strategy that saves sharded checkpoints its own way.
-        strategy = trainer_cfg.get("strategy", "auto")
-        if (not trainer_cfg.get("plugins") and "plugins" not in kwargs and isinstance(strategy, str)
-                and strategy.split("_")[0] in ("auto", "ddp", "single")):
+        distributed = trainer_cfg.get("strategy", "auto")  # Lightning's trainer.strategy: how processes share work
+        if (not trainer_cfg.get("plugins") and "plugins" not in kwargs and isinstance(distributed, str)
+                and distributed.split("_")[0] in ("auto", "ddp", "single")):
             kwargs["plugins"] = [AtomicCheckpointIO()]
         return super().instantiate_trainer(**kwargs)
 

@@ -13,9 +13,9 @@ The key is a sha256 of everything the embeddings depend on: the backbone's weigh
 and the model's preprocessing, the numeric context (autocast dtype, channels_last) and the storage dtype.
 Change any of them and the key changes: the cache never serves stale features.
 
-Memory is bounded: sets are kept in an LRU dict up to ``model.feature_cache_mb`` (default 1024 MiB; a model
+Memory is bounded: sets are kept in an LRU dict up to ``feature_cache.memory_mb`` (default 1024 MiB; a config
 argument, not an environment variable, so it is in the run's config); a larger set, or any set when a cache
-directory (``model.feature_cache_dir``) is given, is written chunk by chunk to a ``.npy`` file and
+directory (``feature_cache.cache_dir``) is given, is written chunk by chunk to a ``.npy`` file and
 served as a memory map (cross-process reuse: sweep trials over the same frozen backbone share it).
 ``dtype="float16"`` halves the footprint at the cost of exactness (the head then sees rounded features).
 """

@@ -14,8 +14,8 @@ else is a part it composes, so each can be read, tested and replaced alone:
 * which weights train: :class:`lit_transfer.freezing.Freezing` (``model.freezing``), by layer group or name
   pattern; schedules (:mod:`lit_transfer.strategies.schedule`) only say what each phase freezes;
 * feature caching and forgetting measurement: callbacks (:mod:`lit_transfer.callbacks`) that
-  :meth:`TransferClassifier.configure_callbacks` adds to every run; the feature cache's settings
-  (``model.feature_cache*``) are the callback's own constructor arguments;
+  :meth:`TransferClassifier.configure_callbacks` adds to every run that has none; the feature cache's settings
+  are the callback's own (the CLI's ``feature_cache`` section), not the model's;
 * loss terms: objectives and regularizers (:mod:`lit_transfer.strategies`);
 * epoch metrics and the eval steps' bookkeeping: :mod:`lit_transfer.evaluation`;
 * private Lightning/torch members: :mod:`lit_transfer.compat` only.
@@ -43,7 +43,8 @@ from lit_transfer.param_groups import HEAD
 from lit_transfer.plan.weights import parse_weights
 from lit_transfer.step_logging import StepLogging
 from lit_transfer.strategies.l2sp import Regularizer
-from lit_transfer.strategies.objective import Objective, as_objectives, check_streams, training_loss
+from lit_transfer.strategies.objective import (LossTerm, Objective, SourceHeadUse, as_objectives, check_streams,
+                                               training_loss)
 from lit_transfer.validation import check_model_args
 
 __all__ = ["TransferClassifier", "HEAD", "SELECTIONS", "load_classifier"]
@@ -111,9 +112,6 @@ class TransferClassifier(Freezable, StepLogging):
             the head predicts), ``source_val`` or ``oracle`` (target val labels); or, label-free, the logged
             ``target/val_score`` of ``entropy`` / ``snd`` / ``dev`` (scores of the target val images, not
             accuracies: :mod:`lit_transfer.evaluation`).
-        feature_cache, feature_cache_dtype, feature_cache_dir, feature_cache_mb: the settings of the
-            :class:`~lit_transfer.callbacks.FeatureCaching` callback the model brings (``enabled``, ``dtype``,
-            ``cache_dir``, ``memory_mb``): embeddings of a fixed backbone computed once; same results.
         channels_last: NHWC memory format for the backbone and its input (faster convolutions on GPUs).
         compile: ``torch.compile`` the backbone once, with ``compile_options`` and ``compile_mode`` (``default``,
             ``reduce-overhead``, ``max-autotune``, ``max-autotune-no-cudagraphs``); no recompile per epoch.
@@ -137,23 +135,17 @@ class TransferClassifier(Freezable, StepLogging):
         freeze_bn_stats: bool = True,
         regularizer: Optional[Regularizer] = None,
         label_smoothing: float = 0.0,
-        objective: Optional[Union[Objective, list[Objective]]] = None,
+        objective: Optional[Union[Objective, LossTerm, list[Union[Objective, LossTerm]]]] = None,
         selection: str = "auto",
-        feature_cache: bool = True,
-        feature_cache_dtype: str = "float32",
-        feature_cache_dir: Optional[str] = None,
         channels_last: bool = False,
         compile: bool = False,
         compile_options: Optional[dict] = None,
         bottleneck: Optional[int] = None,
         frozen_params: Optional[list[str]] = None,
-        feature_cache_mb: float = 1024.0,
         compile_mode: str = "default",
     ):
         super().__init__()
         _check_args(selection, compile_mode, compile_options)
-        self.feature_caching = FeatureCaching(feature_cache, feature_cache_dtype, feature_cache_dir,
-                                              feature_cache_mb, channels_last)
         check_model_args(lr=lr, backbone_lr_scale=backbone_lr_scale, layer_decay=layer_decay,
                          label_smoothing=label_smoothing)
         weights = None if weights is None else str(weights)  # a Path would not load with weights_only=True
@@ -163,10 +155,9 @@ class TransferClassifier(Freezable, StepLogging):
         if not isinstance(self.hparams.get("head"), (str, Mapping)):
             del self.hparams["head"]
         net = build_network(backbone, weights, in_chans, head, num_classes, bottleneck, channels_last)
-        self.source_checkpoint = net.checkpoint  # read once; kept while the objectives are bound
         self.backbone, self.bottleneck, self.head, self.head_factory = net.backbone, net.bottleneck, net.head, head
-        self.source_head_eval = False  # evaluate the source domain with source_head (set by joint objectives)
-        self.source_head, self.source_num_classes = net.source_head, net.source_num_classes  # frozen (see bind)
+        self.source_head_eval = False  # evaluate the source domain with source_head (joint objectives)
+        self.source_head, self.source_num_classes = net.source_head, net.source_num_classes  # frozen unless used
         if self.source_head is not None:  # measured once at fit start (ForgettingMeter); restored on resume
             self.register_buffer("source_acc_before", torch.tensor(float("nan")))
         self.optimizer_factory, self.lr_scheduler_factory = optimizer, lr_scheduler
@@ -185,12 +176,12 @@ class TransferClassifier(Freezable, StepLogging):
         if isinstance(objective, (list, tuple)):
             objective = nn.ModuleList(objective) if objective else None
         self.objective = objective
-        # e.g. L2SP snapshots the transferred weights w0, DANN builds its discriminator, LwF snapshots the model,
-        # Distill rebuilds its teacher (from source_checkpoint unless it names its own)
-        for part in [regularizer, *as_objectives(objective)]:
+        for obj in as_objectives(objective):  # what objectives need of the source head, provided before binding
+            if getattr(obj, "source_head_use", None) is not None:
+                self.use_source_head(obj.source_head_use, type(obj).__name__)
+        for part in [regularizer, *as_objectives(objective)]:  # parts build their own modules (objective.py)
             if part is not None and hasattr(part, "bind"):
-                part.bind(self)
-        self.source_checkpoint = None  # its tensors are in the parts now
+                part.bind(self, net.checkpoint)
 
     @classmethod
     def from_checkpoint(cls, checkpoint: SourceCheckpoint) -> "TransferClassifier":
@@ -210,20 +201,29 @@ class TransferClassifier(Freezable, StepLogging):
         return as_objectives(self.objective)
 
     def configure_callbacks(self):
-        """Callbacks every run needs, whatever the config adds (Lightning runs them after the config's ones)."""
-        return [self.feature_caching, ForgettingMeter()]
+        """Callbacks every run needs, whatever the config adds (Lightning runs them after the config's ones): a
+        default :class:`FeatureCaching` where the trainer has none (the CLI brings one, from its
+        ``feature_cache`` section), and the forgetting meter."""
+        trainer = compat.attached_trainer(self)
+        has_cache = trainer is not None and any(isinstance(c, FeatureCaching) for c in trainer.callbacks)
+        return [*([] if has_cache else [FeatureCaching()]), ForgettingMeter()]
 
     # ---------------------------------------------------------- source head
-    def add_source_head(self, num_classes: Optional[int] = None, trainable: bool = True) -> nn.Module:
-        """The source head (the checkpoint's, else a new one), for objectives that train on the source."""
+    def use_source_head(self, use: SourceHeadUse, user: str = "the objective") -> nn.Module:
+        """The source head as an objective declares it (``use``): the checkpoint's, else a new one; trainable
+        or frozen; evaluating the source domain or not."""
         if self.source_head is None:
-            self.source_num_classes = num_classes or self.num_classes
+            if use.from_checkpoint:
+                raise TransferConfigError(f"{user} needs model.weights = a lit_transfer checkpoint (its head is the "
+                                          "source head the objective uses)")
+            self.source_num_classes = use.num_classes or self.num_classes
             self.source_head = self.head_factory(self.feature_dim, self.source_num_classes)
         if self.source_num_classes != self.num_classes:
             metrics = metric_collection(self.source_num_classes)
             for s in ("val", "test"):
                 self.metrics[f"source_{s}"] = metrics.clone()
-        self.source_head.requires_grad_(trainable)
+        self.source_head.requires_grad_(use.trainable)
+        self.source_head_eval = self.source_head_eval or use.evaluates_source
         return self.source_head
 
     def domain_head(self, domain: str) -> nn.Module:

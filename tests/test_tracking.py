@@ -23,14 +23,14 @@ def test_resolve_wandb_mode(tmp_path, capsys, monkeypatch):
     assert tracking.wandb_online({**home, "WANDB_MODE": "offline"}) is False
 
 
-def test_wandb_run_info_from_cli_config_and_result():
+def test_wandb_run_info_from_the_resolved_config():
     cfg = {"seed_everything": 2, "run": {"experiment": "digits_shift", "strategy": "lp_ft"},
-           "data": {"target_shots": 5}}
-    info = tracking.wandb_run_info(cfg)
+           "data": {"target_shots": 5}, "strategy": "/home/me/configs/my_lp_ft.yaml"}
+    info = tracking.wandb_run_info(cfg)  # --strategy's value (here a path) is not the strategy's name
     assert info == {"group": "digits_shift", "job_type": "lp_ft", "tags": ["lp_ft", "shots=5", "seed=2"],
                     "name": "lp_ft-shots5-seed2"}
-    result = {"experiment": "e", "strategy": "scratch", "seed": 0, "target_shots": None}
-    assert tracking.wandb_run_info(result)["tags"] == ["scratch", "shots=all", "seed=0"]
+    cfg = {"seed_everything": 0, "run": {"experiment": "e", "strategy": "scratch"}, "data": {"target_shots": None}}
+    assert tracking.wandb_run_info(cfg)["tags"] == ["scratch", "shots=all", "seed=0"]
 
 
 def test_transfer_gain_needs_same_seed_shots_split(tmp_path):

@@ -38,29 +38,29 @@ def feature_cache_active(model, train: bool) -> bool:
 class FeatureCaching(Callback):
     """At each train/val/test epoch start: cached embeddings if the backbone is fixed, else images.
 
-    Its settings are the model's ``feature_cache*`` config keys, handed over by the model that creates it:
+    Its settings are its own: the CLI's ``feature_cache`` section (``--feature_cache.enabled false``, ...). A
+    model run without one (a plain ``Trainer``) gets a default instance from its ``configure_callbacks``.
 
     Args:
-        enabled: cache at all (``model.feature_cache``); off: always images.
+        enabled: cache at all; off: always images.
         dtype: ``float32`` (exact) or ``float16`` (half the memory, rounded features).
         cache_dir: keep cached embeddings as ``.npy`` memory maps here (shared across processes); default: in
             memory, spilled to a temporary directory above ``memory_mb``.
         memory_mb: the in-memory cache's budget in MiB (process-wide, LRU).
-        channels_last: whether the model embeds in NHWC layout (part of the cache key's context).
 
     Runs after a ``FinetuningSchedule`` (model callbacks come after the trainer's), so it sees the epoch's
     frozen set.
     """
 
     def __init__(self, enabled: bool = True, dtype: str = "float32", cache_dir: Optional[str] = None,
-                 memory_mb: float = features.DEFAULT_CACHE_MB, channels_last: bool = False):
+                 memory_mb: float = features.DEFAULT_CACHE_MB):
         if dtype not in features.FEATURE_DTYPES:
             raise TransferConfigError(
-                f"model.feature_cache_dtype must be one of {', '.join(features.FEATURE_DTYPES)}, got {dtype!r}")
+                f"feature_cache.dtype must be one of {', '.join(features.FEATURE_DTYPES)}, got {dtype!r}")
         if not memory_mb > 0:
-            raise TransferConfigError(f"model.feature_cache_mb must be > 0, got {memory_mb}")
+            raise TransferConfigError(f"feature_cache.memory_mb must be > 0, got {memory_mb}")
         self.enabled, self.dtype, self.cache_dir = enabled, dtype, cache_dir
-        self.memory_mb, self.channels_last = memory_mb, channels_last
+        self.memory_mb = memory_mb
 
     def use_cached_features(self, model, trainer, loaders, train: bool) -> None:
         """Point ``InMemoryLoader``s at cached embeddings of their images (or back to the images)."""
@@ -76,7 +76,7 @@ class FeatureCaching(Callback):
             cache.set_budget(self.memory_mb)
         # cached features are computed exactly like the ones they replace: same autocast, same memory format
         context = trainer.precision_plugin.forward_context
-        name = f"precision={trainer.precision}|channels_last={self.channels_last}"
+        name = f"precision={trainer.precision}|channels_last={bool(model.hparams.get('channels_last'))}"
         dtype = features.FEATURE_DTYPES[self.dtype]
         for loader in loaders:
             loader.features = features.embeddings(

@@ -272,6 +272,11 @@ def _domain_fields() -> list[str]:
     return [f.name for f in dataclasses.fields(DomainSpec)]
 
 
+# Options that moved (the old key names the new one in the unknown-key error).
+MOVED_KEYS = {"model.feature_cache": "feature_cache.enabled", "model.feature_cache_dtype": "feature_cache.dtype",
+              "model.feature_cache_dir": "feature_cache.cache_dir", "model.feature_cache_mb": "feature_cache.memory_mb"}
+
+
 def unknown_key(key: str, known: set[str]) -> Optional[tuple[str, Optional[str]]]:
     """``(key, closest valid key or None)`` when ``key`` names no option; ``None`` when it is valid (or lies
     below an option that checks its own keys: a class's ``init_args``, a dict-valued option)."""
@@ -280,6 +285,8 @@ def unknown_key(key: str, known: set[str]) -> Optional[tuple[str, Optional[str]]
     key = key.rstrip("+")  # --trainer.callbacks+=...
     if key in known or any(k.startswith(key + ".") for k in known):  # an option, or a group given whole
         return None
+    if key in MOVED_KEYS:
+        return key, MOVED_KEYS[key]
     parts = key.split(".")
     for i in range(len(parts) - 1, 0, -1):
         head = ".".join(parts[:i])

@@ -203,7 +203,7 @@ def _build_model(c: Candidate, num_classes: int, in_chans: int, device: str):
     from lit_transfer.module import TransferClassifier
 
     model = TransferClassifier(backbone=c.backbone, weights=c.weights.config_value, num_classes=num_classes,
-                               in_chans=in_chans, feature_cache=True)
+                               in_chans=in_chans)
     return model.to(device).eval()
 
 

@@ -40,7 +40,7 @@ class CDAN(LossTerm):
         self.hidden, self.norm, self.entropy_conditioning = hidden, norm, entropy_conditioning
         self.randomized, self.randomized_dim, self.gamma, self.max_coeff = randomized, randomized_dim, gamma, max_coeff
 
-    def bind(self, model: nn.Module) -> None:
+    def bind(self, model: nn.Module, checkpoint=None) -> None:
         f, c = model.feature_dim, model.num_classes
         if self.randomized:
             # Fixed random projections (buffers: checkpointed, never trained).

@@ -99,7 +99,7 @@ class DANN(LossTerm):
         self.hidden, self.norm, self.gamma, self.max_coeff = hidden, norm, gamma, max_coeff
         self.last_coeff = 0.0
 
-    def bind(self, model: nn.Module) -> None:
+    def bind(self, model: nn.Module, checkpoint=None) -> None:
         self.discriminator = DomainDiscriminator(model.feature_dim, self.hidden, self.norm)
 
     def coefficient(self, model: nn.Module) -> float:

@@ -23,10 +23,9 @@ from lit_transfer.strategies.objective import Frozen, Objective, kd_loss, labell
 __all__ = ["Distill"]
 
 
-def teacher_checkpoint(teacher: Optional[str], model: nn.Module) -> SourceCheckpoint:
-    """The teacher's checkpoint: the objective's ``teacher`` file, else the one the model starts from (read
-    once, by the model)."""
-    checkpoint = model.source_checkpoint
+def teacher_checkpoint(teacher: Optional[str], checkpoint: Optional[SourceCheckpoint]) -> SourceCheckpoint:
+    """The teacher's checkpoint: the objective's ``teacher`` file, else ``checkpoint``, the one the model starts
+    from (read once, by the model)."""
     if teacher:
         weights = parse_weights(teacher)
         if isinstance(weights, File) and weights.is_checkpoint and not weights.path.is_file():
@@ -48,8 +47,8 @@ class Distill(Objective):
         self.teacher_path, self.temperature = teacher, temperature
         self.kd_weight, self.ce_weight = kd_weight, ce_weight
 
-    def bind(self, model: nn.Module) -> None:
-        checkpoint = teacher_checkpoint(self.teacher_path, model)
+    def bind(self, model: nn.Module, checkpoint: Optional[SourceCheckpoint] = None) -> None:
+        checkpoint = teacher_checkpoint(self.teacher_path, checkpoint)
         teacher = type(model).from_checkpoint(checkpoint)
         if teacher.num_classes != model.num_classes or teacher.hparams.in_chans != model.hparams.in_chans:
             raise TransferConfigError(

@@ -17,13 +17,14 @@ __all__ = ["Regularizer", "L2SP"]
 class Regularizer(nn.Module):
     """What ``model.regularizer`` takes: ``forward(model)`` → a scalar added to the training loss.
 
-    ``bind(model)`` (optional) runs once the transferred weights are loaded, e.g. to snapshot them.
+    ``bind(model, checkpoint)`` (optional) runs once the transferred weights are loaded, e.g. to snapshot them;
+    it reads the model, never changes it.
     ``replaces_weight_decay``: the optimizer's weight decay is set to 0 for every param group.
     """
 
     replaces_weight_decay = False
 
-    def bind(self, model: nn.Module) -> None:
+    def bind(self, model: nn.Module, checkpoint=None) -> None:
         pass
 
     def forward(self, model: nn.Module) -> torch.Tensor:
@@ -40,7 +41,7 @@ class L2SP(Regularizer):
         self.alpha, self.beta = alpha, beta
         self._names: list[str] = []
 
-    def bind(self, model: nn.Module) -> None:
+    def bind(self, model: nn.Module, checkpoint=None) -> None:
         """Snapshot the transferred backbone weights ``w_S⁰`` (buffers: saved with checkpoints, so resume
         keeps the original starting point rather than the weights at the time of the resume)."""
         for name, p in model.backbone.named_parameters():

@@ -14,8 +14,7 @@ import copy
 import torch
 from torch import nn
 
-from lit_transfer.errors import TransferConfigError
-from lit_transfer.strategies.objective import Frozen, Objective, kd_loss, labelled, unlabeled
+from lit_transfer.strategies.objective import Frozen, Objective, SourceHeadUse, kd_loss, labelled, unlabeled
 
 __all__ = ["LwF"]
 
@@ -27,13 +26,14 @@ class LwF(Objective):
         super().__init__()
         self.temperature, self.weight, self.train_source_head = temperature, weight, train_source_head
 
-    def bind(self, model: nn.Module) -> None:
-        if model.source_head is None:
-            raise TransferConfigError("LwF needs model.weights = a lit_transfer checkpoint (its head is the source "
-                                      "head whose outputs LwF preserves)")
+    @property
+    def source_head_use(self) -> SourceHeadUse:
+        """The source checkpoint's head (whose outputs LwF preserves), trained or not."""
+        return SourceHeadUse(trainable=self.train_source_head, from_checkpoint=True)
+
+    def bind(self, model: nn.Module, checkpoint=None) -> None:
         self.old_backbone = Frozen(copy.deepcopy(model.backbone))
         self.old_head = Frozen(copy.deepcopy(model.source_head))
-        model.source_head.requires_grad_(self.train_source_head)
 
     @torch.no_grad()
     def source_targets(self, model: nn.Module, x: torch.Tensor) -> torch.Tensor:

@@ -13,7 +13,7 @@ from typing import Optional
 from torch import nn
 
 from lit_transfer.strategies.dann import embed_pair
-from lit_transfer.strategies.objective import Objective, labelled
+from lit_transfer.strategies.objective import Objective, SourceHeadUse, labelled
 
 __all__ = ["MultiTask"]
 
@@ -26,9 +26,9 @@ class MultiTask(Objective):
         self.source_weight, self.target_weight = source_weight, target_weight
         self.source_num_classes = source_num_classes
 
-    def bind(self, model: nn.Module) -> None:
-        model.add_source_head(self.source_num_classes, trainable=True)
-        model.source_head_eval = True
+    @property
+    def source_head_use(self) -> SourceHeadUse:
+        return SourceHeadUse(trainable=True, num_classes=self.source_num_classes, evaluates_source=True)
 
     def check_data(self, model: nn.Module, datamodule) -> None:
         super().check_data(model, datamodule)

@@ -1,108 +1,135 @@
-"""Objectives: small loss modules composed with the model (``model.objective``), TLlib style.
+"""What ``model.objective`` holds: loss modules composed with the model, TLlib style. Two kinds, two base classes:
 
-An objective replaces the plain cross-entropy training step; everything else (optimizer, param groups,
-metrics, checkpoints, selection, logging) stays the one :class:`~lit_transfer.module.TransferClassifier`
-path::
+* a **loss term** (:class:`LossTerm`: DANN, CDAN, MCC, CORAL, MMD) is one weighted loss over the step's tensors,
+  ``term(step)`` → ``value`` or ``(value, {name: value})``. The step (:class:`Step`) computes each stream's
+  features and logits once (one forward over all streams, so BatchNorm sees source and target together) and
+  every term reads them;
+* an **objective** (:class:`Objective`: MultiTask, Distill, LwF) is a whole training step,
+  ``training_step(model, batch)`` → the loss (its own cross-entropy included) or ``(loss, {name: value})``.
 
-    model:
-      objective:
-        class_path: lit_transfer.strategies.DANN
-        init_args: {domain_weight: 1.0}
-
-The contract:
-
-- ``bind(model)`` is called once from the model's ``__init__`` (backbone built, transferred weights loaded):
-  build modules that need the feature width (a discriminator) or snapshot the model (LwF). Modules stored
-  on the objective are submodules of the model, so checkpoints carry them. Trainable ones go to the
-  optimizer's ``extra`` group (the head's learning rate); frozen ones (``requires_grad=False``) stay out.
-- ``check_data(model, datamodule)`` (optional) runs at fit start: fail early when a stream is missing.
-- ``training_step(model, batch)`` returns the loss, or ``(loss, {name: value})``; the model logs
-  ``train/loss`` and ``train/<name>``. ``batch`` is an ``(x, y)`` tuple for single-stream training, or a
-  dict ``{"source": (x, y), "target": (x, y), "unlabeled": x}`` holding only the configured streams.
-
-Composable loss terms (:class:`LossTerm`): ``model.objective`` may also be a *list*. A term is one weighted
-loss over the tensors of the step, ``term(step)`` → ``value`` or ``(value, {name: value})``; the step
-(:class:`Step`) computes each stream's features and logits once (one forward over all streams, so BatchNorm
-sees source and target together) and every term reads them. The training loss is
+``model.objective`` is one of them or a list; the training loss is
 
     task loss (cross-entropy on the labelled stream) + Σ weight_i · term_i
 
-or, when the list holds a whole-step objective (MultiTask, Distill, LwF: ``replaces_task_loss``), that
-objective's loss in place of the task loss. So ``DANN + MCC`` is two YAML entries::
+with at most one objective's loss in place of the task loss. So ``DANN + MCC`` is two YAML entries::
 
     model:
       objective:
         - {class_path: lit_transfer.strategies.DANN, init_args: {weight: 1.0}}
         - {class_path: lit_transfer.strategies.MCC, init_args: {weight: 1.0, temperature: 2.5}}
 
-Each term declares the streams it reads (``requires``); a missing one is a one-line config error at fit start.
+The contract, for both:
+
+- ``bind(model, checkpoint)`` is called once from the model's ``__init__`` (parts built, transferred weights
+  loaded): build the part's own modules (a discriminator over ``model.feature_dim``, LwF's frozen snapshot,
+  Distill's teacher from the source checkpoint). It reads the model and never changes it: what an objective
+  needs of the model's source head it declares (``source_head_use``: :class:`SourceHeadUse`) and the model
+  provides before binding. Modules stored on the part are submodules of the model, so checkpoints carry them.
+  Trainable ones go to the optimizer's ``extra`` group (the head's learning rate); frozen ones stay out.
+- ``requires``: the training streams read; a missing one is a one-line config error at fit start
+  (``check_data``). ``batch`` is an ``(x, y)`` tuple for single-stream training, or a dict
+  ``{"source": (x, y), "target": (x, y), "unlabeled": x}`` holding only the configured streams.
+- The model logs ``train/loss`` and ``train/<name>`` for each logged value.
 """
 
 from __future__ import annotations
 
-from typing import Optional
+from dataclasses import dataclass
+from typing import Optional, Union
 
 import torch
 from torch import nn
 
 from lit_transfer.errors import TransferConfigError
 
-__all__ = ["Objective", "LossTerm", "Step", "training_loss", "as_objectives", "check_streams", "Frozen", "labelled", "unlabeled",
+__all__ = ["Objective", "LossTerm", "SourceHeadUse", "check_required_streams", "Step", "training_loss", "as_objectives", "check_streams", "Frozen", "labelled", "unlabeled",
            "kd_loss", "training_progress"]
 
 
+@dataclass(frozen=True)
+class SourceHeadUse:
+    """What an objective needs of the model's source head; the model provides it before binding the objective
+    (objectives never change the model themselves).
+
+    Args:
+        trainable: the source head trains (else it stays frozen, as loaded).
+        num_classes: classes of a new source head when the start checkpoint brings none (``None``: the target's).
+        from_checkpoint: the head must be the source checkpoint's (``model.weights`` = a lit_transfer ``.ckpt``).
+        evaluates_source: the source domain is evaluated with the source head (joint training).
+    """
+
+    trainable: bool = True
+    num_classes: Optional[int] = None
+    from_checkpoint: bool = False
+    evaluates_source: bool = False
+
+
+def check_required_streams(name: str, requires: tuple[str, ...], datamodule) -> None:
+    """At fit start: the training streams ``requires`` are served by the data module, and an unlabeled target is
+    not made of the source's own images; else one config error naming the setting to change."""
+    streams = getattr(datamodule, "train_streams", None)
+    if streams is None:
+        return
+    missing = [s for s in requires if s not in streams]
+    specs = getattr(datamodule, "specs", None)
+    if "unlabeled" in requires and not missing and specs and "source" in specs:
+        from lit_transfer.data.domains import share_images
+
+        if share_images(specs["source"], specs["target"]):
+            raise TransferConfigError(
+                f"{name}: source ({specs['source'].name}) and target ({specs['target'].name}) are built from the "
+                "same images, so the unlabeled target would hold twins of the source's training images; set "
+                "data.source.half: 0 and data.target.half: 1 (disjoint halves)")
+    if missing:
+        hints = {"unlabeled": "data.unlabeled_target: true", "source": "data.train_on: source (or source+target)",
+                 "target": "data.train_on: target (or source+target)"}
+        raise TransferConfigError(
+            f"{name} needs the {', '.join(missing)} training stream(s) but the data serves {streams}; set "
+            + "; ".join(hints[m] for m in missing)
+        )
+
+
 class Objective(nn.Module):
+    """A whole training step (MultiTask, Distill, LwF): ``training_step(model, batch)`` returns the whole loss,
+    its own cross-entropy included, in place of the task loss."""
+
     #: the training streams this objective needs (checked at fit start against the data module)
     requires: tuple[str, ...] = ()
-    #: ``training_step`` returns the whole loss (its own cross-entropy included); see :class:`LossTerm`
-    replaces_task_loss: bool = True
+    #: what it needs of the model's source head (:class:`SourceHeadUse`), provided by the model before ``bind``
+    source_head_use: Optional[SourceHeadUse] = None
 
-    def bind(self, model: nn.Module) -> None:
-        """Called once from the model's ``__init__``."""
+    def bind(self, model: nn.Module, checkpoint=None) -> None:
+        """Called once from the model's ``__init__``, its parts built (``checkpoint``: the
+        :class:`~lit_transfer.models.source_checkpoint.SourceCheckpoint` they started from, if any): build this
+        objective's own modules. Reads the model, never changes it."""
 
     def check_data(self, model: nn.Module, datamodule) -> None:
-        streams = getattr(datamodule, "train_streams", None)
-        if streams is None:
-            return
-        missing = [s for s in self.requires if s not in streams]
-        specs = getattr(datamodule, "specs", None)
-        if "unlabeled" in self.requires and not missing and specs and "source" in specs:
-            from lit_transfer.data.domains import share_images
-
-            if share_images(specs["source"], specs["target"]):
-                raise TransferConfigError(
-                    f"{type(self).__name__}: source ({specs['source'].name}) and target ({specs['target'].name}) are "
-                    "built from the same images, so the unlabeled target would hold twins of the source's training "
-                    "images; set data.source.half: 0 and data.target.half: 1 (disjoint halves)")
-        if missing:
-            name = type(self).__name__
-            hints = {"unlabeled": "data.unlabeled_target: true", "source": "data.train_on: source (or source+target)",
-                     "target": "data.train_on: target (or source+target)"}
-            raise TransferConfigError(
-                f"{name} needs the {', '.join(missing)} training stream(s) but the data serves {streams}; set "
-                + "; ".join(hints[m] for m in missing)
-            )
+        check_required_streams(type(self).__name__, self.requires, datamodule)
 
     def training_step(self, model: nn.Module, batch):  # pragma: no cover - abstract
         raise NotImplementedError
 
 
-class LossTerm(Objective):
-    """One weighted term added to the task loss: ``forward(step)`` → value, or ``(value, {name: value})``.
+class LossTerm(nn.Module):
+    """One weighted term added to the task loss: ``forward(step)`` → value, or ``(value, {name: value})``, over
+    the step's tensors (:class:`Step`); it knows nothing of the trainer.
 
     Subclasses set ``requires`` (streams read) and ``log_name`` (logged as ``train/<log_name>``).
     """
 
-    replaces_task_loss = False
+    requires: tuple[str, ...] = ()
     log_name = "term_loss"
 
     def __init__(self, weight: float = 1.0):
         super().__init__()
         self.weight = float(weight)
 
-    def training_step(self, model: nn.Module, batch):
-        """The term alone as a whole step (task loss + weight · term), for direct use."""
-        return training_loss(model, batch, [self])[:2]
+    def bind(self, model: nn.Module, checkpoint=None) -> None:
+        """Called once from the model's ``__init__``: build the term's own modules (e.g. a discriminator over
+        ``model.feature_dim``). Reads the model, never changes it."""
+
+    def check_data(self, model: nn.Module, datamodule) -> None:
+        check_required_streams(type(self).__name__, self.requires, datamodule)
 
 
 class Step:
@@ -173,7 +200,7 @@ def check_streams(model: nn.Module, datamodule) -> None:
     the streams it ``requires``."""
     streams = getattr(datamodule, "train_streams", [model.train_domain()])
     objectives = as_objectives(model.objective)
-    whole = [o for o in objectives if getattr(o, "replaces_task_loss", True)]
+    whole = [o for o in objectives if not isinstance(o, LossTerm)]
     if not whole and len([s for s in streams if s != "unlabeled"]) > 1:
         raise TransferConfigError("data.train_on: source+target needs a model.objective that uses both "
                                   "streams, e.g. lit_transfer.strategies.MultiTask")
@@ -182,7 +209,7 @@ def check_streams(model: nn.Module, datamodule) -> None:
             obj.check_data(model, datamodule)
 
 
-def as_objectives(objective) -> list[Objective]:
+def as_objectives(objective) -> list[Union[Objective, LossTerm]]:
     """``model.objective`` (``None``, one objective, or a list of them) as a list."""
     if objective is None:
         return []
@@ -192,7 +219,7 @@ def as_objectives(objective) -> list[Objective]:
 def training_loss(model: nn.Module, batch, objectives) -> tuple[torch.Tensor, dict, int]:
     """``(loss, logs, batch size)``: the task loss (or the whole-step objective's) + Σ weight · term."""
     objectives = as_objectives(objectives)
-    whole = [o for o in objectives if getattr(o, "replaces_task_loss", True)]
+    whole = [o for o in objectives if not isinstance(o, LossTerm)]
     if len(whole) > 1:
         raise TransferConfigError(f"model.objective holds {len(whole)} whole-step objectives "
                                   f"({', '.join(type(o).__name__ for o in whole)}); at most one can replace the task loss")
